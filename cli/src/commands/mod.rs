@@ -1,0 +1,9 @@
+//! The client commands, one module each.
+
+pub(crate) mod deploy;
+pub(crate) mod describe;
+pub(crate) mod invoke;
+pub(crate) mod list;
+pub(crate) mod logs;
+pub(crate) mod remove;
+pub(crate) mod secret;

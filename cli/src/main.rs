@@ -1,0 +1,81 @@
+//! The `courier` binary: `courier up` runs the whole fabric in one process; every other
+//! command is an HTTP client of a running gateway (`--gateway`, `COURIER_GATEWAY`).
+//!
+//! Invariant: client commands only speak the gateway's HTTP API; only `up` links a provider.
+
+mod client;
+mod commands;
+mod password;
+mod stack;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Courier: an OpenFaaS-compatible, event-driven function invocation fabric.
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway and the local process runtime in one process.
+    Up(up::UpArgs),
+    /// Deploy (or update) the functions of a faas-cli stack file, then wait until they are ready.
+    Deploy(commands::deploy::DeployArgs),
+    /// List deployed functions.
+    #[command(alias = "ls")]
+    List(commands::list::ListArgs),
+    /// Show one function in detail.
+    Describe(commands::describe::DescribeArgs),
+    /// Invoke a function synchronously with the body read from stdin.
+    Invoke(commands::invoke::InvokeArgs),
+    /// Print a function's logs.
+    Logs(commands::logs::LogsArgs),
+    /// Remove a function.
+    #[command(alias = "rm")]
+    Remove(commands::remove::RemoveArgs),
+    /// Manage secrets.
+    Secret(commands::secret::SecretArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COURIER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("courier: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Deploy(args) => commands::deploy::run(args).await,
+            Command::List(args) => commands::list::run(args).await,
+            Command::Describe(args) => commands::describe::run(args).await,
+            Command::Invoke(args) => commands::invoke::run(args).await,
+            Command::Logs(args) => commands::logs::run(args).await,
+            Command::Remove(args) => commands::remove::run(args).await,
+            Command::Secret(args) => commands::secret::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("courier: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

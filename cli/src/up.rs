@@ -1,0 +1,192 @@
+//! `courier up`: the gateway and the local process runtime in one process, state in one data
+//! directory. Stops cleanly on Ctrl-C or SIGTERM: the server drains (bounded), then every
+//! function process is stopped before the process exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use courier_core::Provider;
+use courier_gateway::{BasicAuth, Gateway, GatewayConfig};
+use courier_provider_local::{LocalConfig, LocalProvider, SandboxMode};
+use tokio_util::sync::CancellationToken;
+
+/// How long open connections (followed log streams, slow calls) may keep the server up after
+/// a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Parses a Go duration (`100ms`, `1m30s`) or a number of seconds.
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+    courier_core::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where functions, secrets and the admin password are kept.
+    #[arg(long, env = "COURIER_DATA_DIR", default_value = "./courier-data")]
+    data_dir: PathBuf,
+    /// A faas-cli stack file to deploy (or update) at start-up.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Turn off authentication of /system/* (anyone who can reach the port can deploy code).
+    #[arg(long, env = "COURIER_NO_AUTH")]
+    no_auth: bool,
+    /// The admin password; default: <data-dir>/secrets/basic-auth-password, generated on first start.
+    #[arg(long = "basic-auth-password", env = "COURIER_BASIC_AUTH_PASSWORD", hide_env_values = true, hide = true)]
+    password: Option<String>,
+    /// How long a function may take to start answering before the caller gets 504.
+    #[arg(long, env = "COURIER_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = duration)]
+    upstream_timeout: Duration,
+    /// How long a call waits for a function with no ready replica (starting, or woken from
+    /// zero) before the caller gets 503.
+    #[arg(long, env = "COURIER_READY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    ready_timeout: Duration,
+    /// Fork mode: default exec timeout (a function's envVars.exec_timeout overrides; 0 there disables).
+    #[arg(long, env = "COURIER_EXEC_TIMEOUT", default_value = "60s", value_parser = duration)]
+    exec_timeout: Duration,
+    /// How long an HTTP-mode replica may take to become ready before it is restarted.
+    #[arg(long, env = "COURIER_START_TIMEOUT", default_value = "60s", value_parser = duration)]
+    start_timeout: Duration,
+    /// Sandbox functions with bubblewrap: auto (when usable), on (required), off.
+    #[arg(long, env = "COURIER_SANDBOX", default_value = "auto")]
+    sandbox: SandboxMode,
+    /// Largest /system/* request body, in bytes.
+    #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Extra namespaces to offer besides openfaas-fn (comma-separated).
+    #[arg(long, env = "COURIER_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+}
+
+pub(crate) async fn run(args: UpArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    for ns in &args.namespaces {
+        courier_core::names::resolve_namespace(Some(ns)).context("--namespaces")?;
+    }
+
+    let auth = if args.no_auth {
+        tracing::warn!("Authentication is disabled (--no-auth): anyone who can reach the gateway can deploy and run code.");
+        None
+    } else {
+        let password = match args.password.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => p.to_owned(),
+            None => crate::password::load_or_generate(&data_dir)?.0,
+        };
+        Some(BasicAuth::new("admin", password))
+    };
+
+    let provider = LocalProvider::start(LocalConfig {
+        data_dir: data_dir.clone(),
+        sandbox: args.sandbox,
+        exec_timeout: args.exec_timeout,
+        start_timeout: args.start_timeout,
+        namespaces: args.namespaces.clone(),
+    })
+    .await
+    .context("starting the local runtime")?;
+    let registry = prometheus::Registry::new();
+    let gateway = Gateway::new(
+        provider.clone(),
+        GatewayConfig {
+            upstream_timeout: args.upstream_timeout,
+            ready_timeout: args.ready_timeout,
+            max_body_bytes: args.max_body_bytes,
+            auth: auth.clone(),
+            ..GatewayConfig::default()
+        },
+        &registry,
+    )?;
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            provider.shutdown().await;
+            return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
+        }
+    };
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("Courier is listening on {url}");
+    println!("  functions run as local processes (sandbox: {})", provider.sandbox_name());
+    if provider.sandbox_name() == "none" {
+        println!("  WARNING: functions are NOT sandboxed (install bubblewrap to isolate them)");
+    }
+    println!("  data directory: {}", data_dir.display());
+    if auth.is_some() {
+        let password_hint = if args.password.is_some() {
+            "the password in COURIER_BASIC_AUTH_PASSWORD".to_owned()
+        } else {
+            format!("the password in {}", crate::password::path(&data_dir).display())
+        };
+        println!("  log in as user 'admin' with {password_hint}");
+        println!("  e.g. export COURIER_GATEWAY={url} COURIER_DATA_DIR={}", data_dir.display());
+    } else {
+        println!("  authentication is disabled");
+    }
+
+    let shutdown = CancellationToken::new();
+    let server = {
+        let gateway = gateway.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { gateway.serve(listener, registry, shutdown).await })
+    };
+    if let Some(file) = &args.file {
+        if let Err(e) = deploy_stack(provider.as_ref(), file).await {
+            tracing::error!(error = format!("{e:#}"), "Stack file not deployed.");
+        }
+    }
+    wait_for_signal().await;
+    println!("Shutting down: stopping functions.");
+    shutdown.cancel();
+    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "Server error."),
+        Err(_) => tracing::warn!("Connections still open after the drain deadline; closing."),
+        _ => {}
+    }
+    provider.shutdown().await;
+    println!("Stopped.");
+    Ok(())
+}
+
+/// Deploys or updates every function of a stack file through the provider.
+async fn deploy_stack(provider: &LocalProvider, file: &std::path::Path) -> Result<()> {
+    for mut spec in crate::stack::load(file)? {
+        let namespace = courier_core::names::resolve_namespace(Some(&spec.namespace))?;
+        spec.namespace = namespace.clone();
+        let name = spec.service.clone();
+        let result = match provider.update(&namespace, spec.clone()).await {
+            Err(courier_core::ProviderError::NotFound { .. }) => provider.deploy(&namespace, spec).await,
+            other => other,
+        };
+        match result {
+            Ok(()) => println!("  deployed {name}.{namespace}"),
+            Err(e) => eprintln!("  could not deploy {name}.{namespace}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,93 @@
+//! Every way a gateway request fails, mapped to the contract's status codes in one place.
+
+use axum::response::{IntoResponse, Response};
+use courier_core::ProviderError;
+use courier_core::decode::DecodeError;
+use courier_core::names::NameError;
+use http::{StatusCode, header};
+
+/// A failed request; the message is the response body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or invalid (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such function or secret (404, message in the body).
+    #[error("{0}")]
+    NotFound(String),
+    /// No such function, answered with an empty body as OpenFaaS's status endpoint does (404).
+    #[error("not found")]
+    NotFoundEmpty,
+    /// It exists already (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A query that cannot be parsed (422, as faas-provider's log handler answers).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The function has no ready replica within the wait (503).
+    #[error("{0}")]
+    NotReady(String),
+    /// The function could not be reached (502).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The function did not answer within the upstream timeout (504).
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// The gateway or provider failed (500); details are logged, not returned.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status code this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) | Self::NotFoundEmpty => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if matches!(self, Self::NotFoundEmpty) {
+            return status.into_response();
+        }
+        if let Self::Internal(msg) = &self {
+            tracing::error!(error = %msg, "Request failed.");
+        }
+        let body = format!("{self}\n");
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::NotFound { .. } => Self::NotFound(e.to_string()),
+            ProviderError::AlreadyExists { .. } => Self::Conflict(e.to_string()),
+            ProviderError::Invalid(msg) => Self::BadRequest(msg),
+            ProviderError::NotReady(_) => Self::NotReady(e.to_string()),
+            ProviderError::Internal { .. } => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}

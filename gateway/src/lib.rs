@@ -1,0 +1,129 @@
+//! Courier's gateway: the OpenFaaS HTTP API in front of a [`Provider`].
+//!
+//! It owns routing, basic authentication of `/system/*`, decoding and validating management
+//! requests, the synchronous invocation proxy (`/function/{name}`: streaming, pooled,
+//! timeouts, scale-from-zero) and the OpenFaaS-named Prometheus metrics.
+//!
+//! Invariant: the gateway knows only the [`Provider`] seam. It never knows whether functions
+//! are processes or Kubernetes pods, and never touches the data directory.
+
+mod api;
+mod auth;
+mod error;
+mod invoke;
+mod metrics;
+mod path;
+mod readiness;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use courier_core::Provider;
+use courier_core::system::VersionInfo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::BasicAuth;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// How the gateway behaves.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// How long a function may take to answer with its response headers before the caller
+    /// gets 504.
+    pub upstream_timeout: Duration,
+    /// How long an invocation waits for a function with no ready replica (starting, or scaled
+    /// to zero and being woken) before the caller gets 503.
+    pub ready_timeout: Duration,
+    /// Largest management request body (`/system/*`) accepted, in bytes; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Credentials for `/system/*`; `None` turns authentication off.
+    pub auth: Option<BasicAuth>,
+    /// The gateway's version for `/system/info`.
+    pub version: VersionInfo,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+            auth: None,
+            version: VersionInfo {
+                commit_message: String::new(),
+                sha: option_env!("COURIER_GIT_SHA").unwrap_or("unknown").into(),
+                release: env!("CARGO_PKG_VERSION").into(),
+            },
+        }
+    }
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    provider: Arc<dyn Provider>,
+    config: GatewayConfig,
+    client: Client<HttpConnector, Body>,
+    metrics: Metrics,
+    waking: readiness::Waking,
+}
+
+impl Gateway {
+    /// A gateway over `provider`, registering its metrics on `registry`.
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        config: GatewayConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Arc::new(Self {
+            provider,
+            config,
+            client,
+            metrics: Metrics::register(registry)?,
+            waking: readiness::Waking::default(),
+        }))
+    }
+
+    /// The provider behind this gateway.
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.provider
+    }
+
+    /// The gateway's routes.
+    pub fn router(self: &Arc<Self>, registry: prometheus::Registry) -> Router {
+        api::router(self.clone(), registry)
+    }
+
+    /// Serves the gateway on `listener` until `shutdown` is cancelled.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        registry: prometheus::Registry,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let app = path::normalize(self.router(registry));
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    }
+}
