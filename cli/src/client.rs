@@ -12,17 +12,38 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct GatewayArgs {
     /// The gateway's URL.
-    #[arg(long, env = "COURIER_GATEWAY", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "COURIER_GATEWAY",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub(crate) gateway: String,
     /// The data directory of `courier up`, where the admin password is read from
     /// (`secrets/basic-auth-password`) when COURIER_BASIC_AUTH_PASSWORD is not set.
-    #[arg(long, env = "COURIER_DATA_DIR", default_value = "./courier-data", global = true)]
+    #[arg(
+        long,
+        env = "COURIER_DATA_DIR",
+        default_value = "./courier-data",
+        global = true
+    )]
     pub(crate) data_dir: PathBuf,
     /// The admin password (prefer the environment variable; flags show up in `ps`).
-    #[arg(long, env = "COURIER_BASIC_AUTH_PASSWORD", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "COURIER_BASIC_AUTH_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
     pub(crate) password: Option<String>,
     /// The function namespace.
-    #[arg(long, short = 'n', env = "COURIER_NAMESPACE", default_value = "openfaas-fn", global = true)]
+    #[arg(
+        long,
+        short = 'n',
+        env = "COURIER_NAMESPACE",
+        default_value = "openfaas-fn",
+        global = true
+    )]
     pub(crate) namespace: String,
 }
 
@@ -64,14 +85,21 @@ impl Gateway {
     }
 
     /// Sends a request with a timeout, turning connection failures into advice.
-    pub(crate) async fn send(&self, rb: RequestBuilder, timeout: Option<Duration>) -> Result<Response> {
+    pub(crate) async fn send(
+        &self,
+        rb: RequestBuilder,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
         let rb = match timeout {
             Some(t) => rb.timeout(t),
             None => rb,
         };
         let resp = rb.send().await.map_err(|e| {
             if e.is_connect() {
-                anyhow!("cannot reach the gateway at {} (is `courier up` running?)", self.base)
+                anyhow!(
+                    "cannot reach the gateway at {} (is `courier up` running?)",
+                    self.base
+                )
             } else if e.is_timeout() {
                 anyhow!("the gateway at {} did not answer in time", self.base)
             } else {

@@ -76,7 +76,10 @@ mod tests {
         assert!(created);
         assert_eq!(first.len(), LENGTH);
         assert!(first.chars().all(|c| c.is_ascii_alphanumeric()));
-        let mode = std::fs::metadata(path(dir.path())).unwrap().permissions().mode();
+        let mode = std::fs::metadata(path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (second, created) = load_or_generate(dir.path()).unwrap();
         assert!(!created);

@@ -86,7 +86,9 @@ pub(crate) fn parse(yaml: &str) -> Result<Vec<FunctionDeployment>> {
             let env_process = f
                 .fprocess
                 .or_else(|| env.remove("fprocess"))
-                .with_context(|| format!("function {name}: set environment.fprocess to its command"))?;
+                .with_context(|| {
+                    format!("function {name}: set environment.fprocess to its command")
+                })?;
             Ok(FunctionDeployment {
                 image: f.image.unwrap_or_else(|| format!("local/{name}:latest")),
                 namespace: f.namespace.unwrap_or_default(),

@@ -37,7 +37,12 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "COURIER_NO_AUTH")]
     no_auth: bool,
     /// The admin password; default: <data-dir>/secrets/basic-auth-password, generated on first start.
-    #[arg(long = "basic-auth-password", env = "COURIER_BASIC_AUTH_PASSWORD", hide_env_values = true, hide = true)]
+    #[arg(
+        long = "basic-auth-password",
+        env = "COURIER_BASIC_AUTH_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
     password: Option<String>,
     /// How long a function may take to start answering before the caller gets 504.
     #[arg(long, env = "COURIER_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = duration)]
@@ -72,7 +77,9 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     }
 
     let auth = if args.no_auth {
-        tracing::warn!("Authentication is disabled (--no-auth): anyone who can reach the gateway can deploy and run code.");
+        tracing::warn!(
+            "Authentication is disabled (--no-auth): anyone who can reach the gateway can deploy and run code."
+        );
         None
     } else {
         let password = match args.password.as_deref().filter(|p| !p.is_empty()) {
@@ -112,7 +119,10 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     };
     let url = format!("http://{}", listener.local_addr()?);
     println!("Courier is listening on {url}");
-    println!("  functions run as local processes (sandbox: {})", provider.sandbox_name());
+    println!(
+        "  functions run as local processes (sandbox: {})",
+        provider.sandbox_name()
+    );
     if provider.sandbox_name() == "none" {
         println!("  WARNING: functions are NOT sandboxed (install bubblewrap to isolate them)");
     }
@@ -121,10 +131,16 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         let password_hint = if args.password.is_some() {
             "the password in COURIER_BASIC_AUTH_PASSWORD".to_owned()
         } else {
-            format!("the password in {}", crate::password::path(&data_dir).display())
+            format!(
+                "the password in {}",
+                crate::password::path(&data_dir).display()
+            )
         };
         println!("  log in as user 'admin' with {password_hint}");
-        println!("  e.g. export COURIER_GATEWAY={url} COURIER_DATA_DIR={}", data_dir.display());
+        println!(
+            "  e.g. export COURIER_GATEWAY={url} COURIER_DATA_DIR={}",
+            data_dir.display()
+        );
     } else {
         println!("  authentication is disabled");
     }
@@ -135,10 +151,10 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { gateway.serve(listener, registry, shutdown).await })
     };
-    if let Some(file) = &args.file {
-        if let Err(e) = deploy_stack(provider.as_ref(), file).await {
-            tracing::error!(error = format!("{e:#}"), "Stack file not deployed.");
-        }
+    if let Some(file) = &args.file
+        && let Err(e) = deploy_stack(provider.as_ref(), file).await
+    {
+        tracing::error!(error = format!("{e:#}"), "Stack file not deployed.");
     }
     wait_for_signal().await;
     println!("Shutting down: stopping functions.");
@@ -160,7 +176,9 @@ async fn deploy_stack(provider: &LocalProvider, file: &std::path::Path) -> Resul
         spec.namespace = namespace.clone();
         let name = spec.service.clone();
         let result = match provider.update(&namespace, spec.clone()).await {
-            Err(courier_core::ProviderError::NotFound { .. }) => provider.deploy(&namespace, spec).await,
+            Err(courier_core::ProviderError::NotFound { .. }) => {
+                provider.deploy(&namespace, spec).await
+            }
             other => other,
         };
         match result {
@@ -175,12 +193,11 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
         };
         tokio::select! {
             _ = ctrl_c => {}

@@ -39,10 +39,10 @@ impl BasicAuth {
 
     /// Whether an `Authorization` header carries these credentials.
     pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some(encoded) = authorization
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-        else {
+        let Some(encoded) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        }) else {
             return false;
         };
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {

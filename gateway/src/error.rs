@@ -64,7 +64,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %msg, "Request failed.");
         }
         let body = format!("{self}\n");
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }
 

@@ -38,16 +38,24 @@ pub(crate) async fn invoke(State(gateway): State<Arc<Gateway>>, request: Request
     let rest = rest.to_owned();
     let function = match FunctionRef::parse_invocation(segment) {
         Ok(f) => f,
-        Err(e) => return ApiError::NotFound(format!("error finding function: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::NotFound(format!("error finding function: {e}")).into_response();
+        }
     };
     let label = function.qualified();
     let metrics = &gateway.metrics;
-    metrics.invocation_started.with_label_values(&[&label]).inc();
+    metrics
+        .invocation_started
+        .with_label_values(&[&label])
+        .inc();
     let response = forward(&gateway, &function, &rest, request).await;
     let response = response.unwrap_or_else(IntoResponse::into_response);
     let code = response.status();
     let code = code.as_str();
-    metrics.invocation_total.with_label_values(&[&label, code]).inc();
+    metrics
+        .invocation_total
+        .with_label_values(&[&label, code])
+        .inc();
     metrics
         .functions_seconds
         .with_label_values(&[&label, code])
@@ -110,7 +118,9 @@ async fn forward(
         }
         Ok(Err(e)) => {
             tracing::debug!(function = %function, error = %e, "Function unreachable.");
-            return Err(ApiError::BadGateway(format!("function {function} cannot be reached")));
+            return Err(ApiError::BadGateway(format!(
+                "function {function} cannot be reached"
+            )));
         }
         Ok(Ok(response)) => response,
     };

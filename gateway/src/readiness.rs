@@ -33,20 +33,28 @@ impl Waking {
 
     fn forget(&self, function: &FunctionRef) {
         let mut locks = self.locks.lock().expect("waking lock");
-        if locks.get(function).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if locks
+            .get(function)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             locks.remove(function);
         }
     }
 }
 
 /// A ready endpoint of `function`, waking it from zero replicas if needed.
-pub(crate) async fn endpoint(gateway: &Gateway, function: &FunctionRef) -> Result<Endpoint, ApiError> {
+pub(crate) async fn endpoint(
+    gateway: &Gateway,
+    function: &FunctionRef,
+) -> Result<Endpoint, ApiError> {
     let provider = &gateway.provider;
     match provider.resolve(&function.namespace, &function.name) {
         Ok(endpoint) => return Ok(endpoint),
         Err(ProviderError::NotReady(_)) => {}
         Err(ProviderError::NotFound { .. }) => {
-            return Err(ApiError::NotFound(format!("error finding function {function}: not found")));
+            return Err(ApiError::NotFound(format!(
+                "error finding function {function}: not found"
+            )));
         }
         Err(e) => return Err(e.into()),
     }
@@ -65,7 +73,9 @@ pub(crate) async fn endpoint(gateway: &Gateway, function: &FunctionRef) -> Resul
                 )));
             }
             Err(ProviderError::NotFound { .. }) => {
-                return Err(ApiError::NotFound(format!("error finding function {function}: not found")));
+                return Err(ApiError::NotFound(format!(
+                    "error finding function {function}: not found"
+                )));
             }
             Err(e) => return Err(e.into()),
         }
@@ -91,7 +101,9 @@ async fn wake_if_scaled_to_zero(gateway: &Gateway, function: &FunctionRef) -> Re
                 .unwrap_or(1)
                 .max(1);
             tracing::info!(function = %function, replicas, "Scaling up from zero.");
-            provider.scale(&function.namespace, &function.name, replicas).await?;
+            provider
+                .scale(&function.namespace, &function.name, replicas)
+                .await?;
         }
         Ok::<_, ApiError>(())
     }

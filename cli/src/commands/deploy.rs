@@ -60,13 +60,21 @@ async fn deploy_one(gateway: &Gateway, f: &FunctionDeployment) -> Result<()> {
     };
     if !resp.status().is_success() {
         let status = resp.status();
-        bail!("deploying {}: {status}: {}", f.service, resp.text().await.unwrap_or_default().trim());
+        bail!(
+            "deploying {}: {status}: {}",
+            f.service,
+            resp.text().await.unwrap_or_default().trim()
+        );
     }
     println!("Deployed {} ({}).", f.service, resp.status());
     Ok(())
 }
 
-async fn wait_ready(gateway: &Gateway, functions: &[FunctionDeployment], timeout: Duration) -> Result<()> {
+async fn wait_ready(
+    gateway: &Gateway,
+    functions: &[FunctionDeployment],
+    timeout: Duration,
+) -> Result<()> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_line = String::new();
@@ -74,11 +82,16 @@ async fn wait_ready(gateway: &Gateway, functions: &[FunctionDeployment], timeout
         let mut pending = Vec::new();
         for f in functions {
             let path = format!("/system/function/{}?namespace={}", f.service, f.namespace);
-            let resp = gateway.expect_ok(gateway.request(Method::GET, &path), "reading status").await?;
+            let resp = gateway
+                .expect_ok(gateway.request(Method::GET, &path), "reading status")
+                .await?;
             let status: FunctionStatus = resp.json().await?;
-            let wanted = status.replicas.max(1);
-            if status.available_replicas < wanted.min(1) || (status.replicas > 0 && status.available_replicas < status.replicas) {
-                pending.push(format!("{} {}/{}", f.service, status.available_replicas, status.replicas));
+            // A function scaled to 0 on purpose counts as ready: it wakes on its first call.
+            if status.available_replicas < status.replicas {
+                pending.push(format!(
+                    "{} {}/{}",
+                    f.service, status.available_replicas, status.replicas
+                ));
             }
         }
         let elapsed = started.elapsed().as_secs_f32();
@@ -86,10 +99,16 @@ async fn wait_ready(gateway: &Gateway, functions: &[FunctionDeployment], timeout
             if tty {
                 eprint!("\r\x1b[2K");
             }
-            println!("All {} function(s) ready in {elapsed:.1}s.", functions.len());
+            println!(
+                "All {} function(s) ready in {elapsed:.1}s.",
+                functions.len()
+            );
             return Ok(());
         }
-        let line = format!("Waiting for {} to be ready ({elapsed:.0}s)", pending.join(", "));
+        let line = format!(
+            "Waiting for {} to be ready ({elapsed:.0}s)",
+            pending.join(", ")
+        );
         if tty {
             eprint!("\r\x1b[2K{line}");
             let _ = std::io::stderr().flush();
@@ -101,7 +120,10 @@ async fn wait_ready(gateway: &Gateway, functions: &[FunctionDeployment], timeout
             if tty {
                 eprintln!();
             }
-            bail!("not ready after {timeout:?}: {} (see `courier logs NAME`)", pending.join(", "));
+            bail!(
+                "not ready after {timeout:?}: {} (see `courier logs NAME`)",
+                pending.join(", ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

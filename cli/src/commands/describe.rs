@@ -20,17 +20,33 @@ pub(crate) struct DescribeArgs {
 
 pub(crate) async fn run(args: DescribeArgs) -> Result<()> {
     let gateway = Gateway::new(&args.gateway)?;
-    let path = format!("/system/function/{}?namespace={}", args.name, gateway.namespace);
-    let resp = gateway.send(gateway.request(Method::GET, &path), Some(std::time::Duration::from_secs(30))).await?;
+    let path = format!(
+        "/system/function/{}?namespace={}",
+        args.name, gateway.namespace
+    );
+    let resp = gateway
+        .send(
+            gateway.request(Method::GET, &path),
+            Some(std::time::Duration::from_secs(30)),
+        )
+        .await?;
     if resp.status() == StatusCode::NOT_FOUND {
-        bail!("no function {} in namespace {}", args.name, gateway.namespace);
+        bail!(
+            "no function {} in namespace {}",
+            args.name,
+            gateway.namespace
+        );
     }
     let status: FunctionStatus = resp.error_for_status()?.json().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    let ready = if status.available_replicas > 0 { "Ready" } else { "Not ready" };
+    let ready = if status.available_replicas > 0 {
+        "Ready"
+    } else {
+        "Not ready"
+    };
     println!("Name:          {}", status.name);
     println!("Namespace:     {}", status.namespace);
     println!("Status:        {ready}");
@@ -39,10 +55,21 @@ pub(crate) async fn run(args: DescribeArgs) -> Result<()> {
     println!("Image:         {}", status.image);
     println!("Process:       {}", status.env_process);
     println!("Created:       {}", status.created_at);
-    println!("URL:           {}/function/{}.{}", args.gateway.gateway.trim_end_matches('/'), status.name, status.namespace);
-    let maps = [("Labels", Some(&status.labels)), ("Annotations", Some(&status.annotations)), ("Environment", status.env_vars.as_ref())];
+    println!(
+        "URL:           {}/function/{}.{}",
+        args.gateway.gateway.trim_end_matches('/'),
+        status.name,
+        status.namespace
+    );
+    let maps = [
+        ("Labels", Some(&status.labels)),
+        ("Annotations", Some(&status.annotations)),
+        ("Environment", status.env_vars.as_ref()),
+    ];
     for (title, map) in maps {
-        let Some(map) = map.filter(|m| !m.is_empty()) else { continue };
+        let Some(map) = map.filter(|m| !m.is_empty()) else {
+            continue;
+        };
         println!("{title}:");
         for (k, v) in map {
             println!("  {k}: {v}");

@@ -37,19 +37,31 @@ fn split_pair(pair: &str, what: &str) -> Result<(String, String)> {
 
 pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
     let gateway = Gateway::new(&args.gateway)?;
-    let method: Method = args.method.to_uppercase().parse().context("invalid --method")?;
+    let method: Method = args
+        .method
+        .to_uppercase()
+        .parse()
+        .context("invalid --method")?;
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("Reading from stdin - hit (Control + D) to stop.");
     }
     let mut body = Vec::new();
-    stdin.lock().read_to_end(&mut body).context("reading stdin")?;
-    let query: Vec<(String, String)> =
-        args.query.iter().map(|q| split_pair(q, "--query")).collect::<Result<_>>()?;
+    stdin
+        .lock()
+        .read_to_end(&mut body)
+        .context("reading stdin")?;
+    let query: Vec<(String, String)> = args
+        .query
+        .iter()
+        .map(|q| split_pair(q, "--query"))
+        .collect::<Result<_>>()?;
     let mut path = format!("/function/{}.{}", args.name, gateway.namespace);
     if !query.is_empty() {
-        let encoded: Vec<String> =
-            query.iter().map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v))).collect();
+        let encoded: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect();
         path = format!("{path}?{}", encoded.join("&"));
     }
     let mut rb = gateway.request(method, &path).body(body);
@@ -59,7 +71,10 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
     }
     let resp = gateway.send(rb, Some(args.timeout)).await?;
     let status = resp.status();
-    let bytes = resp.bytes().await.context("reading the function's answer")?;
+    let bytes = resp
+        .bytes()
+        .await
+        .context("reading the function's answer")?;
     if status.is_success() || status.is_redirection() {
         std::io::stdout().write_all(&bytes)?;
         return Ok(());
@@ -71,7 +86,9 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

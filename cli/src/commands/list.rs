@@ -1,4 +1,4 @@
-//! `courier list`: one line per function, name first.
+//! `courier list`: one line per function, name first (a header only on a terminal).
 
 use anyhow::Result;
 use clap::Args;
@@ -19,7 +19,9 @@ pub(crate) struct ListArgs {
 pub(crate) async fn run(args: ListArgs) -> Result<()> {
     let gateway = Gateway::new(&args.gateway)?;
     let path = format!("/system/functions?namespace={}", gateway.namespace);
-    let resp = gateway.expect_ok(gateway.request(Method::GET, &path), "listing functions").await?;
+    let resp = gateway
+        .expect_ok(gateway.request(Method::GET, &path), "listing functions")
+        .await?;
     let functions: Vec<FunctionStatus> = resp.json().await?;
     if args.quiet {
         for f in &functions {
@@ -27,8 +29,18 @@ pub(crate) async fn run(args: ListArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let width = functions.iter().map(|f| f.name.len()).max().unwrap_or(0).max(8);
-    eprintln!("{:<width$}  {:>11}  {:>8}  {:>9}  IMAGE", "FUNCTION", "INVOCATIONS", "REPLICAS", "AVAILABLE");
+    let width = functions
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!(
+            "{:<width$}  {:>11}  {:>8}  {:>9}  IMAGE",
+            "FUNCTION", "INVOCATIONS", "REPLICAS", "AVAILABLE"
+        );
+    }
     for f in &functions {
         println!(
             "{:<width$}  {:>11}  {:>8}  {:>9}  {}",

@@ -42,9 +42,15 @@ pub(crate) async fn run(args: LogsArgs) -> Result<()> {
         path.push_str(&format!("&since={}", stamp.replace('+', "%2B")));
     }
     let timeout = (!args.follow).then_some(Duration::from_secs(30));
-    let resp = gateway.send(gateway.request(Method::GET, &path), timeout).await?;
+    let resp = gateway
+        .send(gateway.request(Method::GET, &path), timeout)
+        .await?;
     if resp.status() == StatusCode::NOT_FOUND {
-        bail!("no function {} in namespace {}", args.name, gateway.namespace);
+        bail!(
+            "no function {} in namespace {}",
+            args.name,
+            gateway.namespace
+        );
     }
     if !resp.status().is_success() {
         bail!("reading logs: {}", resp.status());

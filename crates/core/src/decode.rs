@@ -111,7 +111,11 @@ mod tests {
     };
     impl GoDecode for Outer {
         const SCHEMA: &'static Schema = &Schema {
-            fields: &[("service", None), ("envVars", None), ("limits", Some(&INNER))],
+            fields: &[
+                ("service", None),
+                ("envVars", None),
+                ("limits", Some(&INNER)),
+            ],
         };
     }
 
@@ -144,7 +148,10 @@ mod tests {
     fn malformed_json_says_why() {
         let e = decode_json::<Outer>(b"{not json").unwrap_err();
         assert!(e.to_string().starts_with("failed to unmarshal request"));
-        assert!(matches!(decode_json::<Outer>(b"[1]"), Err(DecodeError::NotAnObject)));
+        assert!(matches!(
+            decode_json::<Outer>(b"[1]"),
+            Err(DecodeError::NotAnObject)
+        ));
         assert!(decode_json::<Outer>(br#"{"service":3}"#).is_err());
     }
 

@@ -61,9 +61,15 @@ mod tests {
 
     #[test]
     fn go_durations_parse() {
-        assert_eq!(parse_go_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(
+            parse_go_duration("100ms").unwrap(),
+            Duration::from_millis(100)
+        );
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(parse_go_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
     }

@@ -236,7 +236,11 @@ pub struct ScaleServiceRequest {
 
 impl GoDecode for ScaleServiceRequest {
     const SCHEMA: &'static Schema = &Schema {
-        fields: &[("serviceName", None), ("replicas", None), ("namespace", None)],
+        fields: &[
+            ("serviceName", None),
+            ("replicas", None),
+            ("namespace", None),
+        ],
     };
 }
 
@@ -270,9 +274,15 @@ mod tests {
         .unwrap();
         let status = FunctionStatus::from_deployment(&spec, "openfaas-fn", 1, 1, "t".into());
         let json = serde_json::to_value(&status).unwrap();
-        assert_eq!(json["labels"], serde_json::json!({"faas_function": "memory-limit"}));
+        assert_eq!(
+            json["labels"],
+            serde_json::json!({"faas_function": "memory-limit"})
+        );
         assert_eq!(json["annotations"], serde_json::json!({}));
-        assert_eq!(json["limits"], serde_json::json!({"memory": "5Mi", "cpu": "100m"}));
+        assert_eq!(
+            json["limits"],
+            serde_json::json!({"memory": "5Mi", "cpu": "100m"})
+        );
         for absent in ["envVars", "requests", "secrets", "constraints"] {
             assert!(json.get(absent).is_none(), "{absent} must be absent");
         }
@@ -286,7 +296,10 @@ mod tests {
             decode_json::<FunctionDeployment>(br#"{"service":"a","image":"i","envVars":{}}"#)
                 .unwrap();
         let status = FunctionStatus::from_deployment(&spec, "ns", 1, 0, String::new());
-        assert_eq!(serde_json::to_value(&status).unwrap()["envVars"], serde_json::json!({}));
+        assert_eq!(
+            serde_json::to_value(&status).unwrap()["envVars"],
+            serde_json::json!({})
+        );
     }
 
     #[test]

@@ -121,7 +121,18 @@ mod tests {
         for ok in ["a", "echo", "env-test-verbs", "f1", "0abc", &"a".repeat(63)] {
             assert!(is_dns_label(ok), "{ok} should be valid");
         }
-        for bad in ["", "-a", "a-", "Echo", "a_b", "a.b", "a/b", "..", &"a".repeat(64), "é"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Echo",
+            "a_b",
+            "a.b",
+            "a/b",
+            "..",
+            &"a".repeat(64),
+            "é",
+        ] {
             assert!(!is_dns_label(bad), "{bad} should be invalid");
         }
     }

@@ -74,8 +74,7 @@ mod tests {
 
     #[test]
     fn raw_value_wins_over_value() {
-        let s: Secret =
-            decode_json(br#"{"name":"a","value":"text","rawValue":"AAEC"}"#).unwrap();
+        let s: Secret = decode_json(br#"{"name":"a","value":"text","rawValue":"AAEC"}"#).unwrap();
         assert_eq!(s.bytes().unwrap(), vec![0, 1, 2]);
         let s: Secret = decode_json(br#"{"name":"a","value":"text"}"#).unwrap();
         assert_eq!(s.bytes().unwrap(), b"text");

@@ -71,7 +71,9 @@ impl FunctionLog {
             let instance = request.instance.clone();
             let since = request.since_unix_nanos;
             move |line: &Line| {
-                instance.as_ref().is_none_or(|i| *i == line.message.instance)
+                instance
+                    .as_ref()
+                    .is_none_or(|i| *i == line.message.instance)
                     && since.is_none_or(|s| line.unix_nanos >= s)
             }
         };
@@ -84,9 +86,7 @@ impl FunctionLog {
         let skip = request
             .tail
             .map_or(0, |tail| backlog.len().saturating_sub(tail));
-        let backlog = futures_util::stream::iter(
-            backlog.into_iter().skip(skip).map(|l| l.message),
-        );
+        let backlog = futures_util::stream::iter(backlog.into_iter().skip(skip).map(|l| l.message));
         let Some(rx) = rx else {
             return backlog.boxed();
         };

@@ -33,7 +33,10 @@ impl GroupGuard {
     /// Asks the group to stop, then kills it after the grace period unless `child` exits.
     pub(crate) async fn stop(&mut self, child: &mut tokio::process::Child) {
         self.signal(Signal::SIGTERM);
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             self.signal(Signal::SIGKILL);
             let _ = child.wait().await;
         }

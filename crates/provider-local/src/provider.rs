@@ -145,7 +145,11 @@ impl LocalProvider {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
         };
-        self.functions.read().expect("functions lock").get(&key).cloned()
+        self.functions
+            .read()
+            .expect("functions lock")
+            .get(&key)
+            .cloned()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -241,7 +245,8 @@ impl Provider for LocalProvider {
             created_at: now_rfc3339(),
         };
         let saved = record.clone();
-        self.blocking(move |store| store.save_function(&saved)).await?;
+        self.blocking(move |store| store.save_function(&saved))
+            .await?;
         tracing::info!(function = %function, replicas = record.replicas, "Function deployed.");
         self.start_function(&function, record).await
     }
@@ -260,7 +265,8 @@ impl Provider for LocalProvider {
             created_at: current.created_at.clone(),
         };
         let saved = record.clone();
-        self.blocking(move |store| store.save_function(&saved)).await?;
+        self.blocking(move |store| store.save_function(&saved))
+            .await?;
         tracing::info!(function = %function, "Function updated.");
         self.start_function(&function, record).await
     }
@@ -271,11 +277,15 @@ impl Provider for LocalProvider {
             return Err(not_found("function", namespace, name));
         };
         let function = rt.function.clone();
-        self.functions.write().expect("functions lock").remove(&function);
+        self.functions
+            .write()
+            .expect("functions lock")
+            .remove(&function);
         rt.stop().await;
         self.shared.logs.remove(&function);
         let f = function.clone();
-        self.blocking(move |store| store.remove_function(&f)).await?;
+        self.blocking(move |store| store.remove_function(&f))
+            .await?;
         tracing::info!(function = %function, "Function removed.");
         Ok(())
     }
@@ -313,7 +323,8 @@ impl Provider for LocalProvider {
             created_at: rt.created_at.clone(),
             replicas,
         };
-        self.blocking(move |store| store.save_function(&record)).await?;
+        self.blocking(move |store| store.save_function(&record))
+            .await?;
         rt.scale_to(replicas);
         tracing::info!(function = %rt.function, replicas, "Function scaled.");
         Ok(())

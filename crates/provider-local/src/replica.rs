@@ -55,8 +55,10 @@ pub(crate) async fn supervise(rt: Arc<FunctionRuntime>, id: u64, cancel: Cancell
         if started.elapsed() >= HEALTHY_RUN {
             backoff = MIN_BACKOFF;
         }
-        rt.log
-            .write(&instance, format!("Restarting in {} ms.", backoff.as_millis()));
+        rt.log.write(
+            &instance,
+            format!("Restarting in {} ms.", backoff.as_millis()),
+        );
         tracing::warn!(function = %rt.function, instance = %instance, backoff_ms = backoff.as_millis() as u64, "Replica failed; restarting.");
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -92,7 +94,10 @@ async fn run_http(
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            rt.log.write(instance, format!("Failed to start {:?}: {e}", rt.plan.argv[0]));
+            rt.log.write(
+                instance,
+                format!("Failed to start {:?}: {e}", rt.plan.argv[0]),
+            );
             return Ended::Failed;
         }
     };
@@ -153,7 +158,9 @@ async fn is_ready(rt: &FunctionRuntime, addr: SocketAddr) -> bool {
     match tokio::time::timeout(PROBE_TIMEOUT, rt.shared.health.get(uri)).await {
         Ok(Ok(resp)) => {
             let s = resp.status();
-            s.is_success() || s == http::StatusCode::NOT_FOUND || s == http::StatusCode::METHOD_NOT_ALLOWED
+            s.is_success()
+                || s == http::StatusCode::NOT_FOUND
+                || s == http::StatusCode::METHOD_NOT_ALLOWED
         }
         _ => false,
     }
@@ -168,7 +175,8 @@ async fn run_fork(
     let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
         Ok(l) => l,
         Err(e) => {
-            rt.log.write(instance, format!("Cannot listen on loopback: {e}"));
+            rt.log
+                .write(instance, format!("Cannot listen on loopback: {e}"));
             return Ended::Failed;
         }
     };

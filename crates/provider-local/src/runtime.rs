@@ -117,7 +117,10 @@ impl LaunchPlan {
         let secrets_dir = run_dir.join("secrets");
         let scratch_dir = run_dir.join("tmp");
         let sandbox = &shared.sandbox;
-        let tmp = sandbox.tmp_dir_in_function(&scratch_dir).to_string_lossy().into_owned();
+        let tmp = sandbox
+            .tmp_dir_in_function(&scratch_dir)
+            .to_string_lossy()
+            .into_owned();
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), shared.path.clone()),
             ("LANG".into(), "C.UTF-8".into()),
@@ -126,7 +129,10 @@ impl LaunchPlan {
             ("fprocess".into(), spec.env_process.clone()),
             (
                 "COURIER_SECRETS_DIR".into(),
-                sandbox.secrets_dir_in_function(&secrets_dir).to_string_lossy().into_owned(),
+                sandbox
+                    .secrets_dir_in_function(&secrets_dir)
+                    .to_string_lossy()
+                    .into_owned(),
             ),
         ];
         for (k, v) in spec.env_vars.iter().flatten() {
@@ -217,7 +223,10 @@ impl FunctionRuntime {
     }
 
     pub(crate) fn mark_unready(&self, id: u64) {
-        self.ready.write().expect("ready lock").retain(|(r, _)| *r != id);
+        self.ready
+            .write()
+            .expect("ready lock")
+            .retain(|(r, _)| *r != id);
     }
 
     /// Starts or stops replicas until `replicas` are running (stopping ones finish in the

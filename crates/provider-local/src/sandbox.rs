@@ -33,7 +33,9 @@ impl std::str::FromStr for SandboxMode {
             "auto" => Ok(Self::Auto),
             "on" => Ok(Self::On),
             "off" => Ok(Self::Off),
-            other => Err(format!("unknown sandbox mode {other:?} (use auto, on or off)")),
+            other => Err(format!(
+                "unknown sandbox mode {other:?} (use auto, on or off)"
+            )),
         }
     }
 }
@@ -117,7 +119,9 @@ impl Sandbox {
             secrets_dir: &dir,
             scratch_dir: &dir,
         });
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         match cmd.output() {
             Ok(out) if out.status.success() => Ok(()),
             Ok(out) => Err(format!(
@@ -176,7 +180,15 @@ fn base_args(data_dir: &Path) -> Vec<OsString> {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
-            let skip = ["/proc", "/dev", "/tmp", "/run", "/sys", "/var", "/var/openfaas"];
+            let skip = [
+                "/proc",
+                "/dev",
+                "/tmp",
+                "/run",
+                "/sys",
+                "/var",
+                "/var/openfaas",
+            ];
             if skip.iter().any(|s| path == Path::new(s)) {
                 continue;
             }

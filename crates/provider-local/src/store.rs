@@ -52,7 +52,10 @@ impl Store {
     }
 
     fn secret_path(&self, namespace: &str, name: &str) -> PathBuf {
-        self.root.join("function-secrets").join(namespace).join(name)
+        self.root
+            .join("function-secrets")
+            .join(namespace)
+            .join(name)
     }
 
     /// The per-function scratch directory.
@@ -86,8 +89,10 @@ impl Store {
                     continue;
                 }
                 let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
-                let record = serde_json::from_slice(&bytes)
-                    .map_err(|source| Error::Corrupt { path: file.clone(), source })?;
+                let record = serde_json::from_slice(&bytes).map_err(|source| Error::Corrupt {
+                    path: file.clone(),
+                    source,
+                })?;
                 out.push(record);
             }
         }
@@ -186,7 +191,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(&tmp)
         .map_err(|e| Error::io("write", &tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     file.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", &tmp, e))?;
@@ -209,7 +215,9 @@ mod tests {
             replicas: 2,
         };
         store.save_function(&record).unwrap();
-        store.write_secret("openfaas-fn", "token", b"s3cr3t").unwrap();
+        store
+            .write_secret("openfaas-fn", "token", b"s3cr3t")
+            .unwrap();
         let loaded = store.load_functions().unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].spec, record.spec);

@@ -57,7 +57,9 @@ fn deployment(
     validate_name("function", &spec.service)
         .map_err(|e| ApiError::BadRequest(format!("validation failed: service: {e}")))?;
     if spec.image.trim().is_empty() {
-        return Err(ApiError::BadRequest("validation failed: image: is required".into()));
+        return Err(ApiError::BadRequest(
+            "validation failed: image: is required".into(),
+        ));
     }
     for secret in spec.secrets.iter().flatten() {
         validate_name("secret", secret)?;
@@ -99,7 +101,10 @@ pub(super) async fn delete(
     }
     validate_name("function", &request.function_name)?;
     let namespace = namespace_of(q.namespace(), &request.namespace)?;
-    gateway.provider.delete(&namespace, &request.function_name).await?;
+    gateway
+        .provider
+        .delete(&namespace, &request.function_name)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -126,11 +131,16 @@ pub(super) async fn scale(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::BadRequest("Error reading request body: empty".into()));
+        return Err(ApiError::BadRequest(
+            "Error reading request body: empty".into(),
+        ));
     }
     let request: ScaleServiceRequest = decode_json(&body)?;
     validate_name("function", &name)?;
     let namespace = namespace_of(q.namespace(), &request.namespace)?;
-    gateway.provider.scale(&namespace, &name, request.replicas).await?;
+    gateway
+        .provider
+        .scale(&namespace, &name, request.replicas)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }

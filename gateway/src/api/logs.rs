@@ -30,7 +30,9 @@ fn parse_bool(v: &str) -> Option<bool> {
 fn log_request(q: &HashMap<String, String>) -> Result<LogRequest, ApiError> {
     let name = q.get("name").map(String::as_str).unwrap_or_default();
     if name.is_empty() {
-        return Err(ApiError::BadRequest("query parameter name is required".into()));
+        return Err(ApiError::BadRequest(
+            "query parameter name is required".into(),
+        ));
     }
     courier_core::names::validate_name("function", name)?;
     let namespace = namespace_of(q.get("namespace").map(String::as_str), "")?;
@@ -89,19 +91,32 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
     fn log_query_parses_like_faas_provider() {
         let r = log_request(&q(&[("name", "f"), ("tail", "0"), ("follow", "1")])).unwrap();
         assert_eq!((r.tail, r.follow), (None, true));
-        let r = log_request(&q(&[("name", "f"), ("tail", "5"), ("since", "2026-01-01T00:00:00Z")]))
-            .unwrap();
+        let r = log_request(&q(&[
+            ("name", "f"),
+            ("tail", "5"),
+            ("since", "2026-01-01T00:00:00Z"),
+        ]))
+        .unwrap();
         assert_eq!(r.tail, Some(5));
         assert!(r.since_unix_nanos.is_some());
-        assert!(matches!(log_request(&q(&[("name", "f"), ("tail", "x")])), Err(ApiError::Unprocessable(_))));
-        assert!(matches!(log_request(&q(&[("name", "f"), ("follow", "yes")])), Err(ApiError::Unprocessable(_))));
+        assert!(matches!(
+            log_request(&q(&[("name", "f"), ("tail", "x")])),
+            Err(ApiError::Unprocessable(_))
+        ));
+        assert!(matches!(
+            log_request(&q(&[("name", "f"), ("follow", "yes")])),
+            Err(ApiError::Unprocessable(_))
+        ));
         assert!(matches!(log_request(&q(&[])), Err(ApiError::BadRequest(_))));
     }
 }

@@ -40,7 +40,10 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
                 .delete(secrets::delete),
         )
         .route("/system/logs", get(logs::logs))
-        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), auth::require))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            auth::require,
+        ))
         .layer(DefaultBodyLimit::max(limit));
     let metrics = Router::new()
         .route("/metrics", get(system::metrics))
@@ -62,7 +65,10 @@ async fn not_found() -> impl IntoResponse {
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
-    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route\n")
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route\n",
+    )
 }
 
 /// Whether a body is a form (Apache Airflow's hook) rather than JSON. A body that looks like a
@@ -74,9 +80,9 @@ fn is_form(headers: &HeaderMap, body: &[u8]) -> bool {
         .is_some_and(|b| *b == b'{');
     !looks_like_json
         && headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
 /// The namespace of a management request: the query wins over the body; default when neither.

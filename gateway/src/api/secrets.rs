@@ -56,6 +56,9 @@ pub(super) async fn delete(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let (namespace, secret) = secret(&q, &body)?;
-    gateway.provider.delete_secret(&namespace, &secret.name).await?;
+    gateway
+        .provider
+        .delete_secret(&namespace, &secret.name)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }

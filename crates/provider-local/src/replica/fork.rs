@@ -34,8 +34,8 @@ pub(super) async fn serve_connection(
         let instance = instance.clone();
         async move { Ok::<_, Infallible>(handle(&rt, &instance, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = conn => {}
         () = cancel.cancelled() => {}
@@ -82,14 +82,20 @@ async fn handle(
         Ok(child) => child,
         Err(e) => {
             log.write(instance, format!("Failed to start fprocess: {e}"));
-            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("failed to start fprocess: {e}\n"));
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to start fprocess: {e}\n"),
+            );
         }
     };
     let group = GroupGuard::new(child.id());
     let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "fprocess pipes unavailable\n");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fprocess pipes unavailable\n",
+        );
     };
     let feed = async move {
         let mut body = body;
@@ -128,14 +134,28 @@ async fn handle(
     };
     let Some((out, status)) = outcome else {
         drop(group); // kills the whole process group
-        log.write(instance, format!("Killed process: exec timeout {:?} exceeded.", rt.plan.exec_timeout.unwrap_or_default()));
+        log.write(
+            instance,
+            format!(
+                "Killed process: exec timeout {:?} exceeded.",
+                rt.plan.exec_timeout.unwrap_or_default()
+            ),
+        );
         return text(StatusCode::REQUEST_TIMEOUT, "Killed process.\n");
     };
     let seconds = started.elapsed().as_secs_f64();
-    log.write(instance, format!("Wrote {} Bytes - Duration: {seconds:.6}s", out.len()));
+    log.write(
+        instance,
+        format!("Wrote {} Bytes - Duration: {seconds:.6}s", out.len()),
+    );
     let status = match status {
         Ok(status) => status,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("wait failed: {e}\n")),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("wait failed: {e}\n"),
+            );
+        }
     };
     if !status.success() {
         tracing::debug!(function = %rt.function, call_id = super::call_id(&parts.headers), %status, "Function exited with an error.");
@@ -151,7 +171,8 @@ async fn handle(
         .and_then(|c| HeaderValue::from_str(c).ok())
         .or_else(|| parts.headers.get(header::CONTENT_TYPE).cloned())
         .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
     if let Ok(v) = HeaderValue::from_str(&format!("{seconds:.6}")) {
         resp.headers_mut().insert(X_DURATION_SECONDS, v);
     }
