@@ -17,6 +17,15 @@ use tokio_util::sync::CancellationToken;
 /// a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// This build's version: the crate release and the git commit it was built from.
+fn version() -> courier_core::system::VersionInfo {
+    courier_core::system::VersionInfo {
+        commit_message: String::new(),
+        sha: env!("COURIER_GIT_SHA").to_owned(),
+        release: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
 /// Parses a Go duration (`100ms`, `1m30s`) or a number of seconds.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     courier_core::duration::parse_go_duration(s).map_err(|e| e.to_string())
@@ -95,6 +104,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         exec_timeout: args.exec_timeout,
         start_timeout: args.start_timeout,
         namespaces: args.namespaces.clone(),
+        version: version(),
     })
     .await
     .context("starting the local runtime")?;
@@ -106,7 +116,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             ready_timeout: args.ready_timeout,
             max_body_bytes: args.max_body_bytes,
             auth: auth.clone(),
-            ..GatewayConfig::default()
+            version: version(),
         },
         &registry,
     )?;

@@ -59,7 +59,7 @@ impl Default for GatewayConfig {
             auth: None,
             version: VersionInfo {
                 commit_message: String::new(),
-                sha: option_env!("COURIER_GIT_SHA").unwrap_or("unknown").into(),
+                sha: "unknown".into(),
                 release: env!("CARGO_PKG_VERSION").into(),
             },
         }

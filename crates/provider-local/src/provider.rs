@@ -36,6 +36,8 @@ pub struct LocalConfig {
     pub start_timeout: Duration,
     /// Namespaces offered besides the default one and those in use.
     pub namespaces: Vec<String>,
+    /// The version reported in `/system/info`.
+    pub version: VersionInfo,
 }
 
 impl LocalConfig {
@@ -47,6 +49,11 @@ impl LocalConfig {
             exec_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(60),
             namespaces: Vec::new(),
+            version: VersionInfo {
+                commit_message: String::new(),
+                sha: "unknown".into(),
+                release: env!("CARGO_PKG_VERSION").into(),
+            },
         }
     }
 }
@@ -59,6 +66,7 @@ pub struct LocalProvider {
     /// Serialises deploy/update/delete/scale and secret changes.
     mutate: tokio::sync::Mutex<()>,
     namespaces: Vec<String>,
+    version: VersionInfo,
 }
 
 fn now_rfc3339() -> String {
@@ -101,6 +109,7 @@ impl LocalProvider {
             functions: RwLock::new(HashMap::new()),
             mutate: tokio::sync::Mutex::new(()),
             namespaces: config.namespaces,
+            version: config.version,
         });
         let store = provider.shared.store.clone();
         let records = tokio::task::spawn_blocking(move || store.load_functions())
@@ -174,8 +183,10 @@ impl LocalProvider {
         let secrets = record.spec.secrets.clone().unwrap_or_default();
         let f = function.clone();
         let scratch = plan.scratch_dir.clone();
+        let secrets_dir = plan.secrets_dir.clone();
+        let owner = self.shared.sandbox.secrets_owner();
         self.blocking(move |store| {
-            store.materialize_secrets(&f, &secrets)?;
+            store.materialize_secrets(&f, &secrets, &secrets_dir, owner)?;
             std::fs::create_dir_all(&scratch)
                 .map_err(|e| crate::Error::io("create directory", &scratch, e))
         })
@@ -216,11 +227,7 @@ impl Provider for LocalProvider {
         ProviderInfo {
             provider: "courier-local".into(),
             orchestration: "process".into(),
-            version: VersionInfo {
-                commit_message: String::new(),
-                sha: option_env!("COURIER_GIT_SHA").unwrap_or("unknown").into(),
-                release: env!("CARGO_PKG_VERSION").into(),
-            },
+            version: self.version.clone(),
             sandbox: Some(self.shared.sandbox.name().into()),
         }
     }

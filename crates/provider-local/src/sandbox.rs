@@ -13,6 +13,9 @@ pub(crate) const SANDBOX_SECRETS_DIR: &str = "/var/openfaas/secrets";
 
 /// The uid and gid functions run as inside the sandbox (`nobody`).
 const SANDBOX_ID: &str = "65534";
+/// The same, as the host id bubblewrap itself runs as when Courier runs as root, so a
+/// function is not host-root behind its user namespace (and cannot read root's files).
+pub(crate) const SANDBOX_HOST_ID: u32 = 65534;
 
 /// Whether to sandbox functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,8 +59,13 @@ pub(crate) struct Launch<'a> {
 /// The chosen way to start functions.
 #[derive(Debug, Clone)]
 pub(crate) enum Sandbox {
-    /// bubblewrap with the prepared filesystem arguments.
-    Bubblewrap { bwrap: PathBuf, base: Vec<OsString> },
+    /// bubblewrap with the prepared filesystem arguments; `drop_root` when Courier runs as
+    /// root and starts bubblewrap as [`SANDBOX_HOST_ID`].
+    Bubblewrap {
+        bwrap: PathBuf,
+        base: Vec<OsString>,
+        drop_root: bool,
+    },
     /// Plain child processes.
     None,
 }
@@ -74,6 +82,7 @@ impl Sandbox {
                 let sandbox = Self::Bubblewrap {
                     base: base_args(data_dir),
                     bwrap,
+                    drop_root: nix::unistd::geteuid().is_root(),
                 };
                 sandbox.probe().map(|()| sandbox)
             });
@@ -84,6 +93,17 @@ impl Sandbox {
                 tracing::warn!(reason = %why, "Functions run UNSANDBOXED: bubblewrap is not usable.");
                 Ok(Self::None)
             }
+        }
+    }
+
+    /// The host uid that must be able to read a function's staged secrets, when it is not
+    /// Courier's own.
+    pub(crate) fn secrets_owner(&self) -> Option<u32> {
+        match self {
+            Self::Bubblewrap {
+                drop_root: true, ..
+            } => Some(SANDBOX_HOST_ID),
+            _ => None,
         }
     }
 
@@ -134,8 +154,16 @@ impl Sandbox {
 
     fn std_command(&self, launch: &Launch<'_>) -> std::process::Command {
         let mut cmd = match self {
-            Self::Bubblewrap { bwrap, base } => {
+            Self::Bubblewrap {
+                bwrap,
+                base,
+                drop_root,
+            } => {
                 let mut cmd = std::process::Command::new(bwrap);
+                if *drop_root {
+                    use std::os::unix::process::CommandExt;
+                    cmd.uid(SANDBOX_HOST_ID).gid(SANDBOX_HOST_ID);
+                }
                 cmd.args(base)
                     .arg("--ro-bind")
                     .arg(launch.secrets_dir)

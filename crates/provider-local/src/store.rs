@@ -60,7 +60,18 @@ impl Store {
 
     /// The per-function scratch directory.
     pub(crate) fn run_dir(&self, f: &FunctionRef) -> PathBuf {
-        self.root.join("run").join(&f.namespace).join(&f.name)
+        self.run_root().join(&f.namespace).join(&f.name)
+    }
+
+    /// Where per-function scratch directories live: `<data-dir>/run`, unless another user
+    /// (the sandbox's) cannot reach into the data directory; then a private directory under
+    /// the system temporary directory.
+    fn run_root(&self) -> PathBuf {
+        if others_can_traverse(&self.root) {
+            self.root.join("run")
+        } else {
+            std::env::temp_dir().join(format!("courier-run-{}", std::process::id()))
+        }
     }
 
     pub(crate) fn save_function(&self, record: &FunctionRecord) -> Result<()> {
@@ -138,13 +149,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Copies a function's secrets into `<run>/secrets`, the directory the function sees.
+    /// Copies a function's secrets into `dir`, the directory the function sees, owned by
+    /// `owner` when the function runs as another host user.
     pub(crate) fn materialize_secrets(
         &self,
         f: &FunctionRef,
         secrets: &[String],
-    ) -> Result<PathBuf> {
-        let dir = self.run_dir(f).join("secrets");
+        dir: &Path,
+        owner: Option<u32>,
+    ) -> Result<()> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
         }
@@ -154,10 +167,25 @@ impl Store {
         for name in secrets {
             let from = self.secret_path(&f.namespace, name);
             let bytes = std::fs::read(&from).map_err(|e| Error::io("read", &from, e))?;
-            write_atomic(&dir.join(name), &bytes, 0o400)?;
+            let to = dir.join(name);
+            write_atomic(&to, &bytes, 0o400)?;
+            if let Some(uid) = owner {
+                std::os::unix::fs::chown(&to, Some(uid), Some(uid))
+                    .map_err(|e| Error::io("chown", &to, e))?;
+            }
         }
-        Ok(dir)
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(dir, Some(uid), Some(uid))
+                .map_err(|e| Error::io("chown", dir, e))?;
+        }
+        Ok(())
     }
+}
+
+/// Whether every directory from `/` down to `dir` lets other users pass (`o+x`).
+fn others_can_traverse(dir: &Path) -> bool {
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -229,7 +257,10 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let f = FunctionRef::new("echo", None).unwrap();
-        let secrets = store.materialize_secrets(&f, &["token".into()]).unwrap();
+        let secrets = store.run_dir(&f).join("secrets");
+        store
+            .materialize_secrets(&f, &["token".into()], &secrets, None)
+            .unwrap();
         assert_eq!(std::fs::read(secrets.join("token")).unwrap(), b"s3cr3t");
         store.remove_function(&f).unwrap();
         assert!(store.load_functions().unwrap().is_empty());
