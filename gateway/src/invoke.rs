@@ -1,8 +1,9 @@
 //! Synchronous invocation: `/function/{name}[.{namespace}][/{path}][?query]`, any method.
 //! The request and response bodies stream through a pooled client; nothing is buffered.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::Gateway;
 use crate::error::ApiError;
+use crate::metrics::FunctionMetrics;
 use crate::readiness;
 
 /// The route prefix of synchronous invocations.
@@ -31,35 +33,60 @@ fn split_path(path: &str) -> (&str, &str) {
     }
 }
 
+/// A parsed invocation target with its metric handles, cached by path segment so the hot path
+/// neither re-parses nor re-resolves labels.
+#[derive(Debug)]
+pub(crate) struct Route {
+    function: FunctionRef,
+    metrics: FunctionMetrics,
+}
+
+/// Routes by the path segment that named them (`echo`, `echo.team-a`).
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    by_segment: RwLock<HashMap<String, Arc<Route>>>,
+}
+
+/// Most distinct segments remembered before the cache starts over.
+const ROUTE_CACHE_LIMIT: usize = 4096;
+
+impl Routes {
+    fn get(&self, gateway: &Gateway, segment: &str) -> Result<Arc<Route>, ApiError> {
+        if let Some(route) = self.by_segment.read().expect("routes lock").get(segment) {
+            return Ok(route.clone());
+        }
+        let function = FunctionRef::parse_invocation(segment)
+            .map_err(|e| ApiError::NotFound(format!("error finding function: {e}")))?;
+        let route = Arc::new(Route {
+            metrics: gateway.metrics.for_function(&function.qualified()),
+            function,
+        });
+        let mut routes = self.by_segment.write().expect("routes lock");
+        if routes.len() >= ROUTE_CACHE_LIMIT {
+            routes.clear();
+        }
+        routes.insert(segment.to_owned(), route.clone());
+        Ok(route)
+    }
+}
+
 /// Handles one invocation.
 pub(crate) async fn invoke(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
     let (segment, rest) = split_path(request.uri().path());
     let rest = rest.to_owned();
-    let function = match FunctionRef::parse_invocation(segment) {
-        Ok(f) => f,
-        Err(e) => {
-            return ApiError::NotFound(format!("error finding function: {e}")).into_response();
-        }
+    let route = match gateway.routes.get(&gateway, segment) {
+        Ok(route) => route,
+        Err(e) => return e.into_response(),
     };
-    let label = function.qualified();
-    let metrics = &gateway.metrics;
-    metrics
-        .invocation_started
-        .with_label_values(&[&label])
-        .inc();
-    let response = forward(&gateway, &function, &rest, request).await;
+    route.metrics.started();
+    let response = forward(&gateway, &route.function, &rest, request).await;
     let response = response.unwrap_or_else(IntoResponse::into_response);
-    let code = response.status();
-    let code = code.as_str();
-    metrics
-        .invocation_total
-        .with_label_values(&[&label, code])
-        .inc();
-    metrics
-        .functions_seconds
-        .with_label_values(&[&label, code])
-        .observe(started.elapsed().as_secs_f64());
+    route.metrics.completed(
+        &gateway.metrics,
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -73,7 +100,7 @@ async fn forward(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let start_time = HeaderValue::from_str(&start_nanos.to_string()).expect("digits");
+    let start_time = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
     let endpoint = readiness::endpoint(gateway, function).await?;
 
     let (mut parts, body) = request.into_parts();
@@ -92,7 +119,9 @@ async fn forward(
     let minted_call_id = if headers.contains_key(X_CALL_ID) {
         None
     } else {
-        let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid");
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        let id = HeaderValue::from_str(text).expect("a uuid is a valid header value");
         headers.insert(X_CALL_ID, id.clone());
         Some(id)
     };

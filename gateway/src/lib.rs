@@ -74,6 +74,7 @@ pub struct Gateway {
     client: Client<HttpConnector, Body>,
     metrics: Metrics,
     waking: readiness::Waking,
+    routes: invoke::Routes,
 }
 
 impl Gateway {
@@ -90,12 +91,14 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
+        let metrics = Metrics::register(registry, &config.version)?;
         Ok(Arc::new(Self {
             provider,
             config,
             client,
-            metrics: Metrics::register(registry)?,
+            metrics,
             waking: readiness::Waking::default(),
+            routes: invoke::Routes::default(),
         }))
     }
 

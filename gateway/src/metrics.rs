@@ -1,7 +1,11 @@
 //! The gateway's Prometheus metrics, with OpenFaaS's series names and labels so existing
 //! dashboards and alert rules work. `function_name` is always `name.namespace`.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use courier_core::system::VersionInfo;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// Handles to the gateway's metrics.
 #[derive(Debug, Clone)]
@@ -17,8 +21,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the gateway's metrics on `registry`.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// Registers the gateway's metrics on `registry`, and `courier_build_info{release,sha} 1`.
+    pub fn register(registry: &Registry, version: &VersionInfo) -> Result<Self, prometheus::Error> {
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "courier_build_info",
+                "The running Courier build (always 1).",
+            )
+            .const_label("release", &version.release)
+            .const_label("sha", &version.sha),
+        )?;
+        build_info.set(1);
+        registry.register(Box::new(build_info))?;
         let metrics = Self {
             invocation_total: IntCounterVec::new(
                 Opts::new("gateway_function_invocation_total", "Function metrics"),
@@ -47,6 +61,20 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// The handles one function's invocations update, resolved once instead of per call.
+    pub(crate) fn for_function(&self, function_name: &str) -> FunctionMetrics {
+        FunctionMetrics {
+            started: self.invocation_started.with_label_values(&[function_name]),
+            ok_total: self
+                .invocation_total
+                .with_label_values(&[function_name, "200"]),
+            ok_seconds: self
+                .functions_seconds
+                .with_label_values(&[function_name, "200"]),
+            label: function_name.to_owned(),
+        }
+    }
+
     /// Completed invocations of `function_name` (`name.namespace`), all status codes.
     pub fn invocations_of(&self, function_name: &str) -> u64 {
         use prometheus::core::Collector;
@@ -61,5 +89,39 @@ impl Metrics {
             })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+}
+
+/// One function's invocation metrics; the common 200 series are pre-resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct FunctionMetrics {
+    started: IntCounter,
+    ok_total: IntCounter,
+    ok_seconds: Histogram,
+    label: String,
+}
+
+impl FunctionMetrics {
+    /// An invocation began.
+    pub(crate) fn started(&self) {
+        self.started.inc();
+    }
+
+    /// An invocation ended with `status` after `seconds`.
+    pub(crate) fn completed(&self, metrics: &Metrics, status: http::StatusCode, seconds: f64) {
+        if status == http::StatusCode::OK {
+            self.ok_total.inc();
+            self.ok_seconds.observe(seconds);
+        } else {
+            let code = status.as_str();
+            metrics
+                .invocation_total
+                .with_label_values(&[self.label.as_str(), code])
+                .inc();
+            metrics
+                .functions_seconds
+                .with_label_values(&[self.label.as_str(), code])
+                .observe(seconds);
+        }
     }
 }

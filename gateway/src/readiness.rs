@@ -48,7 +48,7 @@ pub(crate) async fn endpoint(
     function: &FunctionRef,
 ) -> Result<Endpoint, ApiError> {
     let provider = &gateway.provider;
-    match provider.resolve(&function.namespace, &function.name) {
+    match provider.resolve(function) {
         Ok(endpoint) => return Ok(endpoint),
         Err(ProviderError::NotReady(_)) => {}
         Err(ProviderError::NotFound { .. }) => {
@@ -61,7 +61,7 @@ pub(crate) async fn endpoint(
     let deadline = Instant::now() + gateway.config.ready_timeout;
     wake_if_scaled_to_zero(gateway, function).await?;
     loop {
-        match provider.resolve(&function.namespace, &function.name) {
+        match provider.resolve(function) {
             Ok(endpoint) => return Ok(endpoint),
             Err(ProviderError::NotReady(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(POLL).await;

@@ -8,6 +8,7 @@ use futures_util::stream::BoxStream;
 
 use crate::function::{FunctionDeployment, FunctionStatus};
 use crate::logs::{LogMessage, LogRequest};
+use crate::names::FunctionRef;
 use crate::secret::{Secret, SecretSummary};
 use crate::system::ProviderInfo;
 
@@ -107,7 +108,7 @@ pub trait Provider: Send + Sync + 'static {
 
     /// A ready replica to invoke: `NotFound` when unknown, `NotReady` when none is ready.
     /// Called on every invocation: it must be cheap (no IO).
-    fn resolve(&self, namespace: &str, name: &str) -> Result<Endpoint, ProviderError>;
+    fn resolve(&self, function: &FunctionRef) -> Result<Endpoint, ProviderError>;
 
     /// Namespaces functions may be deployed to; always includes the default one.
     async fn namespaces(&self) -> Result<Vec<String>, ProviderError>;

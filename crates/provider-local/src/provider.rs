@@ -337,22 +337,14 @@ impl Provider for LocalProvider {
         Ok(())
     }
 
-    fn resolve(&self, namespace: &str, name: &str) -> Result<Endpoint, ProviderError> {
+    fn resolve(&self, function: &FunctionRef) -> Result<Endpoint, ProviderError> {
         let functions = self.functions.read().expect("functions lock");
-        let key = FunctionRef {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-        };
         let rt = functions
-            .get(&key)
-            .ok_or_else(|| not_found("function", namespace, name))?;
-        let addr = rt
+            .get(function)
+            .ok_or_else(|| not_found("function", &function.namespace, &function.name))?;
+        let authority = rt
             .resolve()
-            .ok_or_else(|| ProviderError::NotReady(key.to_string()))?;
-        let authority = addr
-            .to_string()
-            .parse()
-            .map_err(|e| ProviderError::internal("replica address", e))?;
+            .ok_or_else(|| ProviderError::NotReady(function.to_string()))?;
         Ok(Endpoint { authority })
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use courier_core::duration::parse_go_duration;
 use courier_core::{FunctionDeployment, FunctionRef, ProviderError};
+use http::uri::Authority;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -168,7 +169,8 @@ pub(crate) struct FunctionRuntime {
     pub(crate) shared: Arc<Shared>,
     desired: AtomicU64,
     replicas: Mutex<Vec<ReplicaHandle>>,
-    ready: RwLock<Vec<(u64, SocketAddr)>>,
+    /// Ready replicas: id and address, pre-rendered as an authority for the hot path.
+    ready: RwLock<Vec<(u64, Authority)>>,
     next: AtomicUsize,
     next_id: AtomicU64,
     stop: CancellationToken,
@@ -209,17 +211,24 @@ impl FunctionRuntime {
     }
 
     /// A ready replica, round robin.
-    pub(crate) fn resolve(&self) -> Option<SocketAddr> {
+    pub(crate) fn resolve(&self) -> Option<Authority> {
         let ready = self.ready.read().expect("ready lock");
         if ready.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
-        Some(ready[i].1)
+        Some(ready[i].1.clone())
     }
 
     pub(crate) fn mark_ready(&self, id: u64, addr: SocketAddr) {
-        self.ready.write().expect("ready lock").push((id, addr));
+        let authority: Authority = addr
+            .to_string()
+            .parse()
+            .expect("a socket address is an authority");
+        self.ready
+            .write()
+            .expect("ready lock")
+            .push((id, authority));
     }
 
     pub(crate) fn mark_unready(&self, id: u64) {

@@ -159,11 +159,11 @@ impl Store {
         owner: Option<u32>,
     ) -> Result<()> {
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e))?;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("chmod", &dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("chmod", dir, e))?;
         for name in secrets {
             let from = self.secret_path(&f.namespace, name);
             let bytes = std::fs::read(&from).map_err(|e| Error::io("read", &from, e))?;
