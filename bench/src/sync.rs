@@ -1,0 +1,373 @@
+//! The `sync` orchestrator: starts the upstream, the baseline proxy and
+//! Courier as child processes, deploys the upstream into Courier as an
+//! HTTP-mode function, then runs the load generator against the three
+//! variants interleaved over several rounds and reports medians and ratios.
+
+use std::{
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use http::Uri;
+use serde_json::{Value, json};
+use tokio::{process::Command, runtime::Handle, time::Instant};
+
+use crate::{
+    children::{ChildId, Children},
+    load::{self, LoadConfig},
+    report::{self, Report, Run, Variant},
+};
+
+/// The name the upstream is deployed under in Courier.
+const FUNCTION: &str = "bench";
+
+#[derive(clap::Args)]
+pub(crate) struct SyncArgs {
+    /// Concurrent keep-alive connections of the closed-loop load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Recorded length of each run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unrecorded warm-up at the start of each run.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Rounds; each round runs every variant once, in order a, b, c.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Size of each request body in bytes.
+    #[arg(long, default_value_t = 128)]
+    body_size: usize,
+    /// The courier binary [default: `courier` next to this executable].
+    #[arg(long)]
+    courier: Option<PathBuf>,
+    /// Run only a (direct) and b (proxy).
+    #[arg(long)]
+    skip_courier: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads of the load generator's runtime [default: one per CPU].
+    #[arg(long)]
+    pub(crate) load_threads: Option<usize>,
+}
+
+/// One variant's target: where the load generator connects and what it asks for.
+struct Target {
+    variant: Variant,
+    addr: SocketAddr,
+    path: &'static str,
+}
+
+pub(crate) async fn run(args: SyncArgs, load: Handle) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let exe = std::env::current_exe().context("locating courier-bench itself")?;
+    let courier = if args.skip_courier {
+        None
+    } else {
+        let path = args
+            .courier
+            .clone()
+            .unwrap_or_else(|| exe.with_file_name("courier"));
+        anyhow::ensure!(
+            path.is_file(),
+            "courier binary not found at {}: build it (cargo build --release --bin courier), \
+             pass --courier PATH, or use --skip-courier",
+            path.display()
+        );
+        Some(path)
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("courier-bench-")
+        .tempdir()?;
+
+    let mut children = Children::default();
+    let result = tokio::select! {
+        result = bench(&args, &exe, courier.as_deref(), scratch.path(), &mut children, &load) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    children.shutdown().await;
+    if result.is_err() {
+        print_log_tail(&scratch.path().join("courier.log"));
+    }
+    result
+}
+
+async fn bench(
+    args: &SyncArgs,
+    exe: &Path,
+    courier: Option<&Path>,
+    scratch: &Path,
+    children: &mut Children,
+    load: &Handle,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+
+    let upstream = free_addr()?;
+    let id = children.spawn(
+        "upstream",
+        Command::new(exe)
+            .args(["upstream", "--port", &upstream.port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )?;
+    wait_ok(&http, children, id, &format!("http://{upstream}/_/health")).await?;
+
+    let proxy = free_addr()?;
+    let id = children.spawn(
+        "proxy",
+        Command::new(exe)
+            .args(["proxy", "--listen", &proxy.to_string()])
+            .args(["--upstream", &upstream.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )?;
+    wait_ok(&http, children, id, &format!("http://{proxy}/_/health")).await?;
+
+    let mut targets = vec![
+        Target {
+            variant: Variant::Direct,
+            addr: upstream,
+            path: "/",
+        },
+        Target {
+            variant: Variant::Proxy,
+            addr: proxy,
+            path: "/",
+        },
+    ];
+    let body = Bytes::from(vec![b'x'; args.body_size]);
+    if let Some(courier) = courier {
+        let addr = start_courier(&http, children, courier, exe, scratch, &body).await?;
+        targets.push(Target {
+            variant: Variant::Courier,
+            addr,
+            path: "/function/bench",
+        });
+    }
+
+    println!(
+        "sync: {} connections, {} recorded + {} warm-up per run, {} rounds, {}-byte POST bodies",
+        args.connections,
+        humantime::format_duration(args.duration),
+        humantime::format_duration(args.warmup),
+        args.rounds,
+        args.body_size,
+    );
+    let mut runs = Vec::new();
+    for round in 1..=args.rounds {
+        for target in &targets {
+            let config = LoadConfig {
+                addr: target.addr,
+                path: Uri::from_static(target.path),
+                connections: args.connections,
+                warmup: args.warmup,
+                duration: args.duration,
+                body: body.clone(),
+            };
+            let stats = load.spawn(load::run(config)).await??;
+            children.ensure_all_running()?;
+            let run = Run {
+                round,
+                variant: target.variant,
+                stats,
+            };
+            println!("{}", report::run_line(&run, args.rounds));
+            runs.push(run);
+        }
+    }
+
+    let report = Report::new(&runs);
+    println!("\n{}", report.markdown());
+    if let Some(out) = &args.out {
+        let config = json!({
+            "connections": args.connections,
+            "duration_s": args.duration.as_secs_f64(),
+            "warmup_s": args.warmup.as_secs_f64(),
+            "rounds": args.rounds,
+            "body_bytes": args.body_size,
+            "load_threads": args.load_threads,
+            "cpus": std::thread::available_parallelism().map(usize::from).ok(),
+            "courier": courier.map(|path| path.display().to_string()),
+        });
+        let text = serde_json::to_string_pretty(&report.json(&runs, config))?;
+        std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts `courier up`, deploys the upstream as the HTTP-mode function
+/// [`FUNCTION`], waits for a ready replica and warms it up. Returns the
+/// gateway's address.
+async fn start_courier(
+    http: &reqwest::Client,
+    children: &mut Children,
+    courier: &Path,
+    exe: &Path,
+    scratch: &Path,
+    body: &Bytes,
+) -> anyhow::Result<SocketAddr> {
+    let addr = free_addr()?;
+    let data_dir = scratch.join("data");
+    std::fs::create_dir_all(&data_dir)?;
+    let log = std::fs::File::create(scratch.join("courier.log"))?;
+    let id = children.spawn(
+        "courier",
+        Command::new(courier)
+            .args(["up", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(&data_dir)
+            .args(["--no-auth", "--sandbox", "off"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )?;
+    let base = format!("http://{addr}");
+    wait_ok(http, children, id, &format!("{base}/healthz")).await?;
+
+    let spec = json!({
+        "service": FUNCTION,
+        "image": "bench:latest",
+        "envProcess": format!("{} upstream", shell_quote(&exe.display().to_string())),
+        "envVars": { "mode": "http" },
+    });
+    let response = http
+        .post(format!("{base}/system/functions"))
+        .json(&spec)
+        .send()
+        .await
+        .context("deploying the bench function")?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        bail!("deploying the bench function: {status}: {text}");
+    }
+
+    let url = format!("{base}/system/function/{FUNCTION}");
+    poll(
+        "an available replica of the bench function",
+        children,
+        id,
+        || {
+            let request = http.get(&url);
+            async move {
+                let Ok(response) = request.send().await else {
+                    return false;
+                };
+                if !response.status().is_success() {
+                    return false;
+                }
+                let info: Option<Value> = response.json().await.ok();
+                info.and_then(|info| info["availableReplicas"].as_u64())
+                    .is_some_and(|replicas| replicas >= 1)
+            }
+        },
+    )
+    .await?;
+
+    let url = format!("{base}/function/{FUNCTION}");
+    poll("a 2xx from the bench function", children, id, || {
+        let request = http.post(&url).body(body.clone());
+        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await?;
+    for _ in 0..100 {
+        let status = http.post(&url).body(body.clone()).send().await?.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "warming up the bench function: {status}"
+        );
+    }
+    Ok(addr)
+}
+
+/// Waits for `GET url` to answer 2xx while the child `id` keeps running.
+async fn wait_ok(
+    http: &reqwest::Client,
+    children: &mut Children,
+    id: ChildId,
+    url: &str,
+) -> anyhow::Result<()> {
+    poll(&format!("GET {url}"), children, id, || {
+        let request = http.get(url);
+        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await
+}
+
+/// Polls `check` every 100 ms for up to 30 s, failing early if the child
+/// `id` exits.
+async fn poll<F, Fut>(
+    what: &str,
+    children: &mut Children,
+    id: ChildId,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        children.ensure_running(id)?;
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {TIMEOUT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?)
+}
+
+/// Quotes `word` for a POSIX shell-like command line, if it needs it.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn print_log_tail(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(40)..];
+    if !tail.is_empty() {
+        eprintln!("--- last lines of the courier log ---");
+        for line in tail {
+            eprintln!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/a/b-c_d.e"), "/a/b-c_d.e");
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+}
