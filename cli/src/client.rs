@@ -84,6 +84,12 @@ impl Gateway {
         }
     }
 
+    /// A request to a function (`/function/...`): never carries the admin credentials, which
+    /// the function would otherwise receive.
+    pub(crate) fn function_request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
     /// Sends a request with a timeout, turning connection failures into advice.
     pub(crate) async fn send(
         &self,

@@ -79,6 +79,7 @@ impl From<ProviderError> for ApiError {
             ProviderError::NotFound { .. } => Self::NotFound(e.to_string()),
             ProviderError::AlreadyExists { .. } => Self::Conflict(e.to_string()),
             ProviderError::Invalid(msg) => Self::BadRequest(msg),
+            ProviderError::Conflict(msg) => Self::Conflict(msg),
             ProviderError::NotReady(_) => Self::NotReady(e.to_string()),
             ProviderError::Internal { .. } => Self::Internal(e.to_string()),
         }

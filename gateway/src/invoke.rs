@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use courier_core::FunctionRef;
 use courier_core::headers::{
     X_CALL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME, strip_hop_by_hop,
 };
+use courier_core::{FunctionRef, ProviderError};
 use http::{HeaderValue, Uri, header};
 use tokio::time::Instant;
 
@@ -51,12 +51,23 @@ pub(crate) struct Routes {
 const ROUTE_CACHE_LIMIT: usize = 4096;
 
 impl Routes {
+    /// The route named by `segment`, if the function exists. Unknown functions get no cache
+    /// entry and no metric series, so made-up names cannot grow either.
     fn get(&self, gateway: &Gateway, segment: &str) -> Result<Arc<Route>, ApiError> {
         if let Some(route) = self.by_segment.read().expect("routes lock").get(segment) {
             return Ok(route.clone());
         }
         let function = FunctionRef::parse_invocation(segment)
             .map_err(|e| ApiError::NotFound(format!("error finding function: {e}")))?;
+        match gateway.provider.resolve(&function) {
+            Ok(_) | Err(ProviderError::NotReady(_)) => {}
+            Err(ProviderError::NotFound { .. }) => {
+                return Err(ApiError::NotFound(format!(
+                    "error finding function {function}: not found"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         let route = Arc::new(Route {
             metrics: gateway.metrics.for_function(&function.qualified()),
             function,
@@ -67,6 +78,14 @@ impl Routes {
         }
         routes.insert(segment.to_owned(), route.clone());
         Ok(route)
+    }
+
+    /// Drops every cached route to `function` (it was removed).
+    pub(crate) fn forget(&self, function: &FunctionRef) {
+        self.by_segment
+            .write()
+            .expect("routes lock")
+            .retain(|_, route| route.function != *function);
     }
 }
 
@@ -114,6 +133,8 @@ async fn forward(
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    // Replicas speak HTTP/1.1 whatever the caller used (h2c included).
+    parts.version = http::Version::HTTP_11;
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     let minted_call_id = if headers.contains_key(X_CALL_ID) {

@@ -75,6 +75,40 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of a removed function.
+    pub(crate) fn forget(&self, function_name: &str) {
+        use prometheus::core::Collector;
+        let _ = self
+            .invocation_started
+            .remove_label_values(&[function_name]);
+        let codes: Vec<String> = self
+            .invocation_total
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "function_name" && l.value() == function_name)
+            })
+            .filter_map(|m| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == "code")
+                    .map(|l| l.value().to_owned())
+            })
+            .chain(std::iter::once("200".to_owned()))
+            .collect();
+        for code in codes {
+            let _ = self
+                .invocation_total
+                .remove_label_values(&[function_name, &code]);
+            let _ = self
+                .functions_seconds
+                .remove_label_values(&[function_name, &code]);
+        }
+    }
+
     /// Completed invocations of `function_name` (`name.namespace`), all status codes.
     pub fn invocations_of(&self, function_name: &str) -> u64 {
         use prometheus::core::Collector;

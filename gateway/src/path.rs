@@ -1,5 +1,6 @@
 //! Path clean-up before routing: repeated slashes collapse (`//system/functions` is
-//! `/system/functions`) without a redirect, since Apache Airflow's hook builds such paths and
+//! `/system/functions`; paths below `/function/NAME/` are left exactly as sent) without a
+//! redirect, since Apache Airflow's hook builds such paths and
 //! does not follow redirects for POST.
 
 use axum::Router;
@@ -14,7 +15,11 @@ pub(crate) fn normalize(router: Router) -> MapRequest<Router, fn(Request) -> Req
 }
 
 fn clean(mut request: Request) -> Request {
-    if request.uri().path().contains("//")
+    let path = request.uri().path();
+    // A function's own path is passed on exactly as sent.
+    if path.contains("//")
+        && !path.starts_with("/function/")
+        && !path.starts_with("/async-function/")
         && let Some(uri) = collapse_slashes(request.uri())
     {
         *request.uri_mut() = uri;

@@ -286,6 +286,18 @@ async fn secret_create_list_and_remove_round_trip() {
     let body = courier.invoke_until_ok("reader", b"", READY).await;
     assert_eq!(body, b"HiddenValue42");
 
+    // A secret still used by a function cannot be removed (409); remove the function first.
+    let mut in_use = courier.cli();
+    in_use.args(["secret", "remove", "api-key"]);
+    let out = run_cli(in_use, None).await;
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("reader"), "{out}");
+    let mut remove_fn = courier.cli();
+    remove_fn.args(["remove", "reader"]);
+    run_cli(remove_fn, None)
+        .await
+        .assert_success("courier remove");
+
     let mut remove = courier.cli();
     remove.args(["secret", "remove", "api-key"]);
     run_cli(remove, None)

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
             .collect();
         path = format!("{path}?{}", encoded.join("&"));
     }
-    let mut rb = gateway.request(method, &path).body(body);
+    let mut rb = gateway.function_request(method, &path).body(body);
     for h in &args.headers {
         let (k, v) = split_pair(h, "--header")?;
         rb = rb.header(k, v);

@@ -120,7 +120,10 @@ pub(crate) async fn run(args: SecretArgs) -> Result<()> {
             match resp.status() {
                 s if s.is_success() => println!("Secret {name} removed."),
                 StatusCode::NOT_FOUND => bail!("no secret {name} in namespace {ns}"),
-                s => bail!("removing secret {name}: {s}"),
+                s => bail!(
+                    "removing secret {name}: {s}: {}",
+                    resp.text().await.unwrap_or_default().trim()
+                ),
             }
         }
     }

@@ -11,6 +11,8 @@ use crate::decode::{GoDecode, Schema};
 pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 /// Label giving the maximum replica count.
 pub const LABEL_SCALE_MAX: &str = "com.openfaas.scale.max";
+/// Most replicas one function may ask for (a local machine's sanity bound, not a licence cap).
+pub const MAX_REPLICAS: u64 = 100;
 /// Label every function carries: `faas_function=<name>`.
 pub const LABEL_FUNCTION: &str = "faas_function";
 

@@ -44,6 +44,9 @@ pub enum ProviderError {
     /// The request is invalid; the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// The request conflicts with the current state (e.g. removing a secret still in use).
+    #[error("{0}")]
+    Conflict(String),
     /// The function exists but has no ready replica yet.
     #[error("function {0} has no ready replica")]
     NotReady(String),
@@ -76,6 +79,7 @@ impl ProviderError {
             Self::NotFound { .. } => "not_found",
             Self::AlreadyExists { .. } => "already_exists",
             Self::Invalid(_) => "invalid",
+            Self::Conflict(_) => "conflict",
             Self::NotReady(_) => "not_ready",
             Self::Internal { .. } => "internal",
         }

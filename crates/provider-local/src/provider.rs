@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use courier_core::function::MAX_REPLICAS;
 use courier_core::system::{ProviderInfo, VersionInfo};
 use courier_core::{
     DEFAULT_NAMESPACE, Endpoint, FunctionDeployment, FunctionRef, FunctionStatus, LogRequest,
@@ -15,6 +16,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::Result;
 use crate::logbook::LogBook;
@@ -65,6 +68,10 @@ pub struct LocalProvider {
     functions: RwLock<HashMap<FunctionRef, Arc<FunctionRuntime>>>,
     /// Serialises deploy/update/delete/scale and secret changes.
     mutate: tokio::sync::Mutex<()>,
+    /// Cancelled at shutdown: stops every runtime at once, retiring ones included.
+    hard_stop: CancellationToken,
+    /// Replaced versions still draining.
+    retiring: TaskTracker,
     namespaces: Vec<String>,
     version: VersionInfo,
 }
@@ -73,6 +80,16 @@ fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default()
+}
+
+/// Refuses replica counts beyond [`MAX_REPLICAS`].
+fn check_replicas(replicas: u64) -> Result<(), ProviderError> {
+    if replicas > MAX_REPLICAS {
+        return Err(ProviderError::Invalid(format!(
+            "replicas: {replicas} is more than the {MAX_REPLICAS} a function may have"
+        )));
+    }
+    Ok(())
 }
 
 fn not_found(kind: &'static str, namespace: &str, name: &str) -> ProviderError {
@@ -90,7 +107,7 @@ impl LocalProvider {
         let (sandbox, store) = tokio::task::spawn_blocking(move || -> Result<_> {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| crate::Error::io("create directory", &data_dir, e))?;
-            Ok((Sandbox::detect(mode, &data_dir)?, Store::new(data_dir)))
+            Ok((Sandbox::detect(mode, &data_dir)?, Store::new(data_dir)?))
         })
         .await
         .expect("start-up task")?;
@@ -108,6 +125,8 @@ impl LocalProvider {
             shared,
             functions: RwLock::new(HashMap::new()),
             mutate: tokio::sync::Mutex::new(()),
+            hard_stop: CancellationToken::new(),
+            retiring: TaskTracker::new(),
             namespaces: config.namespaces,
             version: config.version,
         });
@@ -139,6 +158,7 @@ impl LocalProvider {
 
     /// Stops every function and waits until their processes are gone.
     pub async fn shutdown(&self) {
+        self.hard_stop.cancel();
         let all: Vec<_> = self
             .functions
             .write()
@@ -147,6 +167,8 @@ impl LocalProvider {
             .map(|(_, rt)| rt)
             .collect();
         futures_util::future::join_all(all.iter().map(|rt| rt.stop())).await;
+        self.retiring.close();
+        self.retiring.wait().await;
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Arc<FunctionRuntime>> {
@@ -197,6 +219,7 @@ impl LocalProvider {
             record.spec,
             record.created_at,
             plan,
+            &self.hard_stop,
         );
         rt.scale_to(record.replicas);
         let old = self
@@ -205,7 +228,8 @@ impl LocalProvider {
             .expect("functions lock")
             .insert(function.clone(), rt);
         if let Some(old) = old {
-            old.stop().await;
+            // The new version takes the calls from now on; the old one finishes what it has.
+            self.retiring.spawn(async move { old.retire().await });
         }
         Ok(())
     }
@@ -245,6 +269,7 @@ impl Provider for LocalProvider {
             namespace: namespace.to_owned(),
         };
         LaunchPlan::new(&self.shared, &function, &spec)?;
+        check_replicas(spec.initial_replicas())?;
         let record = FunctionRecord {
             replicas: spec.initial_replicas(),
             spec,
@@ -265,6 +290,7 @@ impl Provider for LocalProvider {
         };
         let function = current.function.clone();
         LaunchPlan::new(&self.shared, &function, &spec)?;
+        check_replicas(spec.initial_replicas())?;
         let record = FunctionRecord {
             replicas: spec.min_replicas().unwrap_or(current.desired()),
             spec,
@@ -284,15 +310,17 @@ impl Provider for LocalProvider {
             return Err(not_found("function", namespace, name));
         };
         let function = rt.function.clone();
+        // Forget it on disk first: if this call is abandoned half-way, the function must not
+        // come back at the next start.
+        let f = function.clone();
+        self.blocking(move |store| store.remove_function(&f))
+            .await?;
         self.functions
             .write()
             .expect("functions lock")
             .remove(&function);
         rt.stop().await;
         self.shared.logs.remove(&function);
-        let f = function.clone();
-        self.blocking(move |store| store.remove_function(&f))
-            .await?;
         tracing::info!(function = %function, "Function removed.");
         Ok(())
     }
@@ -317,6 +345,7 @@ impl Provider for LocalProvider {
     }
 
     async fn scale(&self, namespace: &str, name: &str, replicas: u64) -> Result<(), ProviderError> {
+        check_replicas(replicas)?;
         let _guard = self.mutate.lock().await;
         let rt = self
             .get(namespace, name)
@@ -417,6 +446,21 @@ impl Provider for LocalProvider {
 
     async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
         let _guard = self.mutate.lock().await;
+        let users: Vec<String> = self
+            .functions
+            .read()
+            .expect("functions lock")
+            .values()
+            .filter(|rt| rt.function.namespace == namespace)
+            .filter(|rt| rt.spec.secrets.iter().flatten().any(|s| s == name))
+            .map(|rt| rt.function.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(ProviderError::Conflict(format!(
+                "secret {name}.{namespace} is used by {}: remove or update them first",
+                users.join(", ")
+            )));
+        }
         let (ns, n) = (namespace.to_owned(), name.to_owned());
         let removed = self
             .blocking(move |store| {

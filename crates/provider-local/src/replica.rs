@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::headers::X_CALL_ID;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::logbook::FunctionLog;
 use crate::process::GroupGuard;
-use crate::runtime::{FunctionRuntime, Mode};
+use crate::runtime::{FunctionRuntime, Mode, StopSignals};
 use crate::sandbox::Launch;
 
 /// First restart delay after a crash; doubles up to [`MAX_BACKOFF`].
@@ -38,18 +38,24 @@ enum Ended {
     Failed,
 }
 
-/// Runs replica `id` until `cancel`, restarting it with backoff.
-pub(crate) async fn supervise(rt: Arc<FunctionRuntime>, id: u64, cancel: CancellationToken) {
+/// How long a retired HTTP-mode replica keeps running after it stopped taking new requests,
+/// so calls the gateway already sent it can finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+/// Longest a retired fork-mode replica waits for its in-flight requests.
+const FORK_DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs replica `id` until it is retired or stopped, restarting it with backoff.
+pub(crate) async fn supervise(rt: Arc<FunctionRuntime>, id: u64, signals: StopSignals) {
     let instance: Arc<str> = format!("{}-{}", rt.function.name, id).into();
     let mut backoff = MIN_BACKOFF;
     loop {
         let started = Instant::now();
         let ended = match rt.plan.mode {
-            Mode::Http => run_http(&rt, id, &instance, &cancel).await,
-            Mode::Fork => run_fork(&rt, id, &instance, &cancel).await,
+            Mode::Http => run_http(&rt, id, &instance, &signals).await,
+            Mode::Fork => run_fork(&rt, id, &instance, &signals).await,
         };
         rt.mark_unready(id);
-        if ended == Ended::Stopped || cancel.is_cancelled() {
+        if ended == Ended::Stopped || signals.retire.is_cancelled() {
             return;
         }
         if started.elapsed() >= HEALTHY_RUN {
@@ -61,7 +67,7 @@ pub(crate) async fn supervise(rt: Arc<FunctionRuntime>, id: u64, cancel: Cancell
         );
         tracing::warn!(function = %rt.function, instance = %instance, backoff_ms = backoff.as_millis() as u64, "Replica failed; restarting.");
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = signals.retire.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -72,7 +78,7 @@ async fn run_http(
     rt: &Arc<FunctionRuntime>,
     id: u64,
     instance: &str,
-    cancel: &CancellationToken,
+    signals: &StopSignals,
 ) -> Ended {
     let port = match free_port() {
         Ok(port) => port,
@@ -108,7 +114,7 @@ async fn run_http(
     let deadline = Instant::now() + rt.shared.start_timeout;
     loop {
         tokio::select! {
-            () = cancel.cancelled() => {
+            () = signals.retire.cancelled() => {
                 group.stop(&mut child).await;
                 return Ended::Stopped;
             }
@@ -134,8 +140,16 @@ async fn run_http(
     rt.mark_ready(id, addr);
     tracing::info!(function = %rt.function, instance, %addr, "Replica ready.");
     tokio::select! {
-        () = cancel.cancelled() => {
+        () = signals.retire.cancelled() => {
             rt.mark_unready(id);
+            if !signals.hard.is_cancelled() {
+                // Calls already sent to this replica get a moment to finish.
+                tokio::select! {
+                    () = signals.hard.cancelled() => {}
+                    () = tokio::time::sleep(HTTP_DRAIN) => {}
+                    _ = child.wait() => {}
+                }
+            }
             group.stop(&mut child).await;
             Ended::Stopped
         }
@@ -170,7 +184,7 @@ async fn run_fork(
     rt: &Arc<FunctionRuntime>,
     id: u64,
     instance: &Arc<str>,
-    cancel: &CancellationToken,
+    signals: &StopSignals,
 ) -> Ended {
     let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
         Ok(l) => l,
@@ -183,32 +197,88 @@ async fn run_fork(
     let Ok(addr) = listener.local_addr() else {
         return Ended::Failed;
     };
+    let max = rt.plan.max_inflight;
+    let inflight = Arc::new(Semaphore::new(max));
+    // Closes this replica's connections once it has drained (or on a hard stop).
+    let connections = signals.hard.child_token();
     rt.mark_ready(id, addr);
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return Ended::Stopped,
+            () = signals.retire.cancelled() => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(fork::serve_connection(rt.clone(), instance.clone(), stream, cancel.clone()));
+                tokio::spawn(fork::serve_connection(
+                    rt.clone(),
+                    instance.clone(),
+                    stream,
+                    inflight.clone(),
+                    connections.clone(),
+                ));
             }
         }
     }
+    rt.mark_unready(id);
+    drop(listener);
+    let drained = async {
+        while inflight.available_permits() < max {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = signals.hard.cancelled() => {}
+        () = drained => {}
+        () = tokio::time::sleep(FORK_DRAIN) => {}
+    }
+    connections.cancel();
+    Ended::Stopped
 }
 
-/// Copies a child's output into the function log, line by line.
+/// Longest log line kept; the rest of a longer line is dropped.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// Copies a child's output into the function log, line by line, in the background.
 fn pump_lines<R>(reader: Option<R>, log: Arc<FunctionLog>, instance: &str)
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let Some(reader) = reader else { return };
     let instance = instance.to_owned();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            log.write(&instance, line);
+    tokio::spawn(async move { copy_lines(reader, &log, &instance).await });
+}
+
+/// Copies output into the function log until EOF. Invalid UTF-8 is replaced and long lines are
+/// cut, but the pipe is always drained so the function never blocks or dies on a write.
+pub(crate) async fn copy_lines<R>(reader: R, log: &FunctionLog, instance: &str)
+where
+    R: AsyncRead + Unpin,
+{
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut chunk = (&mut reader).take(MAX_LINE_BYTES as u64);
+        match chunk.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
-    });
+        let complete = line.ends_with(b"\n");
+        let text = String::from_utf8_lossy(&line);
+        log.write(instance, text.trim_end_matches(['\n', '\r']));
+        if !complete {
+            // Over-long line: skip to its end.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let mut chunk = (&mut reader).take(MAX_LINE_BYTES as u64);
+                match chunk.read_until(b'\n', &mut rest).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if rest.ends_with(b"\n") => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
 }
 
 fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {

@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub(crate) path: String,
 }
 
+/// Fork mode: concurrent requests per replica unless `envVars.max_inflight` says otherwise.
+pub(crate) const DEFAULT_MAX_INFLIGHT: usize = 100;
+
 /// How a function's replicas serve requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -57,6 +60,9 @@ pub(crate) struct LaunchPlan {
     pub(crate) exec_timeout: Option<Duration>,
     /// Fork mode: the response Content-Type (`content_type` env var).
     pub(crate) content_type: Option<String>,
+    /// Fork mode: requests one replica runs at once before answering 429
+    /// (`envVars.max_inflight`, `0` = no limit).
+    pub(crate) max_inflight: usize,
     pub(crate) secrets_dir: PathBuf,
     pub(crate) scratch_dir: PathBuf,
 }
@@ -103,6 +109,18 @@ impl LaunchPlan {
                 (!d.is_zero()).then_some(d)
             }
         };
+        let max_inflight = match spec.env_var("max_inflight") {
+            None => DEFAULT_MAX_INFLIGHT,
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(0) => tokio::sync::Semaphore::MAX_PERMITS,
+                Ok(n) => n.min(tokio::sync::Semaphore::MAX_PERMITS),
+                Err(_) => {
+                    return Err(invalid(format!(
+                        "envVars.max_inflight: {text:?} is not a whole number"
+                    )));
+                }
+            },
+        };
         let secrets = spec.secrets.clone().unwrap_or_default();
         for secret in &secrets {
             courier_core::names::validate_name("secret", secret)
@@ -137,6 +155,11 @@ impl LaunchPlan {
             ),
         ];
         for (k, v) in spec.env_vars.iter().flatten() {
+            check_env_var(
+                k,
+                v,
+                matches!(shared.sandbox, crate::sandbox::Sandbox::Bubblewrap { .. }),
+            )?;
             env.retain(|(existing, _)| existing != k);
             env.push((k.clone(), v.clone()));
         }
@@ -146,15 +169,59 @@ impl LaunchPlan {
             mode,
             exec_timeout,
             content_type: spec.env_var("content_type").map(str::to_owned),
+            max_inflight,
             secrets_dir,
             scratch_dir,
         })
     }
 }
 
+/// Variables the dynamic loader or libc act on before a program's `main`: bubblewrap itself
+/// runs with the function's environment, outside the sandbox, so these are refused there.
+const LOADER_VARS: &[&str] = &[
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+];
+
+/// Checks one `envVars` entry: a usable name and value, and nothing that would act on the
+/// sandbox's own launcher.
+fn check_env_var(name: &str, value: &str, sandboxed: bool) -> Result<(), ProviderError> {
+    if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+        return Err(ProviderError::Invalid(format!(
+            "envVars: {name:?} is not a valid environment variable"
+        )));
+    }
+    if sandboxed && (name.starts_with("LD_") || LOADER_VARS.contains(&name)) {
+        return Err(ProviderError::Invalid(format!(
+            "envVars.{name} is not allowed in the sandbox: it would act on the sandbox launcher; \
+             set it inside the command instead, e.g. sh -c '{name}=... exec your-program'"
+        )));
+    }
+    Ok(())
+}
+
+/// How a replica is told to stop.
+#[derive(Debug, Clone)]
+pub(crate) struct StopSignals {
+    /// Retire gracefully: take no new requests, let in-flight ones finish (bounded), then
+    /// stop. A child of `hard`, so it also fires on a hard stop.
+    pub(crate) retire: CancellationToken,
+    /// Stop at once (delete, shutdown).
+    pub(crate) hard: CancellationToken,
+}
+
 #[derive(Debug)]
 struct ReplicaHandle {
-    cancel: CancellationToken,
+    retire: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -168,21 +235,26 @@ pub(crate) struct FunctionRuntime {
     pub(crate) log: Arc<FunctionLog>,
     pub(crate) shared: Arc<Shared>,
     desired: AtomicU64,
+    /// Replicas counted in `desired`.
     replicas: Mutex<Vec<ReplicaHandle>>,
+    /// Replicas scaled away and still draining.
+    retiring: Mutex<Vec<ReplicaHandle>>,
     /// Ready replicas: id and address, pre-rendered as an authority for the hot path.
     ready: RwLock<Vec<(u64, Authority)>>,
     next: AtomicUsize,
     next_id: AtomicU64,
-    stop: CancellationToken,
+    hard_stop: CancellationToken,
 }
 
 impl FunctionRuntime {
+    /// A runtime with no replicas yet; `parent` stops it at once when cancelled.
     pub(crate) fn new(
         shared: Arc<Shared>,
         function: FunctionRef,
         spec: FunctionDeployment,
         created_at: String,
         plan: LaunchPlan,
+        parent: &CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             log: shared.logs.log(&function),
@@ -193,10 +265,11 @@ impl FunctionRuntime {
             shared,
             desired: AtomicU64::new(0),
             replicas: Mutex::new(Vec::new()),
+            retiring: Mutex::new(Vec::new()),
             ready: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            stop: CancellationToken::new(),
+            hard_stop: parent.child_token(),
         })
     }
 
@@ -238,31 +311,53 @@ impl FunctionRuntime {
             .retain(|(r, _)| *r != id);
     }
 
-    /// Starts or stops replicas until `replicas` are running (stopping ones finish in the
-    /// background).
+    /// Starts or retires replicas until `replicas` are running. Retired replicas take no new
+    /// requests and finish the ones they have in the background.
     pub(crate) fn scale_to(self: &Arc<Self>, replicas: u64) {
         self.desired.store(replicas, Ordering::Relaxed);
         let mut running = self.replicas.lock().expect("replicas lock");
         while (running.len() as u64) < replicas {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let cancel = self.stop.child_token();
-            let task = tokio::spawn(crate::replica::supervise(self.clone(), id, cancel.clone()));
-            running.push(ReplicaHandle { cancel, task });
+            let signals = StopSignals {
+                retire: self.hard_stop.child_token(),
+                hard: self.hard_stop.clone(),
+            };
+            let retire = signals.retire.clone();
+            let task = tokio::spawn(crate::replica::supervise(self.clone(), id, signals));
+            running.push(ReplicaHandle { retire, task });
         }
+        let mut retiring = self.retiring.lock().expect("retiring lock");
+        retiring.retain(|h| !h.task.is_finished());
         while (running.len() as u64) > replicas {
             if let Some(handle) = running.pop() {
-                handle.cancel.cancel();
+                handle.retire.cancel();
+                retiring.push(handle);
             }
         }
     }
 
-    /// Stops every replica and waits until their processes are gone.
-    pub(crate) async fn stop(&self) {
-        self.stop.cancel();
-        let handles: Vec<ReplicaHandle> =
-            std::mem::take(&mut *self.replicas.lock().expect("replicas lock"));
+    /// Retires every replica gracefully and waits until they are gone (a replaced version).
+    pub(crate) async fn retire(&self) {
+        let handles = self.take_handles();
+        for handle in &handles {
+            handle.retire.cancel();
+        }
         for handle in handles {
             let _ = handle.task.await;
         }
+    }
+
+    /// Stops every replica at once and waits until their processes are gone.
+    pub(crate) async fn stop(&self) {
+        self.hard_stop.cancel();
+        for handle in self.take_handles() {
+            let _ = handle.task.await;
+        }
+    }
+
+    fn take_handles(&self) -> Vec<ReplicaHandle> {
+        let mut handles = std::mem::take(&mut *self.replicas.lock().expect("replicas lock"));
+        handles.append(&mut self.retiring.lock().expect("retiring lock"));
+        handles
     }
 }

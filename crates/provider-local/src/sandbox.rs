@@ -195,8 +195,9 @@ impl Sandbox {
 }
 
 /// The filesystem half of the bubblewrap command line: the host's root directories bound
-/// read-only (without `/tmp`, `/run`, `/proc`, `/dev`, `/sys`), fresh `/dev`, `/proc` and
-/// `/tmp`, an empty `/var/openfaas`, the data directory hidden, all namespaces unshared but the
+/// read-only (without `/tmp`, `/run`, `/proc`, `/dev`, `/sys`, `/home`, `/root`), fresh
+/// `/dev`, `/proc` and `/tmp`, an empty `/var/openfaas`, the data directory and Courier's
+/// home hidden, all namespaces unshared but the
 /// network, every capability dropped, a non-root uid.
 fn base_args(data_dir: &Path) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
@@ -216,6 +217,9 @@ fn base_args(data_dir: &Path) -> Vec<OsString> {
                 "/sys",
                 "/var",
                 "/var/openfaas",
+                // Home directories hold keys and credentials; never visible.
+                "/home",
+                "/root",
             ];
             if skip.iter().any(|s| path == Path::new(s)) {
                 continue;
@@ -243,13 +247,19 @@ fn base_args(data_dir: &Path) -> Vec<OsString> {
         "--dir".as_ref(),
         SANDBOX_SECRETS_DIR.as_ref(),
     ]);
-    // Hide Courier's own state (the admin password, every function's secrets). Under /tmp it
-    // is hidden already by the private /tmp.
-    if let Ok(data_dir) = std::fs::canonicalize(data_dir)
-        && !data_dir.starts_with("/tmp")
-        && data_dir != Path::new("/")
-    {
-        push(&["--tmpfs".as_ref(), data_dir.as_os_str()]);
+    // Hide Courier's own state (the admin password, every function's secrets) and the home
+    // directory of the user Courier runs as, wherever they are. Under /tmp, /home or /root
+    // they are hidden already.
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    for dir in [Some(data_dir.to_owned()), home].into_iter().flatten() {
+        if let Ok(dir) = std::fs::canonicalize(&dir)
+            && dir != Path::new("/")
+            && !["/tmp", "/home", "/root"]
+                .iter()
+                .any(|h| dir.starts_with(h))
+        {
+            push(&["--tmpfs".as_ref(), dir.as_os_str()]);
+        }
     }
     push(&[
         "--unshare-all".as_ref(),

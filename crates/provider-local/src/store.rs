@@ -33,11 +33,34 @@ pub(crate) struct FunctionRecord {
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     root: PathBuf,
+    run_root: PathBuf,
+    /// Keeps the private fallback scratch root alive; removed with the last clone.
+    _scratch: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Store {
-    pub(crate) fn new(root: PathBuf) -> Self {
-        Self { root }
+    /// The layout under `root`. Per-function scratch directories live in `<root>/run`, unless
+    /// another user (the sandbox's) cannot reach into `root`; then in a fresh private
+    /// directory under the system temporary directory, removed when Courier stops.
+    pub(crate) fn new(root: PathBuf) -> Result<Self> {
+        if others_can_traverse(&root) {
+            return Ok(Self {
+                run_root: root.join("run"),
+                root,
+                _scratch: None,
+            });
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("courier-run-")
+            .tempdir()
+            .map_err(|e| Error::io("create directory", std::env::temp_dir(), e))?;
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| Error::io("chmod", scratch.path(), e))?;
+        Ok(Self {
+            run_root: scratch.path().to_owned(),
+            root,
+            _scratch: Some(std::sync::Arc::new(scratch)),
+        })
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -60,18 +83,7 @@ impl Store {
 
     /// The per-function scratch directory.
     pub(crate) fn run_dir(&self, f: &FunctionRef) -> PathBuf {
-        self.run_root().join(&f.namespace).join(&f.name)
-    }
-
-    /// Where per-function scratch directories live: `<data-dir>/run`, unless another user
-    /// (the sandbox's) cannot reach into the data directory; then a private directory under
-    /// the system temporary directory.
-    fn run_root(&self) -> PathBuf {
-        if others_can_traverse(&self.root) {
-            self.root.join("run")
-        } else {
-            std::env::temp_dir().join(format!("courier-run-{}", std::process::id()))
-        }
+        self.run_root.join(&f.namespace).join(&f.name)
     }
 
     pub(crate) fn save_function(&self, record: &FunctionRecord) -> Result<()> {
@@ -235,7 +247,7 @@ mod tests {
     #[test]
     fn functions_and_secrets_round_trip_through_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().to_owned());
+        let store = Store::new(dir.path().to_owned()).unwrap();
         let record = FunctionRecord {
             spec: FunctionDeployment::test("echo", "cat"),
             namespace: "openfaas-fn".into(),

@@ -105,6 +105,12 @@ pub(super) async fn delete(
         .provider
         .delete(&namespace, &request.function_name)
         .await?;
+    let function = courier_core::FunctionRef {
+        name: request.function_name,
+        namespace,
+    };
+    gateway.routes.forget(&function);
+    gateway.metrics.forget(&function.qualified());
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -21,24 +22,43 @@ use crate::process::GroupGuard;
 use crate::runtime::FunctionRuntime;
 use crate::sandbox::Launch;
 
-/// Serves one loopback connection from the gateway until it closes or the replica stops;
-/// stopping drops in-flight requests, which kills their processes.
+/// Largest response a fork-mode function may write (the classic watchdog buffers it too).
+const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Serves one loopback connection from the gateway until it closes or `close` fires; a hard
+/// stop drops in-flight requests, which kills their processes.
 pub(super) async fn serve_connection(
     rt: Arc<FunctionRuntime>,
     instance: Arc<str>,
     stream: TcpStream,
-    cancel: CancellationToken,
+    inflight: Arc<Semaphore>,
+    close: CancellationToken,
 ) {
     let service = service_fn(move |req| {
         let rt = rt.clone();
         let instance = instance.clone();
-        async move { Ok::<_, Infallible>(handle(&rt, &instance, req).await) }
+        let inflight = inflight.clone();
+        async move {
+            let Ok(_permit) = inflight.try_acquire() else {
+                let max = rt.plan.max_inflight;
+                let mut resp = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
+                );
+                resp.headers_mut().insert(
+                    "x-openfaas-internal",
+                    HeaderValue::from_static("courier-fork"),
+                );
+                return Ok::<_, Infallible>(resp);
+            };
+            Ok::<_, Infallible>(handle(&rt, &instance, req).await)
+        }
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = conn => {}
-        () = cancel.cancelled() => {}
+        () = close.cancelled() => {}
     }
 }
 
@@ -62,16 +82,17 @@ async fn handle(
     log.write(instance, "Forking fprocess.");
     let (parts, body) = req.into_parts();
     let mut env = rt.plan.env.clone();
-    env.push(("Http_Method".into(), parts.method.to_string()));
-    if let Some(query) = parts.uri.query() {
-        env.push(("Http_Query".into(), query.to_owned()));
-    }
-    env.push(("Http_Path".into(), parts.uri.path().to_owned()));
     for name in parts.headers.keys() {
         if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
             env.push((cgi_env_name(name.as_str()), value.to_owned()));
         }
     }
+    // After the headers, so a `Path:` or `Method:` header cannot shadow them.
+    env.push(("Http_Method".into(), parts.method.to_string()));
+    if let Some(query) = parts.uri.query() {
+        env.push(("Http_Query".into(), query.to_owned()));
+    }
+    env.push(("Http_Path".into(), parts.uri.path().to_owned()));
     let launch = Launch {
         argv: &rt.plan.argv,
         env: &env,
@@ -110,29 +131,27 @@ async fn handle(
     };
     let collect = async move {
         let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out).await;
-        out
+        let read = (&mut stdout)
+            .take(MAX_OUTPUT_BYTES + 1)
+            .read_to_end(&mut out)
+            .await;
+        let complete = read.is_ok() && out.len() as u64 <= MAX_OUTPUT_BYTES;
+        (out, complete)
     };
-    let errors = async {
-        let mut lines = tokio::io::BufReader::new(stderr);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => log.write(instance, line.trim_end_matches(['\n', '\r'])),
-            }
-        }
-    };
+    let errors = super::copy_lines(stderr, log, instance);
     let run = async {
-        let ((), out, ()) = tokio::join!(feed, collect, errors);
-        (out, child.wait().await)
+        let ((), (out, complete), ()) = tokio::join!(feed, collect, errors);
+        if !complete {
+            // Stop it rather than wait: nobody will read the rest of its output.
+            let _ = child.start_kill();
+        }
+        (out, complete, child.wait().await)
     };
     let outcome = match rt.plan.exec_timeout {
         Some(limit) => tokio::time::timeout(limit, run).await.ok(),
         None => Some(run.await),
     };
-    let Some((out, status)) = outcome else {
+    let Some((out, complete, status)) = outcome else {
         drop(group); // kills the whole process group
         log.write(
             instance,
@@ -148,6 +167,16 @@ async fn handle(
         instance,
         format!("Wrote {} Bytes - Duration: {seconds:.6}s", out.len()),
     );
+    if !complete {
+        log.write(
+            instance,
+            format!("Output exceeded {MAX_OUTPUT_BYTES} bytes; process killed."),
+        );
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("function output exceeded {MAX_OUTPUT_BYTES} bytes\n"),
+        );
+    }
     let status = match status {
         Ok(status) => status,
         Err(e) => {
