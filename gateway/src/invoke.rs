@@ -6,20 +6,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use courier_core::headers::{
     X_CALL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME, strip_hop_by_hop,
 };
 use courier_core::{FunctionRef, ProviderError};
 use http::{HeaderValue, Uri, header};
+use http::{Request, Response};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::Gateway;
 use crate::error::ApiError;
 use crate::metrics::FunctionMetrics;
 use crate::readiness;
+use crate::server::GatewayBody;
 
 /// The route prefix of synchronous invocations.
 pub(crate) const PREFIX: &str = "/function/";
@@ -89,18 +91,22 @@ impl Routes {
     }
 }
 
-/// Handles one invocation.
-pub(crate) async fn invoke(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+/// Handles one invocation; the request body is hyper's own, never boxed or buffered.
+pub(crate) async fn invoke(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<GatewayBody> {
     let started = Instant::now();
     let (segment, rest) = split_path(request.uri().path());
     let rest = rest.to_owned();
-    let route = match gateway.routes.get(&gateway, segment) {
+    let route = match gateway.routes.get(gateway, segment) {
         Ok(route) => route,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.into_response().map(Either::Right),
     };
     route.metrics.started();
-    let response = forward(&gateway, &route.function, &rest, request).await;
-    let response = response.unwrap_or_else(IntoResponse::into_response);
+    let response = forward(gateway, &route.function, &rest, peer, request).await;
+    let response = response.unwrap_or_else(|e| e.into_response().map(Either::Right));
     route.metrics.completed(
         &gateway.metrics,
         response.status(),
@@ -113,8 +119,9 @@ async fn forward(
     gateway: &Gateway,
     function: &FunctionRef,
     rest: &str,
-    request: Request,
-) -> Result<Response, ApiError> {
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, ApiError> {
     let start_nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -153,7 +160,6 @@ async fn forward(
         headers.insert(X_FORWARDED_HOST, host);
     }
     if !headers.contains_key(X_FORWARDED_FOR)
-        && let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
         && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
     {
         headers.insert(X_FORWARDED_FOR, v);
@@ -180,7 +186,7 @@ async fn forward(
         parts.headers.insert(X_CALL_ID, id);
     }
     parts.headers.append(X_START_TIME, start_time);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
 #[cfg(test)]

@@ -14,13 +14,12 @@ mod invoke;
 mod metrics;
 mod path;
 mod readiness;
+mod server;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use courier_core::Provider;
 use courier_core::system::VersionInfo;
 use hyper_util::client::legacy::Client;
@@ -71,7 +70,7 @@ impl Default for GatewayConfig {
 pub struct Gateway {
     provider: Arc<dyn Provider>,
     config: GatewayConfig,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, hyper::body::Incoming>,
     metrics: Metrics,
     waking: readiness::Waking,
     routes: invoke::Routes,
@@ -112,21 +111,15 @@ impl Gateway {
         api::router(self.clone(), registry)
     }
 
-    /// Serves the gateway on `listener` until `shutdown` is cancelled.
+    /// Serves the gateway on `listener` until `shutdown` is cancelled, then lets open
+    /// connections finish (the caller bounds how long).
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         registry: prometheus::Registry,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let app = path::normalize(self.router(registry));
-        axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(app),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        let router = path::normalize(self.router(registry));
+        server::serve(self.clone(), listener, router, shutdown).await
     }
 }

@@ -9,8 +9,11 @@ use http::Uri;
 use tower::ServiceExt as _;
 use tower::util::MapRequest;
 
+/// The router behind the path clean-up.
+pub(crate) type NormalizedRouter = MapRequest<Router, fn(Request) -> Request>;
+
 /// Wraps `router` so it sees cleaned paths.
-pub(crate) fn normalize(router: Router) -> MapRequest<Router, fn(Request) -> Request> {
+pub(crate) fn normalize(router: Router) -> NormalizedRouter {
     router.map_request(clean as fn(Request) -> Request)
 }
 

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode, header};
 
 use crate::Gateway;
+use crate::auth;
 use crate::error::ApiError;
-use crate::{auth, invoke};
 
 /// Builds every route of the gateway.
 pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> Router {
@@ -48,10 +48,9 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
     let metrics = Router::new()
         .route("/metrics", get(system::metrics))
         .with_state((gateway.clone(), registry));
+    // `/function/*` never reaches this router: `server::dispatch` hands it to the
+    // invocation proxy first, with hyper's unboxed body.
     Router::new()
-        .route("/function/{name}", any(invoke::invoke))
-        .route("/function/{name}/", any(invoke::invoke))
-        .route("/function/{name}/{*path}", any(invoke::invoke))
         .route("/healthz", get(system::healthz))
         .merge(system)
         .with_state(gateway)
