@@ -63,9 +63,16 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Absolute path of the `courier` binary under test.
 pub fn courier_bin() -> PathBuf {
+    // A test binary lives in `<target>/<profile>/deps/`; `courier` is built next to `deps/`,
+    // wherever the target directory is (CARGO_TARGET_DIR included).
+    let beside_tests = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("courier")));
     let path = match std::env::var_os("COURIER_BIN") {
         Some(bin) => PathBuf::from(bin),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/courier"),
+        None => beside_tests.filter(|p| p.is_file()).unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/courier")
+        }),
     };
     assert!(
         path.is_file(),
