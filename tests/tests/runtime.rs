@@ -119,6 +119,34 @@ async fn scaling_to_zero_stops_every_process_and_a_call_brings_one_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_to_a_function_at_zero_wake_it_once_and_all_succeed() {
+    let courier = Courier::start().await;
+    let marker = random_token();
+    courier.deploy(&http_function("web", &marker)).await;
+    courier.wait_ready("web", DEFAULT_NAMESPACE, READY).await;
+    courier.scale("web", 0).await;
+    wait_processes_gone(&marker, PROCESSES).await;
+
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = courier.client();
+            let url = courier.url(&format!("/function/web/call-{i}"));
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
+    }
+    let status = courier.status("web", DEFAULT_NAMESPACE).await.unwrap();
+    assert_eq!(
+        replicas_field(&status, "replicas"),
+        1,
+        "woken once: {status}"
+    );
+    assert_eq!(count_processes(&marker), 1, "one replica process");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_fork_function_scaled_to_zero_still_answers_a_call() {
     let courier = Courier::start().await;
     courier
