@@ -12,6 +12,7 @@ pub mod headers;
 pub mod logs;
 pub mod names;
 pub mod provider;
+pub mod queue;
 pub mod secret;
 pub mod system;
 
