@@ -13,6 +13,7 @@ pub mod logs;
 pub mod names;
 pub mod provider;
 pub mod queue;
+pub mod retry;
 pub mod secret;
 pub mod system;
 
