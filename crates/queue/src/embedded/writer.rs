@@ -1,0 +1,378 @@
+//! The writer thread: after `open`, the only code that touches the redb file.
+//!
+//! Every operation (publish, fetch, settle, pending) is a [`Command`] on one channel. The
+//! thread takes the first waiting command, drains up to [`MAX_BATCH`] more, runs them all in
+//! one write transaction and commits once (group commit), then answers each command through
+//! its oneshot. Callers are bounded by a semaphore of [`MAX_QUEUED_COMMANDS`] permits, so a
+//! stalled disk pushes back on publishers instead of queueing without limit.
+//!
+//! Durability: with `sync_publish` (the default), a batch that stored a message commits
+//! durably ([`Durability::Immediate`], fsync) before anyone in it is answered, so an accepted
+//! call survives a crash of the process and of the machine; concurrent publishes share one
+//! fsync. Settles and leases commit with [`Durability::None`] and ride on an interval: a
+//! durable commit follows at most [`FLUSH_INTERVAL`] after the first non-durable one (folded
+//! into the next batch, or as an empty commit when idle), and losing one only means one more
+//! delivery. Without `sync_publish`, publishes ride on the interval too and a crash loses up
+//! to [`FLUSH_INTERVAL`] of them: redb's non-durable commits live in the process until a
+//! durable one. Closing the queue ends with a durable commit.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use redb::{Database, DatabaseError, Durability};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
+
+use super::store::{Leased, Settlement, Tables, ceil_ms, now_ms};
+use crate::{Error, Message, Published, Result};
+
+/// Longest time a non-durable commit stays unsynced (JetStream's file store syncs every 2
+/// minutes by default; a queue of calls wants less).
+pub(super) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most commands run in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Most commands waiting for the writer before callers wait for room.
+pub(super) const MAX_QUEUED_COMMANDS: usize = 8192;
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(super) enum Op {
+    Publish(Message),
+    Fetch {
+        max: usize,
+    },
+    Settle {
+        seq: u64,
+        attempt: u64,
+        action: Action,
+    },
+    Pending,
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Action {
+    /// Ack or dead-letter.
+    Remove,
+    /// Visible again after this delay.
+    RetryAfter(Duration),
+    /// Restart the lease.
+    KeepAlive,
+}
+
+/// The writer's answer to an [`Op`] (the variant matching it).
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Published(Published),
+    Fetched {
+        leased: Vec<Leased>,
+        /// When nothing was leased: when the earliest stored message becomes visible.
+        next_visible_at: Option<u64>,
+    },
+    /// Whether the settle named the message's current delivery (otherwise it changed nothing).
+    Settled {
+        current: bool,
+    },
+    Pending(u64),
+}
+
+/// One message to the writer thread.
+pub(super) enum Command {
+    Run {
+        op: Op,
+        reply: oneshot::Sender<Result<Outcome>>,
+        /// Held until the command is answered: the bound on queued commands.
+        permit: OwnedSemaphorePermit,
+    },
+    /// Finish the commands sent before this one, commit durably and stop.
+    Close,
+}
+
+/// The queue settings the writer applies, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WriterConfig {
+    pub(super) ack_wait_ms: u64,
+    pub(super) dedup_window_ms: u64,
+    pub(super) sync_publish: bool,
+}
+
+/// Opens (or creates) the store at `path` and starts its writer thread. `visible` is notified
+/// after every commit that may have made a message visible sooner than fetchers were told.
+pub(super) fn start(
+    path: &Path,
+    config: WriterConfig,
+    visible: Arc<Notify>,
+) -> Result<(mpsc::Sender<Command>, JoinHandle<()>)> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::storage(format_args!("creating directory {}", parent.display()), e)
+        })?;
+    }
+    let db = Database::create(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => Error::storage(
+            format_args!(
+                "opening {}: the file is already open (one queue, in one process, per file)",
+                path.display()
+            ),
+            e,
+        ),
+        e => Error::storage(format_args!("opening {}", path.display()), e),
+    })?;
+    let next_seq = initialise(&db)
+        .map_err(|e| Error::storage(format_args!("initialising {}", path.display()), e))?;
+    let (commands, receiver) = mpsc::channel();
+    let writer = Writer {
+        db,
+        config,
+        next_seq,
+        visible,
+        unflushed_since: None,
+    };
+    let thread = thread::Builder::new()
+        .name("courier-queue-writer".into())
+        .spawn(move || writer.run(&receiver))
+        .map_err(|e| Error::storage("starting the embedded queue's writer thread", e))?;
+    Ok((commands, thread))
+}
+
+/// Creates the tables in a new store; returns the next sequence number.
+fn initialise(db: &Database) -> Result<u64, redb::Error> {
+    let txn = db.begin_write()?;
+    let next_seq = Tables::open(&txn)?.next_seq()?;
+    txn.commit()?;
+    Ok(next_seq)
+}
+
+struct Writer {
+    db: Database,
+    config: WriterConfig,
+    next_seq: u64,
+    visible: Arc<Notify>,
+    /// When the first non-durable commit since the last durable one happened, if any.
+    unflushed_since: Option<Instant>,
+}
+
+/// A batch's effects, beyond each command's outcome.
+struct Committed {
+    outcomes: Vec<Outcome>,
+    /// A message may have become visible, or a visibility time earlier than any known before
+    /// was stored: waiting fetchers should look again.
+    wake_fetchers: bool,
+}
+
+impl Writer {
+    fn run(mut self, commands: &Receiver<Command>) {
+        let mut closing = false;
+        while !closing {
+            let Some(first) = self.next_command(commands) else {
+                break;
+            };
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(command) = next {
+                match command {
+                    // A fetch whose caller gave up would lease messages nobody receives.
+                    Command::Run {
+                        op: Op::Fetch { .. },
+                        reply,
+                        ..
+                    } if reply.is_closed() => {}
+                    Command::Run { op, reply, permit } => batch.push((op, reply, permit)),
+                    Command::Close => {
+                        closing = true;
+                        break;
+                    }
+                }
+                next = if batch.len() < MAX_BATCH {
+                    commands.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if !batch.is_empty() {
+                self.execute(batch);
+            }
+        }
+        if self.unflushed_since.is_some() {
+            self.flush();
+        }
+        tracing::debug!("Embedded queue writer stopped.");
+    }
+
+    /// Waits for the next command, committing durably when the flush interval ends while idle.
+    /// `None` once every sender is gone.
+    fn next_command(&mut self, commands: &Receiver<Command>) -> Option<Command> {
+        loop {
+            let Some(unflushed_since) = self.unflushed_since else {
+                return commands.recv().ok();
+            };
+            let flush_at = unflushed_since + FLUSH_INTERVAL;
+            match commands.recv_timeout(flush_at.saturating_duration_since(Instant::now())) {
+                Ok(command) => return Some(command),
+                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// An empty durable commit, which persists the non-durable commits before it.
+    fn flush(&mut self) {
+        let result = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.unflushed_since = None,
+            Err(error) => {
+                tracing::error!(error = %error, "Embedded queue flush failed.");
+                // Try again an interval from now rather than in a tight loop.
+                self.unflushed_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Runs `batch` in one transaction, then answers every command in it.
+    fn execute(
+        &mut self,
+        batch: Vec<(Op, oneshot::Sender<Result<Outcome>>, OwnedSemaphorePermit)>,
+    ) {
+        let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
+        match self.commit(&ops) {
+            Ok(committed) => {
+                for ((_, reply, _permit), outcome) in batch.into_iter().zip(committed.outcomes) {
+                    // The caller may have stopped waiting; the work is done either way.
+                    let _ = reply.send(Ok(outcome));
+                }
+                if committed.wake_fetchers {
+                    self.visible.notify_waiters();
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, commands = batch.len(), "Embedded queue write failed.");
+                let error = Arc::new(error);
+                for (_, reply, _permit) in batch {
+                    let _ = reply.send(Err(Error::storage(
+                        "writing the embedded queue",
+                        Arc::clone(&error),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Applies `ops` in one write transaction and commits it, durably when `sync_publish`
+    /// asks for it or the flush interval has ended.
+    fn commit(&mut self, ops: &[&Op]) -> Result<Committed, redb::Error> {
+        let now = now_ms();
+        let WriterConfig {
+            ack_wait_ms,
+            dedup_window_ms,
+            sync_publish,
+        } = self.config;
+        let mut txn = self.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut next_seq = self.next_seq;
+        let mut stored = 0_usize;
+        let mut wrote = false;
+        let mut wake_fetchers = false;
+        {
+            let mut tables = Tables::open(&txn)?;
+            let mut fetched = false;
+            for op in ops {
+                outcomes.push(match op {
+                    Op::Publish(message) => {
+                        let published = tables.publish(next_seq, message, now, dedup_window_ms)?;
+                        if published == Published::Stored {
+                            next_seq += 1;
+                            stored += 1;
+                        }
+                        Outcome::Published(published)
+                    }
+                    Op::Fetch { max } => {
+                        let leased = tables.lease(*max, now, ack_wait_ms)?;
+                        fetched = true;
+                        // A new lease's end may be the earliest visibility time.
+                        wrote |= !leased.is_empty();
+                        wake_fetchers |= !leased.is_empty();
+                        Outcome::Fetched {
+                            leased,
+                            next_visible_at: None,
+                        }
+                    }
+                    Op::Settle {
+                        seq,
+                        attempt,
+                        action,
+                    } => {
+                        let settlement = match action {
+                            Action::Remove => Settlement::Remove,
+                            Action::RetryAfter(delay) => {
+                                Settlement::VisibleAt(now.saturating_add(ceil_ms(*delay)))
+                            }
+                            Action::KeepAlive => {
+                                Settlement::VisibleAt(now.saturating_add(ack_wait_ms))
+                            }
+                        };
+                        let current = tables.settle(*seq, *attempt, settlement)?;
+                        wrote |= current;
+                        wake_fetchers |= current && matches!(action, Action::RetryAfter(_));
+                        Outcome::Settled { current }
+                    }
+                    Op::Pending => Outcome::Pending(tables.pending()?),
+                });
+            }
+            if stored > 0 {
+                tables.set_next_seq(next_seq)?;
+                tables.prune_dedup(now, dedup_window_ms, 2 * stored)?;
+                wrote = true;
+                wake_fetchers = true;
+            }
+            if fetched {
+                let next = tables.next_visible_at()?;
+                for outcome in &mut outcomes {
+                    if let Outcome::Fetched {
+                        leased,
+                        next_visible_at,
+                    } = outcome
+                        && leased.is_empty()
+                    {
+                        *next_visible_at = next;
+                    }
+                }
+            }
+        }
+        if !wrote {
+            txn.abort()?;
+            return Ok(Committed {
+                outcomes,
+                wake_fetchers: false,
+            });
+        }
+        let durable = (sync_publish && stored > 0)
+            || self
+                .unflushed_since
+                .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        txn.commit()?;
+        self.next_seq = next_seq;
+        if durable {
+            self.unflushed_since = None;
+        } else if self.unflushed_since.is_none() {
+            self.unflushed_since = Some(Instant::now());
+        }
+        Ok(Committed {
+            outcomes,
+            wake_fetchers,
+        })
+    }
+}

@@ -1,0 +1,506 @@
+//! The JetStream backend: one work-queue stream (`RetentionPolicy::WorkQueue`, file storage)
+//! on [`QueueConfig::subject`], consumed through one durable pull consumer with explicit acks.
+//!
+//! How the seam maps onto JetStream:
+//! - `publish` sends with `Nats-Msg-Id` = the message id and returns once the server's
+//!   `PublishAck` arrives, i.e. once the message is in the stream; `duplicate: true` in that ack
+//!   is [`Published::Duplicate`] (the stream's `duplicate_window` is the dedup window);
+//! - `fetch` is one pull request with `no_wait` and `expires = wait`: the server answers as soon
+//!   as it has delivered what it has (at least one message), or after `wait` when it has none;
+//! - a delivery's `attempt` is JetStream's delivery count, its id the `Nats-Msg-Id` header;
+//! - settling sends `+ACK` (ack), `-NAK {"delay":…}` (retry_after), `+WPI` (keep_alive) or
+//!   `+TERM` (dead_letter), each confirmed by the server (a "double ack");
+//! - `pending` is the consumer's undelivered plus unacknowledged messages.
+//!
+//! Every network call has a deadline, and a call made while the client is disconnected fails at
+//! once, so nothing hangs while the server is away: the caller gets [`Error::Unavailable`] and
+//! tries again. async-nats reconnects in the background (with back-off, without limit) and
+//! restores its subscriptions; the stream and consumer live on the server, so nothing needs to
+//! be set up again after a server restart.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::message::{Acker, PublishMessage};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{Client, ConnectOptions, Event, header};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::{Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue};
+
+/// How long connecting to the server (TCP, TLS, handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the server may take to answer one request: a JetStream API call, the `PublishAck`
+/// of a publish, the confirmation of an ack.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `fetch` waits beyond its `wait` for the server to close the pull request. The
+/// server closes it at `wait`; this only matters when the server stopped answering.
+const FETCH_GRACE: Duration = Duration::from_secs(3);
+
+/// How often a waiting `fetch` checks that the client is still connected: a pull request does
+/// not survive a server restart, so there is nothing left to wait for once the connection
+/// dropped.
+const CONNECTION_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Room for the headers (`Nats-Msg-Id` and the ones JetStream adds on redelivery) on top of
+/// the payload in the stream's `max_message_size`, which counts headers and payload.
+const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
+
+/// The consumer's `max_ack_pending`: deliveries handed out and not yet settled, across every
+/// client of the consumer. A message waiting out a `retry_after` delay counts as pending, so a
+/// tight limit would let a backlog of delayed retries stall new work; concurrency is bounded
+/// by the callers' `fetch(max, …)` instead.
+const MAX_ACK_PENDING: i64 = -1;
+
+/// `max_deliver` without limit: giving up after N attempts is the caller's decision
+/// (`dead_letter`), which keeps a record of the message; the server would drop it silently.
+const UNLIMITED_DELIVERIES: i64 = -1;
+
+/// A work queue on a JetStream stream.
+pub struct JetStreamQueue {
+    client: Client,
+    jetstream: Context,
+    consumer: PullConsumer,
+    config: QueueConfig,
+}
+
+impl fmt::Debug for JetStreamQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamQueue")
+            .field("stream", &self.config.stream)
+            .field("subject", &self.config.subject)
+            .field("consumer", &self.config.consumer)
+            .field("state", &self.client.connection_state())
+            .finish()
+    }
+}
+
+impl JetStreamQueue {
+    /// Connects to the NATS server at `url` and creates the stream and the consumer if they
+    /// are missing (an existing stream gets `config`'s dedup window and size limit).
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self> {
+        let server = redact_credentials(url);
+        let events_server = server.clone();
+        let client = ConnectOptions::new()
+            .name("courier-queue")
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(move |event| {
+                let server = events_server.clone();
+                async move { log_connection_event(&server, &event) }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| Error::unavailable(format_args!("connect to NATS at {server}"), e))?;
+
+        // A message (payload and headers) must also fit the server's max_payload (1 MiB by
+        // default); a larger payload is refused as `TooLarge` with the server's limit.
+        let max_payload = client.server_info().max_payload;
+        if config.max_payload_bytes > max_payload {
+            warn!(
+                server = %server,
+                server_max_payload = max_payload,
+                max_payload_bytes = config.max_payload_bytes,
+                "The NATS server's max_payload is below the queue's payload limit; \
+                 larger messages will be refused."
+            );
+        }
+
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client.clone());
+        let stream = ensure_stream(&jetstream, &config).await?;
+        let consumer = stream
+            .create_consumer(consumer_config(&config))
+            .await
+            .map_err(|e| {
+                Error::unavailable(
+                    format_args!(
+                        "create consumer {:?} on stream {:?}",
+                        config.consumer, config.stream
+                    ),
+                    e,
+                )
+            })?;
+        info!(
+            server = %server,
+            stream = %config.stream,
+            subject = %config.subject,
+            consumer = %config.consumer,
+            "JetStream queue ready."
+        );
+        Ok(Self {
+            client,
+            jetstream,
+            consumer,
+            config,
+        })
+    }
+}
+
+#[async_trait]
+impl WorkQueue for JetStreamQueue {
+    async fn publish(&self, message: Message) -> Result<Published> {
+        let size = message.payload.len();
+        if size > self.config.max_payload_bytes {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        ensure_connected(&self.client, "publish")?;
+        let publish = PublishMessage::build()
+            .payload(message.payload)
+            .message_id(&message.id);
+        let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            self.jetstream
+                .send_publish(self.config.subject.clone(), publish)
+                .await?
+                .await
+        })
+        .await;
+        let ack = match sent {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                let headers = message_id_header_bytes(&message.id);
+                return Err(Error::TooLarge {
+                    size,
+                    limit: self
+                        .client
+                        .server_info()
+                        .max_payload
+                        .saturating_sub(headers),
+                });
+            }
+            Ok(Err(e)) => return Err(Error::unavailable("publish", e)),
+            Err(_) => return Err(Error::unavailable("publish", timed_out(REQUEST_TIMEOUT))),
+        };
+        Ok(if ack.duplicate {
+            Published::Duplicate
+        } else {
+            Published::Stored
+        })
+    }
+
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        ensure_connected(&self.client, "fetch")?;
+        let request = self.consumer.fetch().max_messages(max);
+        // A wait under a millisecond means "what is there now": without `expires`, a
+        // `no_wait` pull answers at once.
+        let request = if wait >= Duration::from_millis(1) {
+            request.expires(wait)
+        } else {
+            request
+        };
+        let mut batch = within("fetch", request.messages()).await?;
+
+        let deadline = tokio::time::Instant::now() + wait + FETCH_GRACE;
+        let mut deliveries = Vec::new();
+        loop {
+            let look_again = tokio::time::Instant::now() + CONNECTION_CHECK_INTERVAL;
+            match tokio::time::timeout_at(deadline.min(look_again), batch.next()).await {
+                Ok(Some(Ok(message))) => {
+                    if let Some(delivery) = self.delivery(message) {
+                        deliveries.push(delivery);
+                    }
+                }
+                Ok(Some(Err(e))) if deliveries.is_empty() => {
+                    return Err(Error::unavailable("fetch", e));
+                }
+                Ok(Some(Err(e))) => {
+                    // Keep what arrived; the next fetch reports the failure if it persists.
+                    debug!(
+                        consumer = %self.config.consumer,
+                        error = %e,
+                        "Pull request ended early."
+                    );
+                    break;
+                }
+                Ok(None) => break,
+                // The server forgets pull requests when it restarts: stop waiting for this one
+                // once the connection is gone, or when it was not closed in time.
+                Err(_) => {
+                    let gone = match self.client.connection_state() {
+                        State::Connected if tokio::time::Instant::now() < deadline => continue,
+                        State::Connected => timed_out(wait + FETCH_GRACE),
+                        state => not_connected(&state),
+                    };
+                    if deliveries.is_empty() {
+                        return Err(Error::unavailable("fetch", gone));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(deliveries)
+    }
+
+    async fn pending(&self) -> Result<u64> {
+        ensure_connected(&self.client, "read the consumer's state")?;
+        let info = within("read the consumer's state", self.consumer.get_info()).await?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+}
+
+impl JetStreamQueue {
+    /// A delivery of a message the consumer handed out, or `None` (logged) for anything that
+    /// is not a JetStream message.
+    fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
+        let (attempt, sequence) = match message.info() {
+            Ok(info) => (
+                u64::try_from(info.delivered).unwrap_or(1).max(1),
+                info.stream_sequence,
+            ),
+            Err(e) => {
+                warn!(
+                    consumer = %self.config.consumer,
+                    subject = %message.subject,
+                    error = %e,
+                    "Ignoring a message without JetStream metadata."
+                );
+                return None;
+            }
+        };
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(header::NATS_MESSAGE_ID))
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_else(|| sequence.to_string());
+        let (message, acker) = message.split();
+        let settle = JetStreamSettle {
+            acker,
+            client: self.client.clone(),
+            sequence,
+        };
+        Some(Delivery::new(
+            Message {
+                id,
+                payload: message.payload,
+            },
+            attempt,
+            Box::new(settle),
+        ))
+    }
+}
+
+/// Settles one delivery through its ack subject.
+struct JetStreamSettle {
+    acker: Acker,
+    client: Client,
+    /// The message's stream sequence, for error messages.
+    sequence: u64,
+}
+
+impl JetStreamSettle {
+    /// Sends `kind` and waits for the server's confirmation.
+    async fn send(&self, kind: AckKind, doing: &str) -> Result<()> {
+        let doing = format!("{doing} (stream sequence {})", self.sequence);
+        ensure_connected(&self.client, &doing)?;
+        within(&doing, self.acker.double_ack_with(kind)).await
+    }
+}
+
+#[async_trait]
+impl Settle for JetStreamSettle {
+    async fn ack(&self) -> Result<()> {
+        self.send(AckKind::Ack, "ack").await
+    }
+
+    async fn retry_after(&self, delay: Duration) -> Result<()> {
+        self.send(AckKind::Nak(Some(delay)), "retry").await
+    }
+
+    async fn keep_alive(&self) -> Result<()> {
+        self.send(AckKind::Progress, "keep alive").await
+    }
+
+    async fn dead_letter(&self) -> Result<()> {
+        self.send(AckKind::Term, "dead-letter").await
+    }
+}
+
+/// Gets the stream, creating it if missing; gives an existing stream `config`'s dedup window
+/// and size limit.
+async fn ensure_stream(jetstream: &Context, config: &QueueConfig) -> Result<stream::Stream> {
+    let wanted = stream_config(config);
+    let doing = format!("create stream {:?}", config.stream);
+    let stream = jetstream
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| Error::unavailable(&doing, e))?;
+    let current = &stream.cached_info().config;
+    if current.retention != RetentionPolicy::WorkQueue {
+        warn!(
+            stream = %config.stream,
+            retention = ?current.retention,
+            "The stream exists without work-queue retention: acknowledged messages stay in it."
+        );
+    }
+    if current.duplicate_window == wanted.duplicate_window
+        && current.max_message_size == wanted.max_message_size
+    {
+        return Ok(stream);
+    }
+    let updated = stream::Config {
+        duplicate_window: wanted.duplicate_window,
+        max_message_size: wanted.max_message_size,
+        ..current.clone()
+    };
+    jetstream
+        .update_stream(updated)
+        .await
+        .map_err(|e| Error::unavailable(format_args!("update stream {:?}", config.stream), e))?;
+    info!(
+        stream = %config.stream,
+        dedup_window = ?wanted.duplicate_window,
+        max_message_size = wanted.max_message_size,
+        "Stream limits updated."
+    );
+    Ok(stream)
+}
+
+fn stream_config(config: &QueueConfig) -> stream::Config {
+    stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![config.subject.clone()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: config.dedup_window,
+        max_message_size: i32::try_from(config.max_payload_bytes + HEADER_ALLOWANCE_BYTES)
+            .unwrap_or(i32::MAX),
+        ..Default::default()
+    }
+}
+
+fn consumer_config(config: &QueueConfig) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("Courier queue workers".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_deliver: UNLIMITED_DELIVERIES,
+        max_ack_pending: MAX_ACK_PENDING,
+        filter_subject: config.subject.clone(),
+        ..Default::default()
+    }
+}
+
+/// Fails with [`Error::Unavailable`] unless the client is connected: while it reconnects,
+/// requests would only queue up in the client and time out.
+fn ensure_connected(client: &Client, doing: &str) -> Result<()> {
+    match client.connection_state() {
+        State::Connected => Ok(()),
+        state => Err(Error::unavailable(doing, not_connected(&state))),
+    }
+}
+
+fn not_connected(state: &State) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        format!("not connected to the NATS server ({state:?})"),
+    )
+}
+
+/// Runs one network call with [`REQUEST_TIMEOUT`]; any failure is [`Error::Unavailable`].
+async fn within<T, E>(doing: &str, call: impl Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::unavailable(doing, e)),
+        Err(_) => Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
+    }
+}
+
+/// The size of the header block that carries `Nats-Msg-Id: <id>` on the wire.
+fn message_id_header_bytes(id: &str) -> usize {
+    "NATS/1.0\r\nNats-Msg-Id: \r\n\r\n".len() + id.len()
+}
+
+fn timed_out(after: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer from the NATS server within {after:?}"),
+    )
+}
+
+fn log_connection_event(server: &str, event: &Event) {
+    match event {
+        Event::Connected => info!(server = %server, "Connected to NATS."),
+        Event::Disconnected => warn!(server = %server, "Disconnected from NATS; reconnecting."),
+        Event::SlowConsumer(_) => debug!(server = %server, event = %event, "NATS slow consumer."),
+        _ => warn!(server = %server, event = %event, "NATS connection event."),
+    }
+}
+
+/// `url` without a `user:password@` part, for logs and errors.
+fn redact_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_left_out_of_the_server_name() {
+        assert_eq!(
+            redact_credentials("nats://user:secret@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(redact_credentials("nats://nats:4222"), "nats://nats:4222");
+        assert_eq!(redact_credentials("tls://token@nats"), "tls://***@nats");
+    }
+
+    #[test]
+    fn the_stream_is_a_file_backed_work_queue_with_the_configured_dedup_window() {
+        let config = QueueConfig {
+            dedup_window: Duration::from_secs(60),
+            max_payload_bytes: 1000,
+            ..QueueConfig::default()
+        };
+        let stream = stream_config(&config);
+        assert_eq!(stream.name, "OF_faas-request");
+        assert_eq!(stream.subjects, ["faas-request"]);
+        assert_eq!(stream.retention, RetentionPolicy::WorkQueue);
+        assert_eq!(stream.storage, StorageType::File);
+        assert_eq!(stream.duplicate_window, Duration::from_secs(60));
+        assert_eq!(stream.max_message_size, 1000 + 4096);
+    }
+
+    #[test]
+    fn the_consumer_acks_explicitly_and_never_gives_up_on_its_own() {
+        let config = QueueConfig {
+            ack_wait: Duration::from_secs(7),
+            ..QueueConfig::default()
+        };
+        let consumer = consumer_config(&config);
+        assert_eq!(
+            consumer.durable_name.as_deref(),
+            Some("courier-queue-worker")
+        );
+        assert_eq!(consumer.ack_policy, AckPolicy::Explicit);
+        assert_eq!(consumer.ack_wait, Duration::from_secs(7));
+        assert_eq!(consumer.max_deliver, -1);
+        assert_eq!(consumer.filter_subject, "faas-request");
+    }
+}

@@ -1,0 +1,275 @@
+//! The WorkQueue seam: a durable, at-least-once work queue with explicit settlement of every
+//! delivery. The gateway publishes queued calls into it; the queue worker fetches deliveries
+//! and settles each one: [`Delivery::ack`] (done), [`Delivery::retry_after`] (deliver again,
+//! not before a delay), [`Delivery::keep_alive`] (extend the lease while a long call runs) or
+//! [`Delivery::dead_letter`] (never deliver again).
+//!
+//! Two backends behave the same way under the same conformance suite (`tests/`):
+//! - [`jetstream`]: NATS JetStream (`nats://host:port`), for production and scale-out;
+//! - [`embedded`]: a redb file in Courier's own process (`file:///path`), the default for
+//!   `courier up`.
+//!
+//! Guarantees every backend gives:
+//! - `publish` returns only once the message is stored as durably as the backend promises;
+//!   a second publish of the same id within the dedup window is reported as
+//!   [`Published::Duplicate`] and stored once;
+//! - a delivery that is not settled within its lease (`ack_wait`) is delivered again, also
+//!   when the process holding it died;
+//! - a delivery retried with a delay is not delivered before the delay has passed;
+//! - `keep_alive` restarts the lease, so a long call is not delivered twice;
+//! - nothing acknowledged by `publish` is lost across a restart of the process (or of the
+//!   NATS server with a file store).
+//!
+//! Invariant: this crate knows nothing of HTTP, functions or callbacks; a message is an id and
+//! opaque bytes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod embedded;
+pub mod jetstream;
+
+/// A queue failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The queue URL is not one of the supported forms.
+    #[error("unsupported queue URL {0:?}: use nats://host:port or file:///path")]
+    UnsupportedUrl(String),
+    /// The message is larger than the queue accepts.
+    #[error("message of {size} bytes exceeds the queue's limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The queue cannot be reached or refused the operation; retrying later may work.
+    #[error("queue unavailable: {context}: {source}")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Local storage failed (the embedded backend).
+    #[error("queue storage failed: {context}: {source}")]
+    Storage {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Wraps a connection or server failure.
+    pub fn unavailable(
+        context: impl fmt::Display,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            context: context.to_string(),
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a local storage failure.
+    pub fn storage(
+        context: impl fmt::Display,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Storage {
+            context: context.to_string(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// A bounded label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnsupportedUrl(_) => "unsupported_url",
+            Self::TooLarge { .. } => "too_large",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Storage { .. } => "storage",
+        }
+    }
+}
+
+/// The queue's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One queued message: an id (the call id, also the dedup key) and opaque bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Unique id; publishing the same id twice within the dedup window stores it once.
+    pub id: String,
+    /// The payload (for Courier, the OpenFaaS QueueRequest JSON).
+    pub payload: Bytes,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// What `publish` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Stored now.
+    Stored,
+    /// A message with this id was stored within the dedup window; nothing new was stored.
+    Duplicate,
+}
+
+/// How a backend is set up; the same for every backend.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// How long a delivery may stay unsettled before it is delivered again.
+    pub ack_wait: Duration,
+    /// How long a message id is remembered for deduplication.
+    pub dedup_window: Duration,
+    /// Largest payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// Embedded backend: fsync before `publish` returns (batched across concurrent
+    /// publishes; the default). Off, publishes are synced on a 1 s interval: faster, but a
+    /// crash of the *process* loses up to that second of accepted calls, because redb has no
+    /// level that writes without fsync yet survives a process crash (JetStream's file store
+    /// does, which is why on by default the embedded store is stricter than JetStream, not
+    /// weaker). `courier up` never turns it off.
+    pub sync_publish: bool,
+    /// JetStream: the stream's name.
+    pub stream: String,
+    /// JetStream: the subject messages are published on (OpenFaaS: `faas-request`).
+    pub subject: String,
+    /// JetStream: the durable consumer's name.
+    pub consumer: String,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            ack_wait: Duration::from_secs(30),
+            dedup_window: Duration::from_secs(120),
+            max_payload_bytes: 1024 * 1024,
+            sync_publish: true,
+            stream: "OF_faas-request".into(),
+            subject: "faas-request".into(),
+            consumer: "courier-queue-worker".into(),
+        }
+    }
+}
+
+/// How a backend settles one delivery; implemented by each backend.
+#[async_trait]
+pub trait Settle: Send + Sync + 'static {
+    /// Done: never deliver again.
+    async fn ack(&self) -> Result<()>;
+    /// Deliver again, not before `delay`.
+    async fn retry_after(&self, delay: Duration) -> Result<()>;
+    /// Restart the lease.
+    async fn keep_alive(&self) -> Result<()>;
+    /// Never deliver again (the caller keeps it as a dead letter).
+    async fn dead_letter(&self) -> Result<()>;
+}
+
+/// One delivery of a message to a consumer.
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// How many times this message has been delivered, this time included (1 = first).
+    pub attempt: u64,
+    settle: Box<dyn Settle>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// A delivery settled through `settle` (for backends).
+    pub fn new(message: Message, attempt: u64, settle: Box<dyn Settle>) -> Self {
+        Self {
+            message,
+            attempt,
+            settle,
+        }
+    }
+
+    /// Done: the message is removed.
+    pub async fn ack(self) -> Result<()> {
+        self.settle.ack().await
+    }
+
+    /// Deliver again, not before `delay` (a retry that survives a crash of this process).
+    pub async fn retry_after(self, delay: Duration) -> Result<()> {
+        self.settle.retry_after(delay).await
+    }
+
+    /// Restart the lease while the work goes on.
+    pub async fn keep_alive(&self) -> Result<()> {
+        self.settle.keep_alive().await
+    }
+
+    /// Never deliver again.
+    pub async fn dead_letter(self) -> Result<()> {
+        self.settle.dead_letter().await
+    }
+}
+
+/// A durable work queue.
+#[async_trait]
+pub trait WorkQueue: Send + Sync + 'static {
+    /// Stores `message`; returns once it is stored (or known to be a duplicate).
+    async fn publish(&self, message: Message) -> Result<Published>;
+
+    /// Up to `max` deliveries; waits at most `wait` for the first one, returns empty if none.
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+
+    /// Messages stored and not yet acknowledged or dead-lettered (for metrics).
+    async fn pending(&self) -> Result<u64>;
+}
+
+impl fmt::Debug for dyn WorkQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WorkQueue")
+    }
+}
+
+/// Opens the queue named by `url`: `nats://host:port` (JetStream) or `file:///path`
+/// (embedded store in that file).
+pub async fn open(url: &str, config: QueueConfig) -> Result<Arc<dyn WorkQueue>> {
+    if url.starts_with("nats://") || url.starts_with("tls://") {
+        Ok(Arc::new(
+            jetstream::JetStreamQueue::connect(url, config).await?,
+        ))
+    } else if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(Error::UnsupportedUrl(url.to_owned()));
+        }
+        Ok(Arc::new(
+            embedded::EmbeddedQueue::open(path.as_ref(), config).await?,
+        ))
+    } else {
+        Err(Error::UnsupportedUrl(url.to_owned()))
+    }
+}

@@ -1,0 +1,588 @@
+//! The WorkQueue conformance suite: one set of behaviours every backend must show, written
+//! once and instantiated per backend with [`conformance_tests!`].
+//!
+//! A backend test file declares `mod conformance;`, implements [`Backend`] and calls
+//! `conformance_tests!(MyBackend);`, which generates one `#[tokio::test]` per behaviour below.
+//! The behaviours are plain generic functions so they read (and fail) as ordinary code.
+//!
+//! Timings are short (a lease of [`ACK_WAIT`], delays of a few hundred milliseconds) and
+//! measured rather than slept where possible: "not early" is asserted exactly (less
+//! [`CLOCK_SLACK`]), "promptly" with a generous [`PROMPTLY`] so a loaded machine does not
+//! fail the suite.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use courier_queue::{Delivery, Error, Message, Published, QueueConfig, WorkQueue};
+use tokio::time::Instant;
+
+/// A place a queue lives in for one test: a temporary file, or a NATS server with its store.
+#[async_trait]
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// A fresh, empty environment.
+    async fn new() -> Self;
+    /// Opens a queue client on this environment. Opening again after dropping the previous
+    /// client is a process restart; the stored state must still be there.
+    async fn open(&self, config: QueueConfig) -> Arc<dyn WorkQueue>;
+}
+
+/// Generates one `#[tokio::test]` per conformance behaviour for `$backend`.
+///
+/// The tests are generated where the macro is called; to run the suite for two backends in
+/// one file, call it inside a module per backend.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ty) => {
+        $crate::conformance_tests!(@each $backend;
+            published_messages_are_delivered_with_id_payload_and_attempt_one,
+            a_duplicate_id_within_the_dedup_window_is_stored_once,
+            fetch_waits_for_a_publish_instead_of_returning_empty,
+            fetch_returns_empty_after_its_wait_when_nothing_is_queued,
+            an_acked_message_is_never_delivered_again,
+            an_unsettled_delivery_is_redelivered_after_its_lease_with_attempt_two,
+            a_retry_after_delay_is_not_delivered_early_and_then_is_delivered,
+            keep_alive_prevents_redelivery_of_a_long_running_delivery,
+            a_dead_lettered_message_is_never_delivered_again,
+            pending_counts_stored_unsettled_messages,
+            nothing_published_is_lost_across_a_restart,
+            an_acked_message_stays_gone_after_a_restart,
+            deliveries_held_by_a_dead_process_are_handed_out_again_after_their_lease,
+            oversized_payloads_are_refused,
+            concurrent_consumers_never_get_the_same_message_at_once,
+        );
+    };
+    (@each $backend:ty; $($behaviour:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $behaviour() {
+                $crate::conformance::$behaviour::<$backend>().await;
+            }
+        )*
+    };
+}
+
+/// The lease every test uses unless it says otherwise.
+pub const ACK_WAIT: Duration = Duration::from_secs(1);
+
+/// How early a "not before" deadline may be observed: clocks tick in milliseconds.
+pub const CLOCK_SLACK: Duration = Duration::from_millis(10);
+
+/// How late something that is due may arrive and still count as prompt.
+pub const PROMPTLY: Duration = Duration::from_millis(1500);
+
+/// How long a test waits for deliveries it expects.
+pub const EXPECTED_WITHIN: Duration = Duration::from_secs(5);
+
+/// The suite's queue settings: a short lease, a dedup window longer than any test.
+pub fn config() -> QueueConfig {
+    QueueConfig {
+        ack_wait: ACK_WAIT,
+        dedup_window: Duration::from_secs(60),
+        ..QueueConfig::default()
+    }
+}
+
+/// A message whose payload names its id.
+pub fn message(id: &str) -> Message {
+    Message {
+        id: id.to_owned(),
+        payload: Bytes::from(format!("payload of {id}")),
+    }
+}
+
+/// Publishes `message(id)` and asserts it was stored.
+pub async fn publish_new(queue: &dyn WorkQueue, id: &str) {
+    let published = queue.publish(message(id)).await;
+    assert!(
+        matches!(published, Ok(Published::Stored)),
+        "publish of {id}: {published:?}"
+    );
+}
+
+/// Fetches until `want` deliveries arrived or `within` passed; settles none of them.
+pub async fn fetch_n(queue: &dyn WorkQueue, want: usize, within: Duration) -> Vec<Delivery> {
+    let deadline = Instant::now() + within;
+    let mut deliveries = Vec::new();
+    while deliveries.len() < want {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let batch = queue
+            .fetch(want - deliveries.len(), deadline - now)
+            .await
+            .expect("fetch");
+        deliveries.extend(batch);
+    }
+    deliveries
+}
+
+/// Fetches exactly one delivery within `within`, or fails the test.
+pub async fn fetch_one(queue: &dyn WorkQueue, within: Duration) -> Delivery {
+    let mut deliveries = fetch_n(queue, 1, within).await;
+    assert_eq!(
+        deliveries.len(),
+        1,
+        "expected one delivery within {within:?}"
+    );
+    deliveries.remove(0)
+}
+
+/// Asserts that fetching for `period` delivers nothing.
+pub async fn assert_nothing_delivered_for(queue: &dyn WorkQueue, period: Duration) {
+    let deadline = Instant::now() + period;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let deliveries = queue.fetch(10, deadline - now).await.expect("fetch");
+        let unexpected: Vec<(String, u64)> = deliveries
+            .iter()
+            .map(|d| (d.message.id.clone(), d.attempt))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "expected nothing for {period:?}, got (id, attempt) {unexpected:?}"
+        );
+    }
+}
+
+/// Fetches and acks everything delivered during `period`; returns (id, attempt) in order.
+pub async fn ack_everything_for(queue: &dyn WorkQueue, period: Duration) -> Vec<(String, u64)> {
+    let deadline = Instant::now() + period;
+    let mut seen = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return seen;
+        }
+        for delivery in queue.fetch(10, deadline - now).await.expect("fetch") {
+            seen.push((delivery.message.id.clone(), delivery.attempt));
+            delivery.ack().await.expect("ack");
+        }
+    }
+}
+
+/// Asserts `delivery` is the first delivery of `message(id)`.
+fn assert_first_delivery_of(delivery: &Delivery, id: &str) {
+    assert_eq!(delivery.message, message(id), "delivered message");
+    assert_eq!(delivery.attempt, 1, "attempt of {id}");
+}
+
+pub async fn published_messages_are_delivered_with_id_payload_and_attempt_one<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    for id in ["call-a", "call-b", "call-c"] {
+        publish_new(&*queue, id).await;
+    }
+
+    let deliveries = fetch_n(&*queue, 3, EXPECTED_WITHIN).await;
+
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, ["call-a", "call-b", "call-c"], "oldest first");
+    for (delivery, id) in deliveries.iter().zip(["call-a", "call-b", "call-c"]) {
+        assert_first_delivery_of(delivery, id);
+    }
+    for delivery in deliveries {
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn a_duplicate_id_within_the_dedup_window_is_stored_once<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let first = Message {
+        id: "call-1".into(),
+        payload: Bytes::from_static(b"first"),
+    };
+    let second = Message {
+        id: "call-1".into(),
+        payload: Bytes::from_static(b"second"),
+    };
+
+    assert_eq!(
+        queue.publish(first.clone()).await.expect("publish"),
+        Published::Stored
+    );
+    assert_eq!(
+        queue.publish(second.clone()).await.expect("publish"),
+        Published::Duplicate
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 1);
+
+    let delivery = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_eq!(
+        delivery.message, first,
+        "the first publish is the one stored"
+    );
+    assert_eq!(delivery.attempt, 1);
+    delivery.ack().await.expect("ack");
+
+    // The window, not the message's presence, decides: acked, the id is still remembered.
+    assert_eq!(
+        queue.publish(second).await.expect("publish"),
+        Published::Duplicate
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+    assert_nothing_delivered_for(&*queue, Duration::from_millis(300)).await;
+}
+
+pub async fn fetch_waits_for_a_publish_instead_of_returning_empty<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let wait = Duration::from_secs(2);
+    let fetcher = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move {
+            let deliveries = queue.fetch(1, wait).await.expect("fetch");
+            (deliveries, Instant::now())
+        })
+    };
+    // Let the fetch start waiting before anything is published.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let published_at = Instant::now();
+    publish_new(&*queue, "call-late").await;
+    let (deliveries, returned_at) = fetcher.await.expect("fetch task");
+
+    assert_eq!(deliveries.len(), 1, "the waiting fetch gets the message");
+    assert_first_delivery_of(&deliveries[0], "call-late");
+    let after_publish = returned_at - published_at;
+    assert!(
+        after_publish < Duration::from_secs(1),
+        "fetch returned {after_publish:?} after the publish: it should wake on the publish, \
+         not at the end of its {wait:?} wait"
+    );
+}
+
+pub async fn fetch_returns_empty_after_its_wait_when_nothing_is_queued<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let wait = Duration::from_millis(500);
+
+    let started = Instant::now();
+    let deliveries = queue.fetch(10, wait).await.expect("fetch");
+    let waited = started.elapsed();
+
+    assert!(deliveries.is_empty());
+    assert!(
+        waited + CLOCK_SLACK >= wait,
+        "returned after {waited:?}, before its {wait:?} wait"
+    );
+    assert!(
+        waited < wait + PROMPTLY,
+        "returned after {waited:?}, long after its {wait:?} wait"
+    );
+}
+
+pub async fn an_acked_message_is_never_delivered_again<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    publish_new(&*queue, "call-done").await;
+
+    let delivery = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_first_delivery_of(&delivery, "call-done");
+    delivery.ack().await.expect("ack");
+
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+    // Longer than the lease it had: an unacked message would be back by now.
+    assert_nothing_delivered_for(&*queue, ACK_WAIT + ACK_WAIT / 2).await;
+}
+
+pub async fn an_unsettled_delivery_is_redelivered_after_its_lease_with_attempt_two<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    publish_new(&*queue, "call-slow").await;
+
+    let leased_at = Instant::now();
+    let first = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_first_delivery_of(&first, "call-slow");
+
+    // `first` is held, unsettled, while its lease runs out.
+    let second = fetch_one(&*queue, ACK_WAIT + PROMPTLY + EXPECTED_WITHIN).await;
+    let after = leased_at.elapsed();
+    assert!(
+        after + CLOCK_SLACK >= ACK_WAIT,
+        "redelivered after {after:?}, within the lease"
+    );
+    assert!(
+        after < ACK_WAIT + PROMPTLY + EXPECTED_WITHIN,
+        "redelivered after {after:?}"
+    );
+    assert_eq!(second.message, message("call-slow"));
+    assert_eq!(second.attempt, 2);
+
+    second.ack().await.expect("ack");
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+    drop(first);
+}
+
+pub async fn a_retry_after_delay_is_not_delivered_early_and_then_is_delivered<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    publish_new(&*queue, "call-retry").await;
+    let delivery = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_first_delivery_of(&delivery, "call-retry");
+    let delay = Duration::from_millis(500);
+
+    let retried_at = Instant::now();
+    delivery.retry_after(delay).await.expect("retry_after");
+    let again = fetch_one(&*queue, delay + PROMPTLY).await;
+    let after = retried_at.elapsed();
+
+    assert!(
+        after + CLOCK_SLACK >= delay,
+        "redelivered {after:?} after a {delay:?} retry"
+    );
+    assert!(
+        after < delay + PROMPTLY,
+        "redelivered only {after:?} after a {delay:?} retry"
+    );
+    assert_eq!(again.message, message("call-retry"));
+    assert_eq!(again.attempt, 2);
+    again.ack().await.expect("ack");
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn keep_alive_prevents_redelivery_of_a_long_running_delivery<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    publish_new(&*queue, "call-long").await;
+    let delivery = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_first_delivery_of(&delivery, "call-long");
+
+    // Three leases long, renewed every third of one; fetching is how the test waits.
+    for _ in 0..9 {
+        assert_nothing_delivered_for(&*queue, ACK_WAIT / 3).await;
+        delivery.keep_alive().await.expect("keep_alive");
+    }
+
+    delivery.ack().await.expect("ack");
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn a_dead_lettered_message_is_never_delivered_again<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    publish_new(&*queue, "call-poison").await;
+
+    let delivery = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_first_delivery_of(&delivery, "call-poison");
+    delivery.dead_letter().await.expect("dead_letter");
+
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+    assert_nothing_delivered_for(&*queue, ACK_WAIT + ACK_WAIT / 2).await;
+}
+
+pub async fn pending_counts_stored_unsettled_messages<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let pending = || async { queue.pending().await.expect("pending") };
+    assert_eq!(pending().await, 0);
+
+    for id in ["call-a", "call-b", "call-c"] {
+        publish_new(&*queue, id).await;
+    }
+    assert_eq!(pending().await, 3);
+    assert_eq!(
+        queue.publish(message("call-a")).await.expect("publish"),
+        Published::Duplicate
+    );
+    assert_eq!(pending().await, 3, "a duplicate is not stored");
+
+    let mut deliveries = fetch_n(&*queue, 2, EXPECTED_WITHIN).await;
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(pending().await, 3, "in flight is still pending");
+
+    let b = deliveries.pop().expect("second delivery");
+    let a = deliveries.pop().expect("first delivery");
+    a.ack().await.expect("ack");
+    assert_eq!(pending().await, 2, "acked");
+    b.dead_letter().await.expect("dead_letter");
+    assert_eq!(pending().await, 1, "dead-lettered");
+
+    let c = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_first_delivery_of(&c, "call-c");
+    c.retry_after(Duration::from_secs(30))
+        .await
+        .expect("retry_after");
+    assert_eq!(pending().await, 1, "waiting for a retry is still pending");
+}
+
+pub async fn nothing_published_is_lost_across_a_restart<B: Backend>() {
+    let env = B::new().await;
+    let ids: Vec<String> = (0..20).map(|i| format!("call-{i:02}")).collect();
+    {
+        let queue = env.open(config()).await;
+        for id in &ids {
+            publish_new(&*queue, id).await;
+        }
+    }
+
+    let queue = env.open(config()).await;
+    assert_eq!(queue.pending().await.expect("pending"), ids.len() as u64);
+    let deliveries = fetch_n(&*queue, ids.len(), EXPECTED_WITHIN).await;
+
+    let delivered: BTreeSet<&str> = deliveries.iter().map(|d| d.message.id.as_str()).collect();
+    let published: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(delivered, published);
+    assert_eq!(deliveries.len(), ids.len(), "each delivered once");
+    for delivery in &deliveries {
+        assert_first_delivery_of(delivery, &delivery.message.id);
+    }
+    for delivery in deliveries {
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn an_acked_message_stays_gone_after_a_restart<B: Backend>() {
+    let env = B::new().await;
+    {
+        let queue = env.open(config()).await;
+        publish_new(&*queue, "call-done").await;
+        let done = fetch_one(&*queue, EXPECTED_WITHIN).await;
+        assert_first_delivery_of(&done, "call-done");
+        done.ack().await.expect("ack");
+        publish_new(&*queue, "call-queued").await;
+    }
+
+    let queue = env.open(config()).await;
+    assert_eq!(queue.pending().await.expect("pending"), 1);
+    // Longer than a lease, so anything that came back would be seen.
+    let seen = ack_everything_for(&*queue, ACK_WAIT + ACK_WAIT / 2).await;
+    assert_eq!(seen, [("call-queued".to_owned(), 1)]);
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn deliveries_held_by_a_dead_process_are_handed_out_again_after_their_lease<
+    B: Backend,
+>() {
+    let env = B::new().await;
+    let leased_at;
+    {
+        let queue = env.open(config()).await;
+        publish_new(&*queue, "call-orphaned").await;
+        leased_at = Instant::now();
+        let delivery = fetch_one(&*queue, EXPECTED_WITHIN).await;
+        assert_first_delivery_of(&delivery, "call-orphaned");
+        // The process dies holding it: neither the delivery nor the client is settled.
+        drop(delivery);
+    }
+
+    let queue = env.open(config()).await;
+    assert_eq!(queue.pending().await.expect("pending"), 1);
+    let again = fetch_one(&*queue, ACK_WAIT + PROMPTLY + EXPECTED_WITHIN).await;
+    let after = leased_at.elapsed();
+
+    assert!(
+        after + CLOCK_SLACK >= ACK_WAIT,
+        "handed out again {after:?} after, within its lease"
+    );
+    assert_eq!(again.message, message("call-orphaned"));
+    assert_eq!(again.attempt, 2);
+    again.ack().await.expect("ack");
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn oversized_payloads_are_refused<B: Backend>() {
+    let env = B::new().await;
+    let limit = 1024;
+    let queue = env
+        .open(QueueConfig {
+            max_payload_bytes: limit,
+            ..config()
+        })
+        .await;
+    let sized = |id: &str, size: usize| Message {
+        id: id.to_owned(),
+        payload: Bytes::from(vec![b'x'; size]),
+    };
+
+    let refused = queue.publish(sized("call-big", limit + 1)).await;
+    assert!(
+        matches!(refused, Err(Error::TooLarge { size, limit: l }) if size == limit + 1 && l == limit),
+        "publish of {} bytes: {refused:?}",
+        limit + 1
+    );
+    assert_eq!(
+        queue
+            .publish(sized("call-fits", limit))
+            .await
+            .expect("publish at the limit"),
+        Published::Stored
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 1);
+    // The refused message was not remembered for deduplication either.
+    assert_eq!(
+        queue.publish(sized("call-big", 10)).await.expect("publish"),
+        Published::Stored
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 2);
+}
+
+pub async fn concurrent_consumers_never_get_the_same_message_at_once<B: Backend>() {
+    let env = B::new().await;
+    // A lease no prompt ack comes near, so any second delivery is a bug.
+    let queue = env
+        .open(QueueConfig {
+            ack_wait: Duration::from_secs(10),
+            ..config()
+        })
+        .await;
+    let ids: Vec<String> = (0..50).map(|i| format!("call-{i:02}")).collect();
+    for id in &ids {
+        publish_new(&*queue, id).await;
+    }
+
+    let delivered = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let delivered = Arc::clone(&delivered);
+            let total = ids.len();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if delivered.lock().expect("lock").len() >= total {
+                        return;
+                    }
+                    let batch = queue
+                        .fetch(5, Duration::from_millis(500))
+                        .await
+                        .expect("fetch");
+                    for delivery in batch {
+                        delivered
+                            .lock()
+                            .expect("lock")
+                            .push((delivery.message.id.clone(), delivery.attempt));
+                        delivery.ack().await.expect("ack");
+                    }
+                }
+            })
+        })
+        .collect();
+    for consumer in consumers {
+        consumer.await.expect("consumer task");
+    }
+
+    let delivered = delivered.lock().expect("lock").clone();
+    let unique: BTreeSet<&str> = delivered.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(delivered.len(), ids.len(), "deliveries: {delivered:?}");
+    assert_eq!(
+        unique,
+        ids.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+    assert!(
+        delivered.iter().all(|(_, attempt)| *attempt == 1),
+        "{delivered:?}"
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}

@@ -1,0 +1,386 @@
+//! The JetStream backend against a real nats-server (2.10+, see `support::nats`): the
+//! WorkQueue conformance suite, and what only JetStream has: a server that crashes and comes
+//! back, and the OpenFaaS subject on the wire.
+
+mod conformance;
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_trait::async_trait;
+use bytes::Bytes;
+use courier_queue::jetstream::JetStreamQueue;
+use courier_queue::{Error, Message, Published, QueueConfig, WorkQueue};
+
+use conformance::{Backend, message};
+use support::nats::NatsServer;
+
+/// An environment: one nats-server with its own store, and the stream, subject and consumer
+/// names every client of this environment uses.
+struct JetStreamBackend {
+    server: NatsServer,
+    stream: String,
+    subject: String,
+    consumer: String,
+}
+
+impl JetStreamBackend {
+    fn on(server: NatsServer) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        Self {
+            server,
+            stream: format!("COURIER_TEST_{pid}_{n}"),
+            subject: format!("courier-test-{pid}-{n}"),
+            consumer: format!("courier-test-worker-{pid}-{n}"),
+        }
+    }
+
+    fn config(&self, config: QueueConfig) -> QueueConfig {
+        QueueConfig {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            consumer: self.consumer.clone(),
+            ..config
+        }
+    }
+
+    async fn connect(&self, config: QueueConfig) -> JetStreamQueue {
+        JetStreamQueue::connect(&self.server.url(), self.config(config))
+            .await
+            .expect("connect to nats-server")
+    }
+}
+
+#[async_trait]
+impl Backend for JetStreamBackend {
+    async fn new() -> Self {
+        // The suite cannot skip a test, so a missing nats-server is a failure here.
+        Self::on(NatsServer::start_required().await)
+    }
+
+    async fn open(&self, config: QueueConfig) -> Arc<dyn WorkQueue> {
+        Arc::new(self.connect(config).await)
+    }
+}
+
+conformance_tests!(JetStreamBackend);
+
+/// A backend for one JetStream-only test, or a skip (see `support::nats`).
+async fn environment() -> Option<JetStreamBackend> {
+    NatsServer::start().await.map(JetStreamBackend::on)
+}
+
+/// A lease longer than any test: nothing comes back unless a test shortens it.
+fn config() -> QueueConfig {
+    QueueConfig {
+        ack_wait: Duration::from_secs(30),
+        ..QueueConfig::default()
+    }
+}
+
+/// Fetches until `want` deliveries arrived or `within` passed; acks none of them.
+async fn fetch_ids(queue: &dyn WorkQueue, want: usize, within: Duration) -> BTreeSet<String> {
+    let deadline = Instant::now() + within;
+    let mut ids = BTreeSet::new();
+    let mut held = Vec::new();
+    while ids.len() < want && Instant::now() < deadline {
+        match queue.fetch(want, Duration::from_millis(500)).await {
+            Ok(deliveries) => {
+                for delivery in deliveries {
+                    ids.insert(delivery.message.id.clone());
+                    held.push(delivery);
+                }
+            }
+            // The client may still be reconnecting.
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("fetch failed: {e}"),
+        }
+    }
+    ids
+}
+
+/// Publishes until the server takes it (the client reconnects with back-off), within `within`.
+async fn publish_eventually(
+    queue: &dyn WorkQueue,
+    message: Message,
+    within: Duration,
+) -> Published {
+    let deadline = Instant::now() + within;
+    loop {
+        match queue.publish(message.clone()).await {
+            Ok(published) => return published,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("publish of {} failed: {e}", message.id),
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_across_a_nats_server_restart() {
+    let Some(mut env) = environment().await else {
+        return;
+    };
+    let queue = env.connect(config()).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("call-{i:02}")).collect();
+    for id in &ids {
+        assert_eq!(queue.publish(message(id)).await.unwrap(), Published::Stored);
+    }
+    // Five are done before the crash, two are in flight (delivered, not settled).
+    let done = queue.fetch(5, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(done.len(), 5);
+    let done_ids: BTreeSet<String> = done.iter().map(|d| d.message.id.clone()).collect();
+    for delivery in done {
+        delivery.ack().await.unwrap();
+    }
+    let in_flight = queue.fetch(2, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(in_flight.len(), 2);
+    drop(in_flight);
+    drop(queue);
+
+    env.server.restart().await;
+
+    let queue = env
+        .connect(QueueConfig {
+            // The two in flight come back once their lease runs out.
+            ack_wait: Duration::from_secs(1),
+            ..config()
+        })
+        .await;
+    let unacked: BTreeSet<String> = ids
+        .iter()
+        .filter(|id| !done_ids.contains(*id))
+        .cloned()
+        .collect();
+    assert!(queue.pending().await.unwrap() >= unacked.len() as u64);
+    let delivered = fetch_ids(&queue, ids.len(), Duration::from_secs(10)).await;
+    let lost: Vec<&String> = unacked.difference(&delivered).collect();
+    assert!(lost.is_empty(), "lost across the restart: {lost:?}");
+}
+
+#[tokio::test]
+async fn publish_fails_with_unavailable_while_the_server_is_down_and_works_after_it_returns() {
+    let Some(mut env) = environment().await else {
+        return;
+    };
+    let queue = env.connect(config()).await;
+    assert_eq!(
+        queue.publish(message("before")).await.unwrap(),
+        Published::Stored
+    );
+
+    env.server.stop().await;
+
+    let outcome = tokio::time::timeout(Duration::from_secs(10), queue.publish(message("during")))
+        .await
+        .expect("publish must not hang while the server is down");
+    assert!(
+        matches!(outcome, Err(Error::Unavailable { .. })),
+        "publish while down: {outcome:?}"
+    );
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(10),
+        queue.fetch(1, Duration::from_millis(200)),
+    )
+    .await
+    .expect("fetch must not hang while the server is down");
+    assert!(
+        matches!(fetched, Err(Error::Unavailable { .. })),
+        "fetch while down: {fetched:?}"
+    );
+    let pending = tokio::time::timeout(Duration::from_secs(10), queue.pending())
+        .await
+        .expect("pending must not hang while the server is down");
+    assert!(matches!(pending, Err(Error::Unavailable { .. })));
+
+    env.server.start_again().await;
+
+    // The same client reconnects; the caller's retry of "during" is stored (or was already,
+    // if the failed attempt reached the server after all).
+    let retried = publish_eventually(&queue, message("during"), Duration::from_secs(20)).await;
+    assert!(matches!(retried, Published::Stored | Published::Duplicate));
+    assert_eq!(
+        queue.publish(message("after")).await.unwrap(),
+        Published::Stored
+    );
+    let delivered = fetch_ids(&queue, 3, Duration::from_secs(10)).await;
+    assert_eq!(
+        delivered,
+        BTreeSet::from(["before".into(), "during".into(), "after".into()])
+    );
+}
+
+#[tokio::test]
+async fn the_default_queue_is_the_openfaas_faas_request_subject() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    // No per-test names: the defaults, as `courier up --queue nats://…` uses them.
+    let queue = JetStreamQueue::connect(&env.server.url(), config())
+        .await
+        .unwrap();
+    queue.publish(message("call-1")).await.unwrap();
+
+    let client = async_nats::connect(env.server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("OF_faas-request").await.unwrap();
+    let stored = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "faas-request");
+    assert_eq!(
+        stored
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.as_str()),
+        Some("call-1")
+    );
+    assert_eq!(stored.payload, Bytes::from("payload of call-1"));
+
+    // A plain NATS publish on the subject is queued too; without a Nats-Msg-Id its id is the
+    // stream sequence.
+    client
+        .publish("faas-request", Bytes::from("from a plain client"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // Fetching waits for the stream to store it: a core publish is not acknowledged.
+    let deliveries = conformance::fetch_n(&queue, 2, Duration::from_secs(5)).await;
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, ["call-1", "2"]);
+    assert_eq!(
+        deliveries[1].message.payload,
+        Bytes::from("from a plain client")
+    );
+    assert!(deliveries.iter().all(|d| d.attempt == 1));
+}
+
+#[tokio::test]
+async fn connecting_with_new_settings_updates_the_existing_stream_and_consumer() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    drop(env.connect(config()).await);
+    drop(
+        env.connect(QueueConfig {
+            ack_wait: Duration::from_secs(3),
+            dedup_window: Duration::from_secs(10),
+            max_payload_bytes: 2048,
+            ..config()
+        })
+        .await,
+    );
+
+    let js = jetstream::new(async_nats::connect(env.server.url()).await.unwrap());
+    let mut stream = js.get_stream(&env.stream).await.unwrap();
+    let stream_config = stream.info().await.unwrap().config.clone();
+    assert_eq!(stream_config.duplicate_window, Duration::from_secs(10));
+    assert!(stream_config.max_message_size >= 2048);
+    assert_eq!(
+        stream_config.retention,
+        jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    let consumer = stream.consumer_info(&env.consumer).await.unwrap();
+    assert_eq!(consumer.config.ack_wait, Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn every_call_fails_with_unavailable_instead_of_hanging_when_the_server_stops_answering() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    let queue = env
+        .connect(QueueConfig {
+            // Short, so what a frozen pull request took comes back soon (see below).
+            ack_wait: Duration::from_secs(1),
+            ..config()
+        })
+        .await;
+    queue.publish(message("held")).await.unwrap();
+    let held = queue.fetch(1, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(held.len(), 1);
+
+    // Frozen, the server keeps the connection open: only deadlines can end the calls.
+    env.server.pause().await;
+    let bound = Duration::from_secs(15);
+    let (published, fetched, pending, kept_alive) = tokio::time::timeout(bound, async {
+        tokio::join!(
+            queue.publish(message("frozen")),
+            queue.fetch(1, Duration::from_millis(200)),
+            queue.pending(),
+            held[0].keep_alive(),
+        )
+    })
+    .await
+    .expect("calls to a frozen server must end within their deadlines");
+    env.server.resume();
+
+    assert!(
+        matches!(published, Err(Error::Unavailable { .. })),
+        "publish: {published:?}"
+    );
+    assert!(
+        matches!(fetched, Err(Error::Unavailable { .. })),
+        "fetch: {fetched:?}"
+    );
+    assert!(
+        matches!(pending, Err(Error::Unavailable { .. })),
+        "pending: {pending:?}"
+    );
+    assert!(
+        matches!(kept_alive, Err(Error::Unavailable { .. })),
+        "keep_alive: {kept_alive:?}"
+    );
+
+    // Thawed, the same client goes on. The server now runs what the client sent meanwhile:
+    // the publish (hence "Duplicate" is fine) and the pull request the fetch gave up on,
+    // which may take a message to nobody; that one comes back after its lease.
+    for delivery in held {
+        delivery.ack().await.unwrap();
+    }
+    let retried = publish_eventually(&queue, message("frozen"), Duration::from_secs(10)).await;
+    assert!(matches!(retried, Published::Stored | Published::Duplicate));
+    let delivered = fetch_ids(&queue, 2, Duration::from_secs(5)).await;
+    assert!(
+        delivered.contains("frozen"),
+        "delivered after the thaw: {delivered:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_servers_max_payload_is_refused_as_too_large_with_its_limit() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    // The queue allows 2 MiB; the server (default max_payload 1 MiB) counts the headers too.
+    let queue = env
+        .connect(QueueConfig {
+            max_payload_bytes: 2 * 1024 * 1024,
+            ..config()
+        })
+        .await;
+    let header_bytes = "NATS/1.0\r\nNats-Msg-Id: big\r\n\r\n".len();
+    let limit = 1024 * 1024 - header_bytes;
+    let sized = |size: usize| Message {
+        id: "big".into(),
+        payload: Bytes::from(vec![b'x'; size]),
+    };
+
+    match queue.publish(sized(limit + 1)).await {
+        Err(Error::TooLarge { size, limit: told }) => {
+            assert_eq!((size, told), (limit + 1, limit));
+        }
+        other => panic!("publish over the server's limit: {other:?}"),
+    }
+    assert_eq!(
+        queue.publish(sized(limit)).await.unwrap(),
+        Published::Stored
+    );
+    let delivered = queue.fetch(1, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(delivered[0].message.payload.len(), limit);
+}
