@@ -1,0 +1,88 @@
+//! Posting a call's final outcome to its `X-Callback-Url`, retried with backoff.
+
+use std::time::Duration;
+
+use courier_core::headers::HOP_BY_HOP;
+
+use crate::config::WorkerConfig;
+use crate::invoke::Outcome;
+
+/// What the callback carries besides the function's answer.
+#[derive(Debug)]
+pub(crate) struct CallbackInfo<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) call_id: &'a str,
+    /// `NAME` or `NAME.NAMESPACE` as queued.
+    pub(crate) function: &'a str,
+    pub(crate) duration: Duration,
+    /// Attempts used.
+    pub(crate) attempts: u64,
+    /// Attempts allowed.
+    pub(crate) max_attempts: u64,
+}
+
+/// Whether the receiver took the callback (any answer but 408, 429 or 5xx).
+fn delivered(status: u16) -> bool {
+    !(status == 408 || status == 429 || status >= 500)
+}
+
+/// Posts the outcome; returns whether the receiver took it within the configured attempts.
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    config: &WorkerConfig,
+    info: &CallbackInfo<'_>,
+    outcome: &Outcome,
+) -> bool {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=config.callback_attempts.max(1) {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &outcome.headers {
+            if name == http::header::CONTENT_LENGTH || HOP_BY_HOP.contains(name) {
+                continue;
+            }
+            headers.append(name, value.clone());
+        }
+        let ours = [
+            ("x-call-id", info.call_id.to_owned()),
+            (
+                "x-function-status",
+                outcome.status.unwrap_or(503).to_string(),
+            ),
+            ("x-function-name", info.function.to_owned()),
+            (
+                "x-duration-seconds",
+                format!("{:.6}", info.duration.as_secs_f64()),
+            ),
+            ("x-retry", info.attempts.to_string()),
+            ("x-retry-max", info.max_attempts.to_string()),
+        ];
+        for (name, value) in ours {
+            // Ours replace any the function sent under the same name.
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                headers.insert(http::HeaderName::from_static(name), value);
+            }
+        }
+        let rb = client
+            .post(info.url)
+            .timeout(config.callback_timeout)
+            .headers(headers)
+            .body(outcome.body.clone());
+        match rb.send().await {
+            Ok(resp) if delivered(resp.status().as_u16()) => return true,
+            Ok(resp) => tracing::warn!(
+                call_id = info.call_id,
+                status = resp.status().as_u16(),
+                attempt,
+                "Callback refused."
+            ),
+            Err(e) => {
+                tracing::warn!(call_id = info.call_id, error = %e, attempt, "Callback failed.")
+            }
+        }
+        if attempt < config.callback_attempts {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+    false
+}

@@ -1,0 +1,20 @@
+//! The queue worker: takes queued calls off the `WorkQueue`, invokes each function through
+//! the gateway's synchronous route (so scale-from-zero and metrics apply), retries what failed
+//! with the function's retry policy, and posts the final outcome to the caller's
+//! `X-Callback-Url`. A delivery is settled only after its outcome is final and the callback
+//! was delivered or gave up; retries live in the queue (`retry_after`), so they survive a crash
+//! of the worker.
+//!
+//! Invariant: the worker knows the WorkQueue seam and the gateway's HTTP API; it never knows
+//! which queue backend or provider runs, and never touches function processes.
+
+mod callback;
+mod config;
+mod invoke;
+mod metrics;
+mod policies;
+mod worker;
+
+pub use config::WorkerConfig;
+pub use metrics::WorkerMetrics;
+pub use worker::Worker;
