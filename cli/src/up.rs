@@ -11,6 +11,8 @@ use clap::Args;
 use courier_core::Provider;
 use courier_gateway::{BasicAuth, Gateway, GatewayConfig};
 use courier_provider_local::{LocalConfig, LocalProvider, SandboxMode};
+use courier_queue::QueueConfig;
+use courier_queue_worker::{Worker, WorkerConfig, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
 /// How long open connections (followed log streams, slow calls) may keep the server up after
@@ -72,6 +74,22 @@ pub(crate) struct UpArgs {
     /// Largest /system/* request body, in bytes.
     #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Where queued (`/async-function`) calls are stored: `file:///path` (an embedded store;
+    /// default `<data-dir>/queue/queue.redb`) or `nats://host:port` (NATS JetStream).
+    #[arg(long, env = "COURIER_QUEUE")]
+    queue: Option<String>,
+    /// How long a queued call may go unsettled before it is delivered again.
+    #[arg(long, env = "COURIER_ACK_WAIT", default_value = "30s", value_parser = duration)]
+    ack_wait: Duration,
+    /// Queued calls invoked at once.
+    #[arg(long, env = "COURIER_MAX_INFLIGHT", default_value_t = 50)]
+    max_inflight: usize,
+    /// Queued calls invoked at once for one function (so a slow function cannot take every slot).
+    #[arg(long, env = "COURIER_MAX_INFLIGHT_PER_FUNCTION", default_value_t = 10)]
+    max_inflight_per_function: usize,
+    /// Largest /async-function request body, in bytes.
+    #[arg(long, env = "COURIER_MAX_ASYNC_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_async_body_bytes: usize,
     /// Extra namespaces to offer besides openfaas-fn (comma-separated).
     #[arg(long, env = "COURIER_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -85,7 +103,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         courier_core::names::resolve_namespace(Some(ns)).context("--namespaces")?;
     }
 
-    let auth = if args.no_auth {
+    let password = if args.no_auth {
         tracing::warn!(
             "Authentication is disabled (--no-auth): anyone who can reach the gateway can deploy and run code."
         );
@@ -95,8 +113,9 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             Some(p) => p.to_owned(),
             None => crate::password::load_or_generate(&data_dir)?.0,
         };
-        Some(BasicAuth::new("admin", password))
+        Some(password)
     };
+    let auth = password.clone().map(|p| BasicAuth::new("admin", p));
 
     let provider = LocalProvider::start(LocalConfig {
         data_dir: data_dir.clone(),
@@ -108,13 +127,38 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     })
     .await
     .context("starting the local runtime")?;
+    let queue_url = args.queue.clone().unwrap_or_else(|| {
+        format!(
+            "file://{}",
+            data_dir.join("queue").join("queue.redb").display()
+        )
+    });
+    let queue = match courier_queue::open(
+        &queue_url,
+        QueueConfig {
+            ack_wait: args.ack_wait,
+            // The QueueRequest carries the body base64-encoded, plus the headers.
+            max_payload_bytes: args.max_async_body_bytes / 3 * 4 + 256 * 1024,
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    {
+        Ok(q) => q,
+        Err(e) => {
+            provider.shutdown().await;
+            return Err(e).with_context(|| format!("opening the queue {queue_url}"));
+        }
+    };
     let registry = prometheus::Registry::new();
     let gateway = Gateway::new(
         provider.clone(),
+        Some(queue.clone()),
         GatewayConfig {
             upstream_timeout: args.upstream_timeout,
             ready_timeout: args.ready_timeout,
             max_body_bytes: args.max_body_bytes,
+            max_async_body_bytes: args.max_async_body_bytes,
             auth: auth.clone(),
             version: version(),
         },
@@ -155,6 +199,22 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         println!("  authentication is disabled");
     }
 
+    println!("  queued calls: {queue_url}");
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            gateway: url.clone(),
+            password: password.clone(),
+            max_inflight: args.max_inflight,
+            max_inflight_per_function: args.max_inflight_per_function,
+            ack_wait: args.ack_wait,
+            drain_timeout: DRAIN_DEADLINE,
+            ..WorkerConfig::default()
+        },
+        WorkerMetrics::register(&registry)?,
+    )?;
+    let stop_worker = CancellationToken::new();
+    let worker = tokio::spawn(worker.run(stop_worker.clone()));
     let shutdown = CancellationToken::new();
     let server = {
         let gateway = gateway.clone();
@@ -167,7 +227,10 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         tracing::error!(error = format!("{e:#}"), "Stack file not deployed.");
     }
     wait_for_signal().await;
-    println!("Shutting down: stopping functions.");
+    println!("Shutting down: finishing queued calls in flight, then stopping functions.");
+    // The worker calls functions through the gateway: it stops first, the server after it.
+    stop_worker.cancel();
+    let _ = worker.await;
     shutdown.cancel();
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "Server error."),

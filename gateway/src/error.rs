@@ -18,6 +18,12 @@ pub enum ApiError {
     /// No such function, answered with an empty body as OpenFaaS's status endpoint does (404).
     #[error("not found")]
     NotFoundEmpty,
+    /// The method is not allowed on this route (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body is too large (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// It exists already (409).
     #[error("{0}")]
     Conflict(String),
@@ -45,6 +51,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundEmpty => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,

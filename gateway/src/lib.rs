@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod enqueue;
 mod error;
 mod invoke;
 mod metrics;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use courier_core::Provider;
 use courier_core::system::VersionInfo;
+use courier_queue::WorkQueue;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -43,6 +45,8 @@ pub struct GatewayConfig {
     pub ready_timeout: Duration,
     /// Largest management request body (`/system/*`) accepted, in bytes; larger gets 413.
     pub max_body_bytes: usize,
+    /// Largest asynchronous invocation body accepted, in bytes; larger gets 413.
+    pub max_async_body_bytes: usize,
     /// Credentials for `/system/*`; `None` turns authentication off.
     pub auth: Option<BasicAuth>,
     /// The gateway's version for `/system/info`.
@@ -55,6 +59,7 @@ impl Default for GatewayConfig {
             upstream_timeout: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
+            max_async_body_bytes: 1024 * 1024,
             auth: None,
             version: VersionInfo {
                 commit_message: String::new(),
@@ -69,6 +74,8 @@ impl Default for GatewayConfig {
 #[derive(Debug)]
 pub struct Gateway {
     provider: Arc<dyn Provider>,
+    /// Where `/async-function` stores calls; `None` disables asynchronous invocation.
+    queue: Option<Arc<dyn WorkQueue>>,
     config: GatewayConfig,
     client: Client<HttpConnector, hyper::body::Incoming>,
     metrics: Metrics,
@@ -80,6 +87,7 @@ impl Gateway {
     /// A gateway over `provider`, registering its metrics on `registry`.
     pub fn new(
         provider: Arc<dyn Provider>,
+        queue: Option<Arc<dyn WorkQueue>>,
         config: GatewayConfig,
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, prometheus::Error> {
@@ -93,6 +101,7 @@ impl Gateway {
         let metrics = Metrics::register(registry, &config.version)?;
         Ok(Arc::new(Self {
             provider,
+            queue,
             config,
             client,
             metrics,

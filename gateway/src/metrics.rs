@@ -18,6 +18,8 @@ pub struct Metrics {
     pub invocation_started: IntCounterVec,
     /// `gateway_service_count{function_name}`: desired replicas per function.
     pub service_count: IntGaugeVec,
+    /// `queue_worker_messages_submitted_total`: asynchronous calls stored in the queue.
+    pub submitted: IntCounter,
 }
 
 impl Metrics {
@@ -53,7 +55,12 @@ impl Metrics {
                 Opts::new("gateway_service_count", "Service replicas"),
                 &["function_name"],
             )?,
+            submitted: IntCounter::with_opts(Opts::new(
+                "queue_worker_messages_submitted_total",
+                "Asynchronous calls stored in the queue.",
+            ))?,
         };
+        registry.register(Box::new(metrics.submitted.clone()))?;
         registry.register(Box::new(metrics.invocation_total.clone()))?;
         registry.register(Box::new(metrics.functions_seconds.clone()))?;
         registry.register(Box::new(metrics.invocation_started.clone()))?;

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::Gateway;
-use crate::invoke;
 use crate::path::NormalizedRouter;
+use crate::{enqueue, invoke};
 
 /// A response body: a function's, streamed as is, or one the gateway made.
 pub(crate) type GatewayBody = Either<Incoming, Body>;
@@ -92,6 +92,9 @@ async fn dispatch(
     }
     if request.uri().path().starts_with(invoke::PREFIX) {
         return Ok(invoke::invoke(&gateway, peer, request).await);
+    }
+    if request.uri().path().starts_with(enqueue::PREFIX) {
+        return Ok(enqueue::enqueue(&gateway, request).await);
     }
     let response = router
         .oneshot(request.map(Body::new))

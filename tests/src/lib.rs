@@ -15,6 +15,8 @@
 //! Every test starts its own `courier up` (own port, own temporary data dir), so tests run in
 //! parallel. HTTP-mode functions run `fixtures/http_fn.py` (python3, standard library only).
 
+pub mod callback;
+
 use std::fs;
 use std::future::Future;
 use std::io::Read;
@@ -611,6 +613,14 @@ impl Courier {
     }
 
     /// Sends `sig` and waits for the exit (at most 15 s, else SIGKILL and panic).
+    /// Kills courier with SIGKILL (no clean shutdown at all) and starts it again on the same
+    /// data directory and port.
+    pub async fn crash_and_restart(&mut self) {
+        let status = self.signal_and_wait(Signal::SIGKILL).await;
+        assert!(!status.success(), "SIGKILL must not look like a clean exit");
+        self.spawn().await;
+    }
+
     pub async fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("courier is not running");
         signal::kill(Pid::from_raw(child.id() as i32), sig).expect("signal courier");

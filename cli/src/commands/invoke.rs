@@ -21,6 +21,12 @@ pub(crate) struct InvokeArgs {
     /// Query parameter `key=value` (repeatable).
     #[arg(long = "query")]
     query: Vec<String>,
+    /// Queue the call (`/async-function`): prints the call id instead of the answer.
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// With --async: where the result is posted when the call completes (`X-Callback-Url`).
+    #[arg(long, requires = "asynchronous")]
+    callback: Option<String>,
     /// Timeout for the call (Go duration).
     #[arg(long, default_value = "60s", value_parser = crate::up::duration)]
     timeout: std::time::Duration,
@@ -56,7 +62,12 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
         .iter()
         .map(|q| split_pair(q, "--query"))
         .collect::<Result<_>>()?;
-    let mut path = format!("/function/{}.{}", args.name, gateway.namespace);
+    let route = if args.asynchronous {
+        "async-function"
+    } else {
+        "function"
+    };
+    let mut path = format!("/{route}/{}.{}", args.name, gateway.namespace);
     if !query.is_empty() {
         let encoded: Vec<String> = query
             .iter()
@@ -65,12 +76,26 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
         path = format!("{path}?{}", encoded.join("&"));
     }
     let mut rb = gateway.function_request(method, &path).body(body);
+    if let Some(url) = &args.callback {
+        rb = rb.header("X-Callback-Url", url);
+    }
     for h in &args.headers {
         let (k, v) = split_pair(h, "--header")?;
         rb = rb.header(k, v);
     }
     let resp = gateway.send(rb, Some(args.timeout)).await?;
     let status = resp.status();
+    if args.asynchronous && status == reqwest::StatusCode::ACCEPTED {
+        let id = resp
+            .headers()
+            .get("x-call-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        println!("{id}");
+        eprintln!("Queued {} as call {id}.", args.name);
+        return Ok(());
+    }
     let bytes = resp
         .bytes()
         .await

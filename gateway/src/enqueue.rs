@@ -1,0 +1,184 @@
+//! Asynchronous invocation: `POST /async-function/{name}[.{namespace}][/{path}][?query]`
+//! stores the call in the WorkQueue as an OpenFaaS QueueRequest and answers 202 with
+//! `X-Call-Id` only once the queue confirmed it is stored. Unknown functions are 404 (a
+//! deliberate difference from OpenFaaS CE); an unparsable `X-Callback-Url` is 400; a body past
+//! the limit is 413; a queue that cannot store the call is 503, never a silent 202.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use courier_core::headers::{HOP_BY_HOP, X_CALL_ID, X_START_TIME};
+use courier_core::queue::{GoUrl, QueueRequest, canonical_header_name};
+use courier_core::{FunctionRef, ProviderError};
+use courier_queue::{Message, Published};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Either, Limited};
+use hyper::body::Incoming;
+
+use crate::Gateway;
+use crate::error::ApiError;
+use crate::server::GatewayBody;
+
+/// The route prefix of asynchronous invocations.
+pub(crate) const PREFIX: &str = "/async-function/";
+
+/// The callback header.
+const X_CALLBACK_URL: &str = "x-callback-url";
+
+/// Handles one asynchronous invocation.
+pub(crate) async fn enqueue(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+) -> Response<GatewayBody> {
+    match accept(gateway, request).await {
+        Ok((call_id, start)) => {
+            let mut resp = Response::new(Either::Right(axum::body::Body::empty()));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            resp.headers_mut().insert(X_CALL_ID, call_id);
+            resp.headers_mut().insert(X_START_TIME, start);
+            resp
+        }
+        Err(e) => e.into_response().map(Either::Right),
+    }
+}
+
+async fn accept(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+) -> Result<(HeaderValue, HeaderValue), ApiError> {
+    let Some(queue) = &gateway.queue else {
+        return Err(ApiError::NotFound(
+            "asynchronous invocation is not enabled on this gateway (no --queue)".into(),
+        ));
+    };
+    let tail = request.uri().path().strip_prefix(PREFIX).unwrap_or("");
+    let (segment, rest) = match tail.find('/') {
+        Some(i) => (&tail[..i], &tail[i..]),
+        None => (tail, ""),
+    };
+    let function = FunctionRef::parse_invocation(segment)
+        .map_err(|e| ApiError::NotFound(format!("error finding function: {e}")))?;
+    match gateway.provider.resolve(&function) {
+        Ok(_) | Err(ProviderError::NotReady(_)) => {}
+        Err(ProviderError::NotFound { .. }) => {
+            return Err(ApiError::NotFound(format!(
+                "error finding function {function}: not found"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed(
+            "asynchronous invocation takes POST only".into(),
+        ));
+    }
+    let callback_url = match request.headers().get(X_CALLBACK_URL) {
+        None => None,
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Callback-Url is not valid text".into()))?;
+            Some(GoUrl::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+        }
+    };
+    let (segment, rest, query) = (
+        segment.to_owned(),
+        rest.to_owned(),
+        request.uri().query().unwrap_or("").to_owned(),
+    );
+    let (mut parts, body) = request.into_parts();
+    let limit = gateway.config.max_async_body_bytes;
+    let body: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request body exceeds {limit} bytes (--max-async-body-bytes)"
+            )));
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "reading the request body: {e}"
+            )));
+        }
+    };
+
+    let headers = &mut parts.headers;
+    let call_id = match headers.get(X_CALL_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(text).expect("a uuid is a valid header value")
+        }
+    };
+    let start_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let start = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
+    headers.insert(X_CALL_ID, call_id.clone());
+    headers.append(X_START_TIME, start.clone());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut stored = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in headers.iter() {
+        if HOP_BY_HOP.contains(name) || name == header::HOST || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            stored
+                .entry(canonical_header_name(name.as_str()))
+                .or_default()
+                .push(v.to_owned());
+        }
+    }
+    let call = QueueRequest {
+        header: stored,
+        host,
+        body: body.to_vec(),
+        method: Method::POST.to_string(),
+        path: rest,
+        query_string: query,
+        function: segment,
+        callback_url,
+        ..QueueRequest::default()
+    };
+    let payload = serde_json::to_vec(&call)
+        .map_err(|e| ApiError::Internal(format!("encoding the queued call: {e}")))?;
+    let id = call_id.to_str().unwrap_or_default().to_owned();
+    match queue
+        .publish(Message {
+            id: id.clone(),
+            payload: payload.into(),
+        })
+        .await
+    {
+        Ok(Published::Stored) => {
+            gateway.metrics.submitted.inc();
+            tracing::debug!(call_id = %id, function = %function, "Call queued.");
+        }
+        Ok(Published::Duplicate) => {
+            tracing::info!(call_id = %id, function = %function, "Duplicate call id; stored once.");
+        }
+        Err(courier_queue::Error::TooLarge { size, limit }) => {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the queued call is {size} bytes; the queue takes at most {limit}"
+            )));
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(call_id = %id, error = %e, "Queue unavailable; call refused.");
+            return Err(ApiError::NotReady(format!(
+                "the queue cannot store calls right now: {e}"
+            )));
+        }
+        Err(e) => return Err(ApiError::Internal(format!("storing the call: {e}"))),
+    }
+    Ok((call_id, start))
+}

@@ -1,0 +1,317 @@
+//! Asynchronous invocation end to end: `/async-function` stores the call, the queue worker
+//! inside `courier up` invokes the function, retries failures from the queue, and posts the
+//! final outcome to `X-Callback-Url` — received here by a real HTTP server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use courier_e2e::callback::CallbackReceiver;
+use courier_e2e::{Courier, DEFAULT_NAMESPACE, fork_function, http_function, random_token};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const READY: Duration = Duration::from_secs(20);
+const CALLBACKS: Duration = Duration::from_secs(30);
+
+async fn submit(courier: &Courier, path: &str, callback: &str, body: &str) -> reqwest::Response {
+    courier
+        .client()
+        .post(courier.url(&format!("/async-function/{path}")))
+        .header("X-Callback-Url", callback)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn call_id(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-call-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("202 carries X-Call-Id")
+        .to_owned()
+}
+
+async fn web_with_retries(courier: &Courier, attempts: u32) {
+    let mut web = http_function("web", &random_token());
+    web["annotations"] = json!({
+        "com.openfaas.retry.attempts": attempts.to_string(),
+        "com.openfaas.retry.min_wait": "50ms",
+        "com.openfaas.retry.max_wait": "200ms",
+    });
+    courier.deploy(&web).await;
+    courier.wait_ready("web", DEFAULT_NAMESPACE, READY).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_call_reaches_the_function_and_its_result_reaches_the_callback() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    courier.deploy(&fork_function("echo", "cat")).await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+
+    let resp = submit(&courier, "echo", &receiver.url("/done"), "hello async").await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = call_id(&resp);
+    assert!(resp.headers().contains_key("x-start-time"));
+
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    let cb = &got[0];
+    assert_eq!(cb.path, "/done");
+    assert_eq!(cb.body, b"hello async");
+    assert_eq!(cb.header("x-call-id"), id);
+    assert_eq!(cb.header("x-function-status"), "200");
+    assert_eq!(cb.header("x-function-name"), "echo");
+    assert_eq!(cb.header("x-retry"), "1");
+    assert!(!cb.header("x-retry-max").is_empty());
+    assert!(
+        cb.header("x-duration-seconds").parse::<f64>().is_ok(),
+        "{cb:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_query_headers_and_body_reach_the_function_unchanged() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    web_with_retries(&courier, 3).await;
+    let resp = courier
+        .client()
+        .post(courier.url("/async-function/web.openfaas-fn/a/b?x=1&y=2"))
+        .header("X-Callback-Url", receiver.url("/cb"))
+        .header("X-Custom", "kept")
+        .header("X-Call-Id", "caller-chosen-id")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(call_id(&resp), "caller-chosen-id");
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    let seen: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(seen["path"], "/a/b");
+    assert_eq!(seen["query"], "x=1&y=2");
+    assert_eq!(seen["body"], "payload");
+    assert_eq!(seen["headers"]["x-custom"], "kept");
+    assert_eq!(seen["headers"]["x-call-id"], "caller-chosen-id");
+    assert_eq!(got[0].header("x-call-id"), "caller-chosen-id");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_submissions_get_clear_4xx_answers() {
+    let courier = Courier::builder()
+        .arg("--max-async-body-bytes")
+        .arg("1000")
+        .start()
+        .await;
+    courier.deploy(&fork_function("echo", "cat")).await;
+    let client = courier.client();
+    let unknown = client
+        .post(courier.url("/async-function/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let bad_cb = client
+        .post(courier.url("/async-function/echo"))
+        .header("X-Callback-Url", "not a url")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_cb.status(), StatusCode::BAD_REQUEST);
+    assert!(bad_cb.text().await.unwrap().contains("X-Callback-Url"));
+    let get = client
+        .get(courier.url("/async-function/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let big = client
+        .post(courier.url("/async-function/echo"))
+        .body(vec![b'x'; 1001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let fits = client
+        .post(courier.url("/async-function/echo"))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fits.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_call_id_submitted_twice_runs_once() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    courier.deploy(&fork_function("echo", "cat")).await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+    for _ in 0..2 {
+        let resp = courier
+            .client()
+            .post(courier.url("/async-function/echo"))
+            .header("X-Callback-Url", receiver.url("/cb"))
+            .header("X-Call-Id", "only-once")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    receiver.wait_for(1, CALLBACKS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received().len(), 1, "{:?}", receiver.received());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_calls_are_retried_from_the_queue_until_they_succeed() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    web_with_retries(&courier, 5).await;
+    let resp = submit(&courier, "web/flaky/k/2", &receiver.url("/cb"), "").await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].header("x-function-status"), "200", "{:?}", got[0]);
+    assert_eq!(got[0].header("x-retry"), "3");
+    assert_eq!(got[0].header("x-retry-max"), "5");
+    assert_eq!(got[0].body, b"ok after 2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_attempts_run_out_the_last_failure_is_posted_once() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    web_with_retries(&courier, 2).await;
+    submit(&courier, "web/status/503", &receiver.url("/cb"), "").await;
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].header("x-function-status"), "503");
+    assert_eq!(got[0].header("x-retry"), "2");
+    assert_eq!(got[0].header("x-retry-max"), "2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_that_is_not_retried_is_final_at_once() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    web_with_retries(&courier, 5).await;
+    submit(&courier, "web/status/400", &receiver.url("/cb"), "").await;
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].header("x-function-status"), "400");
+    assert_eq!(got[0].header("x-retry"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_refused_for_a_while_is_retried_until_taken() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    receiver.answer_with(503);
+    courier.deploy(&fork_function("echo", "cat")).await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+    submit(&courier, "echo", &receiver.url("/cb"), "persist").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(receiver.received().is_empty());
+    receiver.answer_with(200);
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].body, b"persist");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_lost_when_courier_is_killed_mid_burst() {
+    let mut courier = Courier::builder().arg("--ack-wait").arg("2s").start().await;
+    let receiver = CallbackReceiver::start().await;
+    let mut slow = http_function("web", &random_token());
+    slow["annotations"] = json!({"com.openfaas.retry.min_wait": "50ms"});
+    courier.deploy(&slow).await;
+    courier.wait_ready("web", DEFAULT_NAMESPACE, READY).await;
+
+    const CALLS: usize = 40;
+    for i in 0..CALLS {
+        let resp = submit(
+            &courier,
+            "web/sleep?s=0.2",
+            &receiver.url(&format!("/cb/{i}")),
+            "",
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "call {i}");
+    }
+    receiver.wait_for(5, CALLBACKS).await;
+    courier.crash_and_restart().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = receiver.received();
+        let distinct: HashSet<&str> = got.iter().map(|c| c.path.as_str()).collect();
+        if distinct.len() == CALLS {
+            eprintln!(
+                "all {CALLS} calls completed after kill -9: {} callbacks, {} duplicates",
+                got.len(),
+                got.len() - CALLS
+            );
+            assert!(got.iter().all(|c| c.header("x-function-status") == "200"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {CALLS} calls completed after the crash",
+            distinct.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_worker_metrics_count_submitted_and_processed_calls() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    courier.deploy(&fork_function("echo", "cat")).await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+    for _ in 0..3 {
+        submit(&courier, "echo", &receiver.url("/cb"), "m").await;
+    }
+    receiver.wait_for(3, CALLBACKS).await;
+    let metrics = courier
+        .anonymous(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("queue_worker_messages_submitted_total 3"),
+        "{metrics}"
+    );
+    let processed_line = metrics
+        .lines()
+        .find(|l| l.starts_with("queue_worker_messages_processed_total"))
+        .unwrap_or_default();
+    assert!(processed_line.ends_with(" 3"), "{processed_line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn courier_invoke_async_prints_the_call_id_and_the_callback_follows() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    courier.deploy(&fork_function("echo", "cat")).await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+    let mut cmd = courier.cli();
+    cmd.args([
+        "invoke",
+        "echo",
+        "--async",
+        "--callback",
+        &receiver.url("/cli"),
+    ]);
+    let out = courier_e2e::run_cli(cmd, Some(b"from the cli")).await;
+    assert!(out.status.success(), "{out}");
+    let id = out.stdout.trim().to_owned();
+    assert!(!id.is_empty(), "{out}");
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].header("x-call-id"), id);
+    assert_eq!(got[0].body, b"from the cli");
+}
