@@ -41,6 +41,8 @@ enum Command {
     Remove(commands::remove::RemoveArgs),
     /// Manage secrets.
     Secret(commands::secret::SecretArgs),
+    /// Inspect, replay or purge the dead letters of queued calls.
+    Dlq(commands::dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Command::Logs(args) => commands::logs::run(args).await,
             Command::Remove(args) => commands::remove::run(args).await,
             Command::Secret(args) => commands::secret::run(args).await,
+            Command::Dlq(args) => commands::dlq::run(args).await,
         }
     });
     match result {

@@ -7,8 +7,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::queue::QueueRequest;
-use courier_queue::{Delivery, WorkQueue};
+use courier_core::FunctionRef;
+use courier_core::queue::{DeadLetterRecord, QueueRequest};
+use courier_queue::{DeadLetter, Delivery, WorkQueue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -119,8 +120,17 @@ impl Worker {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(call_id = %delivery.message.id, error = %e, "Queued message is not a QueueRequest; dead-lettered.");
-                        let _ = delivery.dead_letter().await;
-                        self.metrics.processed.inc();
+                        let record = DeadLetterRecord {
+                            call_id: delivery.message.id.clone(),
+                            function: String::new(),
+                            namespace: String::new(),
+                            attempts: delivery.attempt,
+                            last_status: None,
+                            error: format!("the queued message is not a QueueRequest: {e}"),
+                            failed_at: now_rfc3339(),
+                            request: None,
+                        };
+                        self.give_up(delivery, &record).await;
                         continue;
                     }
                 };
@@ -275,19 +285,51 @@ impl Worker {
                 tracing::error!(call_id = %call_id, callback = %url, "Callback not delivered after every attempt.");
             }
         }
-        let settled = if exhausted {
+        if exhausted {
             log_dead_letter(&call_id, &function, attempt, &outcome);
             self.metrics
                 .dead_letters
                 .with_label_values(&[function.as_str()])
                 .inc();
-            delivery.dead_letter().await
-        } else {
-            tracing::info!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
-            delivery.ack().await
-        };
-        if let Err(e) = settled {
+            let (name, namespace) = match FunctionRef::parse_invocation(&function) {
+                Ok(f) => (f.name, f.namespace),
+                Err(_) => (function.clone(), String::new()),
+            };
+            let record = DeadLetterRecord {
+                call_id: call_id.clone(),
+                function: name,
+                namespace,
+                attempts: attempt,
+                last_status: outcome.status,
+                error: outcome.error.clone().unwrap_or_default(),
+                failed_at: now_rfc3339(),
+                request: Some(request),
+            };
+            self.give_up(delivery, &record).await;
+            return;
+        }
+        tracing::info!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
+        if let Err(e) = delivery.ack().await {
             tracing::warn!(call_id = %call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
+        }
+        self.metrics.processed.inc();
+    }
+
+    /// Keeps `record` as a dead letter, then removes the delivery from the queue. When the
+    /// letter cannot be stored, the delivery is left to come back after its lease rather than
+    /// dropped.
+    async fn give_up(&self, delivery: Delivery, record: &DeadLetterRecord) {
+        let letter = DeadLetter {
+            id: record.call_id.clone(),
+            failed_at_ms: now_ms(),
+            record: serde_json::to_vec(record).unwrap_or_default().into(),
+        };
+        if let Err(e) = self.queue.put_dead_letter(letter).await {
+            tracing::error!(call_id = %record.call_id, error = %e, "Could not keep the dead letter; the call will be delivered again after its lease.");
+            return;
+        }
+        if let Err(e) = delivery.dead_letter().await {
+            tracing::warn!(call_id = %record.call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
         }
         self.metrics.processed.inc();
     }
@@ -325,6 +367,19 @@ fn log_dead_letter(call_id: &str, function: &str, attempts: u64, outcome: &Outco
         error = outcome.error.as_deref().unwrap_or(""),
         "Queued call failed after its last attempt; dead-lettered."
     );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A number in [0, 1) for backoff jitter.

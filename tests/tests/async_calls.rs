@@ -315,3 +315,98 @@ async fn courier_invoke_async_prints_the_call_id_and_the_callback_follows() {
     assert_eq!(got[0].header("x-call-id"), id);
     assert_eq!(got[0].body, b"from the cli");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_replayed() {
+    let courier = Courier::start().await;
+    let receiver = CallbackReceiver::start().await;
+    web_with_retries(&courier, 2).await;
+    let resp = submit(&courier, "web/flaky/dl/2", &receiver.url("/cb"), "body").await;
+    let id = call_id(&resp);
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].header("x-function-status"), "503");
+
+    // Listed (newest first), with the OpenFaaS-style summary fields.
+    let letters: Value = courier
+        .admin(Method::GET, "/system/dead-letters")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let letters = letters.as_array().expect("an array");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["callId"], id.as_str());
+    assert_eq!(letter["function"], "web");
+    assert_eq!(letter["namespace"], DEFAULT_NAMESPACE);
+    assert_eq!(letter["attempts"], 2);
+    assert_eq!(letter["lastStatus"], 503);
+    assert!(letter["failedAt"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(
+        letter.get("request").is_none(),
+        "the list leaves the request out"
+    );
+
+    // Shown in full, by id, also through the CLI (one line per letter, call id first).
+    let shown: Value = courier
+        .admin(Method::GET, &format!("/system/dead-letters/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["request"]["Function"], "web");
+    let mut list = courier.cli();
+    list.args(["dlq", "list"]);
+    let out = courier_e2e::run_cli(list, None).await;
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout.lines().next().unwrap_or("").starts_with(&id),
+        "{out}"
+    );
+
+    // Replayed: the flaky function now succeeds (third call), the callback says so, and the
+    // dead letter is gone.
+    let mut replay = courier.cli();
+    replay.args(["dlq", "replay", &id]);
+    let out = courier_e2e::run_cli(replay, None).await;
+    assert!(out.status.success(), "{out}");
+    let got = receiver.wait_for(2, CALLBACKS).await;
+    assert_eq!(got[1].header("x-call-id"), id);
+    assert_eq!(got[1].header("x-function-status"), "200");
+    let after: Value = courier
+        .admin(Method::GET, "/system/dead-letters")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after, json!([]));
+
+    // Unknown ids are 404; purge answers how many it removed.
+    let missing = courier
+        .admin(Method::GET, "/system/dead-letters/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let purged: Value = courier
+        .admin(Method::DELETE, "/system/dead-letters")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["removed"], 0);
+    let anonymous = courier
+        .anonymous(Method::GET, "/system/dead-letters")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

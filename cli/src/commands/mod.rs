@@ -2,6 +2,7 @@
 
 pub(crate) mod deploy;
 pub(crate) mod describe;
+pub(crate) mod dlq;
 pub(crate) mod invoke;
 pub(crate) mod list;
 pub(crate) mod logs;

@@ -280,3 +280,27 @@ mod tests {
         assert_eq!(canonical_header_name("CONTENT-TYPE"), "Content-Type");
     }
 }
+
+/// A queued call given up on, as `/system/dead-letters` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterRecord {
+    /// The call id.
+    pub call_id: String,
+    /// The function's name.
+    pub function: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Attempts made.
+    pub attempts: u64,
+    /// The last status the function (or gateway) answered; absent when it was unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    /// What went wrong last.
+    pub error: String,
+    /// When it was given up on, RFC 3339.
+    pub failed_at: String,
+    /// The queued request, for inspection and replay (absent in list answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<QueueRequest>,
+}

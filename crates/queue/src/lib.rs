@@ -236,7 +236,28 @@ impl Delivery {
     }
 }
 
-/// A durable work queue.
+/// A call given up on, kept beside the queue for inspection and replay.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The call id; a second letter with the same id replaces the first.
+    pub id: String,
+    /// When the call was given up on, Unix milliseconds (listing is newest first).
+    pub failed_at_ms: u64,
+    /// The record (for Courier, the dead-letter JSON with the original request); opaque here.
+    pub record: Bytes,
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("id", &self.id)
+            .field("failed_at_ms", &self.failed_at_ms)
+            .field("record_bytes", &self.record.len())
+            .finish()
+    }
+}
+
+/// A durable work queue, with the store of dead letters that belongs to it.
 #[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// Stores `message`; returns once it is stored (or known to be a duplicate).
@@ -247,6 +268,23 @@ pub trait WorkQueue: Send + Sync + 'static {
 
     /// Messages stored and not yet acknowledged or dead-lettered (for metrics).
     async fn pending(&self) -> Result<u64>;
+
+    /// Keeps `letter` durably, replacing a letter with the same id. The worker stores the
+    /// letter before it dead-letters the delivery, so a crash in between gives a redelivery
+    /// (and the same letter again), never a lost call.
+    async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()>;
+
+    /// Every dead letter, newest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+
+    /// One dead letter.
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>>;
+
+    /// Removes one dead letter; whether it was there.
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool>;
+
+    /// Removes every dead letter; how many there were.
+    async fn purge_dead_letters(&self) -> Result<u64>;
 }
 
 impl fmt::Debug for dyn WorkQueue {

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_queue::embedded::EmbeddedQueue;
-use courier_queue::{Error, Message, Published, QueueConfig, WorkQueue};
+use courier_queue::{DeadLetter, Error, Message, Published, QueueConfig, WorkQueue};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
 use conformance::{
-    Backend, assert_nothing_delivered_for, config, fetch_n, fetch_one, message, publish_new,
+    Backend, assert_nothing_delivered_for, config, dead_letter, fetch_n, fetch_one, message,
+    publish_new,
 };
 
 /// A temporary directory holding one queue file, reopened at the same path each time.
@@ -258,6 +259,113 @@ async fn a_duplicate_is_stored_again_once_the_dedup_window_passed() {
         Published::Duplicate
     );
     assert_eq!(queue.pending().await.unwrap(), 2);
+}
+
+/// Set in the child process of the kill test: the queue file it writes to.
+const KILLED_CHILD_QUEUE: &str = "COURIER_QUEUE_TEST_KILLED_CHILD_QUEUE";
+
+/// What the child prints once `put_dead_letter` returned.
+const PUT_RETURNED: &str = "courier-queue-test: put_dead_letter returned";
+
+/// The child of [`a_dead_letter_survives_a_kill_9_right_after_put_returns`]: leases (a
+/// non-durable commit), puts a letter, says so and waits to be killed.
+async fn killed_child(path: PathBuf) {
+    let queue = EmbeddedQueue::open(
+        &path,
+        QueueConfig {
+            sync_publish: false,
+            ..config()
+        },
+    )
+    .await
+    .expect("open in the child");
+    let delivery = fetch_one(&queue, Duration::from_secs(5)).await;
+    delivery
+        .keep_alive()
+        .await
+        .expect("keep_alive in the child");
+    queue
+        .put_dead_letter(dead_letter("call-1", 1_700_000_000_000))
+        .await
+        .expect("put_dead_letter in the child");
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{PUT_RETURNED}").expect("stdout");
+        stdout.flush().expect("stdout");
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    panic!("the child was not killed");
+}
+
+/// `put_dead_letter` is durable when it returns, also with `sync_publish` off: the process is
+/// killed (SIGKILL, nothing closes the queue) within the flush interval, and the letter is
+/// still there. Runs this test binary again as the child.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_survives_a_kill_9_right_after_put_returns() {
+    use std::io::BufRead as _;
+
+    if let Some(path) = std::env::var_os(KILLED_CHILD_QUEUE) {
+        killed_child(path.into()).await;
+        return;
+    }
+    let env = EmbeddedBackend::in_temp_dir(false);
+    {
+        let queue = env.open_queue(config()).await;
+        publish_new(&queue, "call-1").await;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "a_dead_letter_survives_a_kill_9_right_after_put_returns",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILLED_CHILD_QUEUE, env.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let returned = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains(PUT_RETURNED))
+    })
+    .await
+    .expect("reading the child");
+    child.kill().expect("kill the child");
+    child.wait().expect("reap the child");
+    assert!(returned, "the child ended before put_dead_letter returned");
+
+    let queue = env.open_queue(config()).await;
+    assert_eq!(
+        queue.dead_letters().await.unwrap(),
+        [dead_letter("call-1", 1_700_000_000_000)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letter_records_of_any_size_and_content_are_kept_exactly() {
+    let env = EmbeddedBackend::in_temp_dir(true);
+    let empty = DeadLetter {
+        id: "call-empty".into(),
+        failed_at_ms: 0,
+        record: bytes::Bytes::new(),
+    };
+    // Larger than the publish limit: the limit is on messages, not on letters.
+    let large = DeadLetter {
+        id: "call-large".into(),
+        failed_at_ms: u64::MAX,
+        record: (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect(),
+    };
+    {
+        let queue = env.open_queue(config()).await;
+        queue.put_dead_letter(empty.clone()).await.unwrap();
+        queue.put_dead_letter(large.clone()).await.unwrap();
+    }
+    let queue = env.open_queue(config()).await;
+    assert_eq!(queue.dead_letters().await.unwrap(), [large, empty]);
 }
 
 /// Not a benchmark (nothing is asserted about time): prints publish throughput in both

@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use courier_queue::jetstream::JetStreamQueue;
-use courier_queue::{Error, Message, Published, QueueConfig, WorkQueue};
+use courier_queue::{DeadLetter, Error, Message, Published, QueueConfig, WorkQueue};
 
 use conformance::{Backend, message};
 use support::nats::NatsServer;
@@ -165,6 +165,79 @@ async fn nothing_acknowledged_is_lost_across_a_nats_server_restart() {
     assert!(lost.is_empty(), "lost across the restart: {lost:?}");
 }
 
+/// Lists the dead letters until the server answers (the client reconnects with back-off).
+async fn dead_letters_eventually(queue: &dyn WorkQueue, within: Duration) -> Vec<DeadLetter> {
+    let deadline = Instant::now() + within;
+    loop {
+        match queue.dead_letters().await {
+            Ok(letters) => return letters,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("dead_letters failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_survive_a_nats_server_restart() {
+    let Some(mut env) = environment().await else {
+        return;
+    };
+    // A gateway and a worker: two clients of the same server share the letters. The ids hold
+    // what a subject token may not.
+    let gateway = env.connect(config()).await;
+    let worker = env.connect(config()).await;
+    let letter = |id: &str, failed_at_ms: u64| DeadLetter {
+        id: id.to_owned(),
+        failed_at_ms,
+        record: Bytes::from(format!("{{\"id\":{id:?}}}\u{0}\u{ff}").into_bytes()),
+    };
+    let letters = [
+        letter("call.one", 1_000),
+        letter("call two *>", 3_000),
+        letter("", 2_000),
+        letter("ünïcödé/\\", 3_000),
+    ];
+    for letter in &letters {
+        worker.put_dead_letter(letter.clone()).await.unwrap();
+    }
+    let newest_first = vec![
+        letters[1].clone(),
+        letters[3].clone(),
+        letters[2].clone(),
+        letters[0].clone(),
+    ];
+    assert_eq!(gateway.dead_letters().await.unwrap(), newest_first);
+
+    env.server.restart().await;
+
+    // The clients that were connected get them back once they reconnected, and so does a
+    // new one.
+    for queue in [&gateway, &worker] {
+        assert_eq!(
+            dead_letters_eventually(queue, Duration::from_secs(15)).await,
+            newest_first
+        );
+    }
+    let later = env.connect(config()).await;
+    assert_eq!(later.dead_letters().await.unwrap(), newest_first);
+    assert_eq!(
+        later.dead_letter("call two *>").await.unwrap().as_ref(),
+        Some(&letters[1])
+    );
+    assert_eq!(
+        later.dead_letter("").await.unwrap().as_ref(),
+        Some(&letters[2])
+    );
+
+    // Removing and purging after the restart see exactly what was kept.
+    assert!(gateway.remove_dead_letter("call.one").await.unwrap());
+    assert!(!worker.remove_dead_letter("call.one").await.unwrap());
+    assert_eq!(worker.purge_dead_letters().await.unwrap(), 3);
+    assert!(later.dead_letters().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn publish_fails_with_unavailable_while_the_server_is_down_and_works_after_it_returns() {
     let Some(mut env) = environment().await else {
@@ -308,17 +381,58 @@ async fn every_call_fails_with_unavailable_instead_of_hanging_when_the_server_st
     // Frozen, the server keeps the connection open: only deadlines can end the calls.
     env.server.pause().await;
     let bound = Duration::from_secs(15);
-    let (published, fetched, pending, kept_alive) = tokio::time::timeout(bound, async {
-        tokio::join!(
-            queue.publish(message("frozen")),
-            queue.fetch(1, Duration::from_millis(200)),
-            queue.pending(),
-            held[0].keep_alive(),
-        )
-    })
-    .await
-    .expect("calls to a frozen server must end within their deadlines");
+    let frozen_letter = DeadLetter {
+        id: "frozen".into(),
+        failed_at_ms: 1,
+        record: Bytes::from_static(b"{}"),
+    };
+    let ((published, fetched, pending, kept_alive), dead_letter_calls) =
+        tokio::time::timeout(bound, async {
+            tokio::join!(
+                async {
+                    tokio::join!(
+                        queue.publish(message("frozen")),
+                        queue.fetch(1, Duration::from_millis(200)),
+                        queue.pending(),
+                        held[0].keep_alive(),
+                    )
+                },
+                async {
+                    tokio::join!(
+                        queue.put_dead_letter(frozen_letter),
+                        queue.dead_letters(),
+                        queue.dead_letter("frozen"),
+                        queue.remove_dead_letter("frozen"),
+                        queue.purge_dead_letters(),
+                    )
+                },
+            )
+        })
+        .await
+        .expect("calls to a frozen server must end within their deadlines");
     env.server.resume();
+
+    let (put, listed, got, removed, purged) = dead_letter_calls;
+    assert!(
+        matches!(put, Err(Error::Unavailable { .. })),
+        "put_dead_letter: {put:?}"
+    );
+    assert!(
+        matches!(listed, Err(Error::Unavailable { .. })),
+        "dead_letters: {listed:?}"
+    );
+    assert!(
+        matches!(got, Err(Error::Unavailable { .. })),
+        "dead_letter: {got:?}"
+    );
+    assert!(
+        matches!(removed, Err(Error::Unavailable { .. })),
+        "remove_dead_letter: {removed:?}"
+    );
+    assert!(
+        matches!(purged, Err(Error::Unavailable { .. })),
+        "purge_dead_letters: {purged:?}"
+    );
 
     assert!(
         matches!(published, Err(Error::Unavailable { .. })),

@@ -1,5 +1,6 @@
 //! The route table and the management (`/system/*`) handlers.
 
+mod dead_letters;
 mod functions;
 mod logs;
 mod secrets;
@@ -40,6 +41,18 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
                 .delete(secrets::delete),
         )
         .route("/system/logs", get(logs::logs))
+        .route(
+            "/system/dead-letters",
+            get(dead_letters::list).delete(dead_letters::purge),
+        )
+        .route(
+            "/system/dead-letters/{call_id}",
+            get(dead_letters::show).delete(dead_letters::remove),
+        )
+        .route(
+            "/system/dead-letters/{call_id}/replay",
+            post(dead_letters::replay),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             auth::require,

@@ -6,7 +6,7 @@
 //!   wall-clock deadlines, so they hold across a restart);
 //! - `writer`: the one thread that owns the file, batching every operation into group
 //!   commits; publishes are fsynced before they are acknowledged (`sync_publish`, the
-//!   default), settles on an interval;
+//!   default), settles on an interval, changes to the dead letters always;
 //! - this module: the async face ([`EmbeddedQueue`]) and fetch's waiting. A fetch that finds
 //!   nothing waits for a commit that may have made something visible (a publish, a retry, a
 //!   new lease), for the earliest stored visibility time (a lease's or a retry's end), or for
@@ -36,7 +36,9 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::{Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue};
+use crate::{
+    DeadLetter, Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue,
+};
 use store::{Leased, ceil_ms, now_ms};
 use writer::{Action, Command, Op, Outcome, WriterConfig};
 
@@ -257,6 +259,41 @@ impl WorkQueue for EmbeddedQueue {
     async fn pending(&self) -> Result<u64> {
         match self.shared.run(Op::Pending).await? {
             Outcome::Pending(pending) => Ok(pending),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        match self.shared.run(Op::PutDeadLetter(letter)).await? {
+            Outcome::DeadLetterPut => Ok(()),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        match self.shared.run(Op::DeadLetters).await? {
+            Outcome::DeadLetters(letters) => Ok(letters),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+        match self.shared.run(Op::DeadLetter(id.to_owned())).await? {
+            Outcome::DeadLetter(letter) => Ok(letter),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool> {
+        match self.shared.run(Op::RemoveDeadLetter(id.to_owned())).await? {
+            Outcome::DeadLetterRemoved(removed) => Ok(removed),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn purge_dead_letters(&self) -> Result<u64> {
+        match self.shared.run(Op::PurgeDeadLetters).await? {
+            Outcome::DeadLettersPurged(purged) => Ok(purged),
             other => Err(self.shared.unexpected(&other)),
         }
     }

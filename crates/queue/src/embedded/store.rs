@@ -14,13 +14,17 @@
 //! - `dedup`: id → stored_at, and `dedup_expiry`: (stored_at, id) → (), which lets expired
 //!   ids be pruned oldest first, a few per publishing batch.
 //! - `meta`: "next_seq" → the next sequence number, so numbers are never reused.
+//! - `dead_letters`: id → (failed_at, record). The dead letters kept beside the queue, apart
+//!   from the messages (a dead-lettered message is removed from the tables above); the record
+//!   is stored exactly as given. Listing reads them all and sorts (newest first): a store of
+//!   calls given up on stays small, and one table has no index to keep in step.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
-use crate::{Message, Published};
+use crate::{DeadLetter, Message, Published};
 
 const PAYLOADS: TableDefinition<'_, u64, (&str, &[u8])> = TableDefinition::new("payloads");
 const STATES: TableDefinition<'_, u64, (u64, u64)> = TableDefinition::new("states");
@@ -28,6 +32,7 @@ const SCHEDULE: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("sche
 const DEDUP: TableDefinition<'_, &str, u64> = TableDefinition::new("dedup");
 const DEDUP_EXPIRY: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("dedup_expiry");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const DEAD_LETTERS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("dead_letters");
 
 const NEXT_SEQ: &str = "next_seq";
 
@@ -74,6 +79,7 @@ pub(super) struct Tables<'txn> {
     dedup: Table<'txn, &'static str, u64>,
     dedup_expiry: Table<'txn, (u64, &'static str), ()>,
     meta: Table<'txn, &'static str, u64>,
+    dead_letters: Table<'txn, &'static str, (u64, &'static [u8])>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -86,6 +92,7 @@ impl<'txn> Tables<'txn> {
             dedup: txn.open_table(DEDUP)?,
             dedup_expiry: txn.open_table(DEDUP_EXPIRY)?,
             meta: txn.open_table(META)?,
+            dead_letters: txn.open_table(DEAD_LETTERS)?,
         })
     }
 
@@ -237,6 +244,58 @@ impl<'txn> Tables<'txn> {
     pub(super) fn pending(&self) -> Result<u64, redb::Error> {
         Ok(self.payloads.len()?)
     }
+
+    /// Keeps `letter`, replacing a letter with the same id.
+    pub(super) fn put_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), redb::Error> {
+        self.dead_letters.insert(
+            letter.id.as_str(),
+            (letter.failed_at_ms, letter.record.as_ref()),
+        )?;
+        Ok(())
+    }
+
+    /// Every dead letter, newest first (by `failed_at_ms`; equal times by id, ascending).
+    pub(super) fn dead_letters(&self) -> Result<Vec<DeadLetter>, redb::Error> {
+        let mut letters = Vec::new();
+        for entry in self.dead_letters.iter()? {
+            let (id, stored) = entry?;
+            let (failed_at_ms, record) = stored.value();
+            letters.push(DeadLetter {
+                id: id.value().to_owned(),
+                failed_at_ms,
+                record: Bytes::copy_from_slice(record),
+            });
+        }
+        // Stable, and the table iterates by id: equal times stay in id order.
+        letters.sort_by_key(|letter| std::cmp::Reverse(letter.failed_at_ms));
+        Ok(letters)
+    }
+
+    /// The dead letter `id`, if kept.
+    pub(super) fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, redb::Error> {
+        Ok(self.dead_letters.get(id)?.map(|stored| {
+            let (failed_at_ms, record) = stored.value();
+            DeadLetter {
+                id: id.to_owned(),
+                failed_at_ms,
+                record: Bytes::copy_from_slice(record),
+            }
+        }))
+    }
+
+    /// Removes the dead letter `id`; whether it was kept.
+    pub(super) fn remove_dead_letter(&mut self, id: &str) -> Result<bool, redb::Error> {
+        Ok(self.dead_letters.remove(id)?.is_some())
+    }
+
+    /// Removes every dead letter; how many there were.
+    pub(super) fn purge_dead_letters(&mut self) -> Result<u64, redb::Error> {
+        let count = self.dead_letters.len()?;
+        if count > 0 {
+            self.dead_letters.retain(|_, _| false)?;
+        }
+        Ok(count)
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +416,49 @@ mod tests {
                 .unwrap(),
             Published::Stored
         );
+    }
+
+    fn letter(id: &str, failed_at_ms: u64) -> DeadLetter {
+        DeadLetter {
+            id: id.to_owned(),
+            failed_at_ms,
+            record: Bytes::from(format!("record of {id} at {failed_at_ms}")),
+        }
+    }
+
+    #[test]
+    fn dead_letters_list_newest_first_then_by_id_and_replace_by_id() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let mut tables = Tables::open(&txn).unwrap();
+        for (id, at) in [("b", 20), ("c", 30), ("a", 20), ("d", 10), ("e", 5)] {
+            tables.put_dead_letter(&letter(id, at)).unwrap();
+        }
+        // Replacing moves it to its new place in the listing.
+        tables.put_dead_letter(&letter("e", 40)).unwrap();
+
+        let listed: Vec<(String, u64)> = tables
+            .dead_letters()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, l.failed_at_ms))
+            .collect();
+        let expected = [("e", 40), ("c", 30), ("a", 20), ("b", 20), ("d", 10)];
+        assert_eq!(
+            listed,
+            expected.map(|(id, at)| (id.to_owned(), at)),
+            "newest first, equal times by id"
+        );
+        assert_eq!(tables.dead_letter("e").unwrap(), Some(letter("e", 40)));
+        assert_eq!(tables.dead_letter("z").unwrap(), None);
+
+        assert!(tables.remove_dead_letter("c").unwrap());
+        assert!(!tables.remove_dead_letter("c").unwrap());
+        assert_eq!(tables.purge_dead_letters().unwrap(), 4);
+        assert_eq!(tables.purge_dead_letters().unwrap(), 0);
+        assert!(tables.dead_letters().unwrap().is_empty());
+        // The queue's own tables are untouched by any of it.
+        assert_eq!(tables.pending().unwrap(), 0);
     }
 
     #[test]

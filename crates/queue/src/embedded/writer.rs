@@ -1,10 +1,11 @@
 //! The writer thread: after `open`, the only code that touches the redb file.
 //!
-//! Every operation (publish, fetch, settle, pending) is a [`Command`] on one channel. The
-//! thread takes the first waiting command, drains up to [`MAX_BATCH`] more, runs them all in
-//! one write transaction and commits once (group commit), then answers each command through
-//! its oneshot. Callers are bounded by a semaphore of [`MAX_QUEUED_COMMANDS`] permits, so a
-//! stalled disk pushes back on publishers instead of queueing without limit.
+//! Every operation (publish, fetch, settle, pending, and those on the dead letters) is a
+//! [`Command`] on one channel. The thread takes the first waiting command, drains up to
+//! [`MAX_BATCH`] more, runs them all in one write transaction and commits once (group commit),
+//! then answers each command through its oneshot. Callers are bounded by a semaphore of
+//! [`MAX_QUEUED_COMMANDS`] permits, so a stalled disk pushes back on publishers instead of
+//! queueing without limit.
 //!
 //! Durability: with `sync_publish` (the default), a batch that stored a message commits
 //! durably ([`Durability::Immediate`], fsync) before anyone in it is answered, so an accepted
@@ -12,7 +13,9 @@
 //! fsync. Settles and leases commit with [`Durability::None`] and ride on an interval: a
 //! durable commit follows at most [`FLUSH_INTERVAL`] after the first non-durable one (folded
 //! into the next batch, or as an empty commit when idle), and losing one only means one more
-//! delivery. Without `sync_publish`, publishes ride on the interval too and a crash loses up
+//! delivery. Putting, removing or purging dead letters always commits durably (when it
+//! changed something): the worker dead-letters a delivery only after its letter is stored.
+//! Without `sync_publish`, publishes ride on the interval too and a crash loses up
 //! to [`FLUSH_INTERVAL`] of them: redb's non-durable commits live in the process until a
 //! durable one. Closing the queue ends with a durable commit.
 
@@ -26,7 +29,7 @@ use redb::{Database, DatabaseError, Durability};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
 use super::store::{Leased, Settlement, Tables, ceil_ms, now_ms};
-use crate::{Error, Message, Published, Result};
+use crate::{DeadLetter, Error, Message, Published, Result};
 
 /// Longest time a non-durable commit stays unsynced (JetStream's file store syncs every 2
 /// minutes by default; a queue of calls wants less).
@@ -51,6 +54,11 @@ pub(super) enum Op {
         action: Action,
     },
     Pending,
+    PutDeadLetter(DeadLetter),
+    DeadLetters,
+    DeadLetter(String),
+    RemoveDeadLetter(String),
+    PurgeDeadLetters,
 }
 
 /// How a delivery is settled.
@@ -78,6 +86,13 @@ pub(super) enum Outcome {
         current: bool,
     },
     Pending(u64),
+    DeadLetterPut,
+    DeadLetters(Vec<DeadLetter>),
+    DeadLetter(Option<DeadLetter>),
+    /// Whether the letter was there.
+    DeadLetterRemoved(bool),
+    /// How many letters there were.
+    DeadLettersPurged(u64),
 }
 
 /// One message to the writer thread.
@@ -267,7 +282,7 @@ impl Writer {
     }
 
     /// Applies `ops` in one write transaction and commits it, durably when `sync_publish`
-    /// asks for it or the flush interval has ended.
+    /// asks for it, a dead letter was changed or the flush interval has ended.
     fn commit(&mut self, ops: &[&Op]) -> Result<Committed, redb::Error> {
         let now = now_ms();
         let WriterConfig {
@@ -280,6 +295,8 @@ impl Writer {
         let mut next_seq = self.next_seq;
         let mut stored = 0_usize;
         let mut wrote = false;
+        // A change to the dead letters: always committed durably.
+        let mut letters_changed = false;
         let mut wake_fetchers = false;
         {
             let mut tables = Tables::open(&txn)?;
@@ -325,6 +342,23 @@ impl Writer {
                         Outcome::Settled { current }
                     }
                     Op::Pending => Outcome::Pending(tables.pending()?),
+                    Op::PutDeadLetter(letter) => {
+                        tables.put_dead_letter(letter)?;
+                        letters_changed = true;
+                        Outcome::DeadLetterPut
+                    }
+                    Op::DeadLetters => Outcome::DeadLetters(tables.dead_letters()?),
+                    Op::DeadLetter(id) => Outcome::DeadLetter(tables.dead_letter(id)?),
+                    Op::RemoveDeadLetter(id) => {
+                        let removed = tables.remove_dead_letter(id)?;
+                        letters_changed |= removed;
+                        Outcome::DeadLetterRemoved(removed)
+                    }
+                    Op::PurgeDeadLetters => {
+                        let purged = tables.purge_dead_letters()?;
+                        letters_changed |= purged > 0;
+                        Outcome::DeadLettersPurged(purged)
+                    }
                 });
             }
             if stored > 0 {
@@ -347,6 +381,7 @@ impl Writer {
                 }
             }
         }
+        wrote |= letters_changed;
         if !wrote {
             txn.abort()?;
             return Ok(Committed {
@@ -355,6 +390,7 @@ impl Writer {
             });
         }
         let durable = (sync_publish && stored > 0)
+            || letters_changed
             || self
                 .unflushed_since
                 .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use courier_queue::{Delivery, Error, Message, Published, QueueConfig, WorkQueue};
+use courier_queue::{DeadLetter, Delivery, Error, Message, Published, QueueConfig, WorkQueue};
 use tokio::time::Instant;
 
 /// A place a queue lives in for one test: a temporary file, or a NATS server with its store.
@@ -54,6 +54,10 @@ macro_rules! conformance_tests {
             deliveries_held_by_a_dead_process_are_handed_out_again_after_their_lease,
             oversized_payloads_are_refused,
             concurrent_consumers_never_get_the_same_message_at_once,
+            a_dead_letter_is_kept_and_listed_newest_first,
+            a_dead_letter_with_the_same_id_replaces_the_earlier_one,
+            removing_and_purging_dead_letters,
+            dead_letters_survive_a_restart,
         );
     };
     (@each $backend:ty; $($behaviour:ident),* $(,)?) => {
@@ -167,6 +171,37 @@ pub async fn ack_everything_for(queue: &dyn WorkQueue, period: Duration) -> Vec<
             delivery.ack().await.expect("ack");
         }
     }
+}
+
+/// A dead letter whose record names its id and time, with bytes that are not UTF-8 (the record
+/// is opaque: stored and returned exactly).
+pub fn dead_letter(id: &str, failed_at_ms: u64) -> DeadLetter {
+    let mut record = format!("{{\"id\":\"{id}\",\"failed_at\":{failed_at_ms}}}").into_bytes();
+    record.extend_from_slice(&[0x00, 0xff, 0xfe, b'\n']);
+    DeadLetter {
+        id: id.to_owned(),
+        failed_at_ms,
+        record: Bytes::from(record),
+    }
+}
+
+/// Keeps `letter`, or fails the test.
+pub async fn put_letter(queue: &dyn WorkQueue, letter: &DeadLetter) {
+    queue
+        .put_dead_letter(letter.clone())
+        .await
+        .unwrap_or_else(|e| panic!("put_dead_letter {}: {e:?}", letter.id));
+}
+
+/// The ids of every dead letter, in listing order.
+pub async fn dead_letter_ids(queue: &dyn WorkQueue) -> Vec<String> {
+    queue
+        .dead_letters()
+        .await
+        .expect("dead_letters")
+        .into_iter()
+        .map(|letter| letter.id)
+        .collect()
 }
 
 /// Asserts `delivery` is the first delivery of `message(id)`.
@@ -583,6 +618,148 @@ pub async fn concurrent_consumers_never_get_the_same_message_at_once<B: Backend>
     assert!(
         delivered.iter().all(|(_, attempt)| *attempt == 1),
         "{delivered:?}"
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn a_dead_letter_is_kept_and_listed_newest_first<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    assert!(queue.dead_letters().await.expect("dead_letters").is_empty());
+    // Put in neither id nor time order.
+    let middle = dead_letter("call-b", 1_700_000_002_000);
+    let oldest = dead_letter("call-c", 1_700_000_001_000);
+    let newest = dead_letter("call-a", 1_700_000_003_000);
+    for letter in [&middle, &oldest, &newest] {
+        put_letter(&*queue, letter).await;
+    }
+
+    let listed = queue.dead_letters().await.expect("dead_letters");
+    assert_eq!(
+        listed,
+        [newest.clone(), middle.clone(), oldest.clone()],
+        "newest first, each exactly as put"
+    );
+    assert_eq!(
+        queue.dead_letter("call-b").await.expect("dead_letter"),
+        Some(middle)
+    );
+    assert_eq!(
+        queue
+            .dead_letter("call-unknown")
+            .await
+            .expect("dead_letter"),
+        None
+    );
+    // The letters are beside the queue, not in it.
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+    assert_nothing_delivered_for(&*queue, Duration::from_millis(200)).await;
+}
+
+pub async fn a_dead_letter_with_the_same_id_replaces_the_earlier_one<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let other = dead_letter("call-other", 1_700_000_002_000);
+    let first = DeadLetter {
+        record: Bytes::from_static(b"first record"),
+        ..dead_letter("call-1", 1_700_000_001_000)
+    };
+    put_letter(&*queue, &first).await;
+    put_letter(&*queue, &other).await;
+    // Put again later (a redelivery given up on again): newer, with a different record.
+    let second = DeadLetter {
+        record: Bytes::from_static(b"second record"),
+        ..dead_letter("call-1", 1_700_000_003_000)
+    };
+    put_letter(&*queue, &second).await;
+
+    assert_eq!(
+        queue.dead_letters().await.expect("dead_letters"),
+        [second.clone(), other],
+        "one letter per id, listed at its new time"
+    );
+    assert_eq!(
+        queue.dead_letter("call-1").await.expect("dead_letter"),
+        Some(second)
+    );
+}
+
+pub async fn removing_and_purging_dead_letters<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    assert_eq!(
+        queue.purge_dead_letters().await.expect("purge"),
+        0,
+        "nothing to purge"
+    );
+    for (i, id) in ["call-a", "call-b", "call-c", "call-d"]
+        .into_iter()
+        .enumerate()
+    {
+        put_letter(&*queue, &dead_letter(id, 1_700_000_000_000 + i as u64)).await;
+    }
+
+    assert!(queue.remove_dead_letter("call-b").await.expect("remove"));
+    assert!(
+        !queue.remove_dead_letter("call-b").await.expect("remove"),
+        "already removed"
+    );
+    assert!(
+        !queue
+            .remove_dead_letter("call-unknown")
+            .await
+            .expect("remove"),
+        "never there"
+    );
+    assert_eq!(
+        queue.dead_letter("call-b").await.expect("dead_letter"),
+        None
+    );
+    assert_eq!(
+        dead_letter_ids(&*queue).await,
+        ["call-d", "call-c", "call-a"]
+    );
+
+    assert_eq!(queue.purge_dead_letters().await.expect("purge"), 3);
+    assert!(dead_letter_ids(&*queue).await.is_empty());
+    assert_eq!(
+        queue.dead_letter("call-a").await.expect("dead_letter"),
+        None
+    );
+    assert_eq!(queue.purge_dead_letters().await.expect("purge"), 0);
+
+    // The store is usable after a purge.
+    let after = dead_letter("call-e", 1_700_000_009_000);
+    put_letter(&*queue, &after).await;
+    assert_eq!(queue.dead_letters().await.expect("dead_letters"), [after]);
+}
+
+pub async fn dead_letters_survive_a_restart<B: Backend>() {
+    let env = B::new().await;
+    let kept = dead_letter("call-kept", 1_700_000_002_000);
+    let older = dead_letter("call-older", 1_700_000_001_000);
+    {
+        let queue = env.open(config()).await;
+        put_letter(&*queue, &older).await;
+        put_letter(&*queue, &kept).await;
+        put_letter(&*queue, &dead_letter("call-removed", 1_700_000_003_000)).await;
+        assert!(
+            queue
+                .remove_dead_letter("call-removed")
+                .await
+                .expect("remove")
+        );
+    }
+
+    let queue = env.open(config()).await;
+    assert_eq!(
+        queue.dead_letters().await.expect("dead_letters"),
+        [kept.clone(), older],
+        "the letters kept, and not the one removed"
+    );
+    assert_eq!(
+        queue.dead_letter("call-kept").await.expect("dead_letter"),
+        Some(kept)
     );
     assert_eq!(queue.pending().await.expect("pending"), 0);
 }

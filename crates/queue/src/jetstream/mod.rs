@@ -10,7 +10,8 @@
 //! - a delivery's `attempt` is JetStream's delivery count, its id the `Nats-Msg-Id` header;
 //! - settling sends `+ACK` (ack), `-NAK {"delay":…}` (retry_after), `+WPI` (keep_alive) or
 //!   `+TERM` (dead_letter), each confirmed by the server (a "double ack");
-//! - `pending` is the consumer's undelivered plus unacknowledged messages.
+//! - `pending` is the consumer's undelivered plus unacknowledged messages;
+//! - dead letters live in a stream of their own beside the queue's (see the `dead_letters` module).
 //!
 //! Every network call has a deadline, and a call made while the client is disconnected fails at
 //! once, so nothing hangs while the server is away: the caller gets [`Error::Unavailable`] and
@@ -18,8 +19,10 @@
 //! restores its subscriptions; the stream and consumer live on the server, so nothing needs to
 //! be set up again after a server restart.
 
+mod dead_letters;
+
 use std::fmt;
-use std::future::Future;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -33,7 +36,10 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
-use crate::{Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue};
+use crate::{
+    DeadLetter, Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue,
+};
+use dead_letters::DeadLetters;
 
 /// How long connecting to the server (TCP, TLS, handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,6 +76,7 @@ pub struct JetStreamQueue {
     client: Client,
     jetstream: Context,
     consumer: PullConsumer,
+    dead_letters: DeadLetters,
     config: QueueConfig,
 }
 
@@ -85,8 +92,9 @@ impl fmt::Debug for JetStreamQueue {
 }
 
 impl JetStreamQueue {
-    /// Connects to the NATS server at `url` and creates the stream and the consumer if they
-    /// are missing (an existing stream gets `config`'s dedup window and size limit).
+    /// Connects to the NATS server at `url` and creates the stream, the consumer and the
+    /// dead-letter stream if they are missing (an existing stream gets `config`'s dedup window
+    /// and size limit).
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Self> {
         let server = redact_credentials(url);
         let events_server = server.clone();
@@ -130,6 +138,7 @@ impl JetStreamQueue {
                     e,
                 )
             })?;
+        let dead_letters = DeadLetters::open(client.clone(), jetstream.clone(), &config).await?;
         info!(
             server = %server,
             stream = %config.stream,
@@ -141,6 +150,7 @@ impl JetStreamQueue {
             client,
             jetstream,
             consumer,
+            dead_letters,
             config,
         })
     }
@@ -250,6 +260,26 @@ impl WorkQueue for JetStreamQueue {
         ensure_connected(&self.client, "read the consumer's state")?;
         let info = within("read the consumer's state", self.consumer.get_info()).await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        self.dead_letters.put(letter).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.dead_letters.all().await
+    }
+
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+        self.dead_letters.get(id).await
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool> {
+        self.dead_letters.remove(id).await
+    }
+
+    async fn purge_dead_letters(&self) -> Result<u64> {
+        self.dead_letters.purge().await
     }
 }
 
@@ -415,11 +445,11 @@ fn not_connected(state: &State) -> std::io::Error {
 }
 
 /// Runs one network call with [`REQUEST_TIMEOUT`]; any failure is [`Error::Unavailable`].
-async fn within<T, E>(doing: &str, call: impl Future<Output = Result<T, E>>) -> Result<T>
+async fn within<T, E>(doing: &str, call: impl IntoFuture<Output = Result<T, E>>) -> Result<T>
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+    match tokio::time::timeout(REQUEST_TIMEOUT, call.into_future()).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Error::unavailable(doing, e)),
         Err(_) => Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
