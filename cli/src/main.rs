@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod password;
+mod queue_worker;
 mod stack;
 mod up;
 
@@ -23,8 +24,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway and the local process runtime in one process.
+    /// Run the gateway, the local process runtime and the queue worker in one process.
     Up(up::UpArgs),
+    /// Run the gateway and the local process runtime without a queue worker.
+    Gateway(up::ServeArgs),
+    /// Run only the queue worker, against a queue and a gateway.
+    QueueWorker(queue_worker::QueueWorkerArgs),
     /// Deploy (or update) the functions of a faas-cli stack file, then wait until they are ready.
     Deploy(commands::deploy::DeployArgs),
     /// List deployed functions.
@@ -68,6 +73,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Gateway(args) => up::run_gateway(args).await,
+            Command::QueueWorker(args) => queue_worker::run(args).await,
             Command::Deploy(args) => commands::deploy::run(args).await,
             Command::List(args) => commands::list::run(args).await,
             Command::Describe(args) => commands::describe::run(args).await,

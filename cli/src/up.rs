@@ -33,8 +33,49 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     courier_core::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
+/// `courier up`: everything in one process.
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// How the in-process (or standalone) queue worker runs.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WorkerArgs {
+    /// Queued calls invoked at once.
+    #[arg(long, env = "COURIER_MAX_INFLIGHT", default_value_t = 50)]
+    pub(crate) max_inflight: usize,
+    /// Queued calls invoked at once for one function (so a slow function cannot take every slot).
+    #[arg(long, env = "COURIER_MAX_INFLIGHT_PER_FUNCTION", default_value_t = 10)]
+    pub(crate) max_inflight_per_function: usize,
+}
+
+impl WorkerArgs {
+    /// The worker's settings for a gateway at `gateway`.
+    pub(crate) fn config(
+        &self,
+        gateway: String,
+        password: Option<String>,
+        ack_wait: Duration,
+    ) -> WorkerConfig {
+        WorkerConfig {
+            gateway,
+            password,
+            max_inflight: self.max_inflight,
+            max_inflight_per_function: self.max_inflight_per_function,
+            ack_wait,
+            drain_timeout: DRAIN_DEADLINE,
+            ..WorkerConfig::default()
+        }
+    }
+}
+
+/// The gateway and the local runtime (`courier gateway`, and the core of `courier up`).
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -80,13 +121,7 @@ pub(crate) struct UpArgs {
     queue: Option<String>,
     /// How long a queued call may go unsettled before it is delivered again.
     #[arg(long, env = "COURIER_ACK_WAIT", default_value = "30s", value_parser = duration)]
-    ack_wait: Duration,
-    /// Queued calls invoked at once.
-    #[arg(long, env = "COURIER_MAX_INFLIGHT", default_value_t = 50)]
-    max_inflight: usize,
-    /// Queued calls invoked at once for one function (so a slow function cannot take every slot).
-    #[arg(long, env = "COURIER_MAX_INFLIGHT_PER_FUNCTION", default_value_t = 10)]
-    max_inflight_per_function: usize,
+    pub(crate) ack_wait: Duration,
     /// Largest /async-function request body, in bytes.
     #[arg(long, env = "COURIER_MAX_ASYNC_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_async_body_bytes: usize,
@@ -95,7 +130,18 @@ pub(crate) struct UpArgs {
     namespaces: Vec<String>,
 }
 
+/// `courier up`.
 pub(crate) async fn run(args: UpArgs) -> Result<()> {
+    serve(args.serve, Some(args.worker)).await
+}
+
+/// `courier gateway`: the gateway and the local runtime, with no queue worker (run
+/// `courier queue-worker` beside it).
+pub(crate) async fn run_gateway(args: ServeArgs) -> Result<()> {
+    serve(args, None).await
+}
+
+async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -200,21 +246,23 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     }
 
     println!("  queued calls: {queue_url}");
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerConfig {
-            gateway: url.clone(),
-            password: password.clone(),
-            max_inflight: args.max_inflight,
-            max_inflight_per_function: args.max_inflight_per_function,
-            ack_wait: args.ack_wait,
-            drain_timeout: DRAIN_DEADLINE,
-            ..WorkerConfig::default()
-        },
-        WorkerMetrics::register(&registry)?,
-    )?;
     let stop_worker = CancellationToken::new();
-    let worker = tokio::spawn(worker.run(stop_worker.clone()));
+    let worker = match &worker_args {
+        Some(w) => {
+            let worker = Worker::new(
+                queue.clone(),
+                w.config(url.clone(), password.clone(), args.ack_wait),
+                WorkerMetrics::register(&registry)?,
+            )?;
+            Some(tokio::spawn(worker.run(stop_worker.clone())))
+        }
+        None => {
+            println!(
+                "  no queue worker here: run `courier queue-worker --queue {queue_url} --gateway {url}`"
+            );
+            None
+        }
+    };
     let shutdown = CancellationToken::new();
     let server = {
         let gateway = gateway.clone();
@@ -230,7 +278,9 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     println!("Shutting down: finishing queued calls in flight, then stopping functions.");
     // The worker calls functions through the gateway: it stops first, the server after it.
     stop_worker.cancel();
-    let _ = worker.await;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     shutdown.cancel();
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "Server error."),
@@ -262,7 +312,7 @@ async fn deploy_stack(provider: &LocalProvider, file: &std::path::Path) -> Resul
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
