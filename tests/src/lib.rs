@@ -46,6 +46,8 @@ const COURIER_ENV_VARS: &[&str] = &[
     "COURIER_BASIC_AUTH_PASSWORD",
     "COURIER_UPSTREAM_TIMEOUT",
     "COURIER_GATEWAY",
+    "COURIER_QUEUE",
+    "COURIER_ACK_WAIT",
 ];
 
 /// How long `courier up` may take to answer `GET /healthz`.
@@ -422,9 +424,10 @@ pub async fn raw_request_status(port: u16, head: &str, body: Vec<u8>) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP status line in answer: {text:?}"))
 }
 
-/// How to start `courier up`.
+/// How to start `courier up` (or another serving subcommand, see [`CourierBuilder::command`]).
 #[derive(Debug, Clone)]
 pub struct CourierBuilder {
+    command: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     password: Option<String>,
@@ -433,6 +436,13 @@ pub struct CourierBuilder {
 }
 
 impl CourierBuilder {
+    /// Runs `courier <command>` instead of `courier up`, e.g. `gateway`; it gets the same
+    /// `--listen`, `--data-dir`, password and arguments, and must answer `GET /healthz`.
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.command = command.into();
+        self
+    }
+
     /// Appends an argument to `courier up --listen … --data-dir …`.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
@@ -515,6 +525,7 @@ impl Courier {
     /// A builder with a random `COURIER_BASIC_AUTH_PASSWORD` and no extra arguments.
     pub fn builder() -> CourierBuilder {
         CourierBuilder {
+            command: "up".to_owned(),
             args: Vec::new(),
             env: Vec::new(),
             password: Some(format!("pw{}", random_token())),
@@ -534,7 +545,7 @@ impl Courier {
         let stderr = fs::File::create(self.stderr_path()).expect("create stderr file");
         let listen = format!("127.0.0.1:{}", self.port);
         let mut cmd = std::process::Command::new(&self.bin);
-        cmd.arg("up");
+        cmd.arg(&self.config.command);
         for var in COURIER_ENV_VARS {
             cmd.env_remove(var);
         }
@@ -577,7 +588,8 @@ impl Courier {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 panic!(
-                    "courier up exited during start-up with {status}\n{}",
+                    "courier {} exited during start-up with {status}\n{}",
+                    self.config.command,
                     self.output()
                 );
             }
@@ -588,7 +600,8 @@ impl Courier {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "courier up did not answer GET /healthz with 200 within {STARTUP_TIMEOUT:?}\n{}",
+                    "courier {} did not answer GET /healthz with 200 within {STARTUP_TIMEOUT:?}\n{}",
+                    self.config.command,
                     self.output()
                 );
             }
@@ -612,7 +625,6 @@ impl Courier {
         self.signal_and_wait(Signal::SIGTERM).await
     }
 
-    /// Sends `sig` and waits for the exit (at most 15 s, else SIGKILL and panic).
     /// Kills courier with SIGKILL (no clean shutdown at all) and starts it again on the same
     /// data directory and port.
     pub async fn crash_and_restart(&mut self) {
@@ -620,6 +632,8 @@ impl Courier {
         assert!(!status.success(), "SIGKILL must not look like a clean exit");
         self.spawn().await;
     }
+
+    /// Sends `sig` and waits for the exit (at most 15 s, else SIGKILL and panic).
 
     pub async fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("courier is not running");

@@ -1,9 +1,8 @@
-//! The JetStream backend against a real nats-server (2.10+, see `support::nats`): the
-//! WorkQueue conformance suite, and what only JetStream has: a server that crashes and comes
-//! back, and the OpenFaaS subject on the wire.
+//! The JetStream backend against a real nats-server (2.10+, see
+//! `courier_test_support::nats`): the WorkQueue conformance suite, and what only JetStream
+//! has: a server that crashes and comes back, and the OpenFaaS subject on the wire.
 
 mod conformance;
-mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use courier_queue::jetstream::JetStreamQueue;
 use courier_queue::{DeadLetter, Error, Message, Published, QueueConfig, WorkQueue};
 
 use conformance::{Backend, message};
-use support::nats::NatsServer;
+use courier_test_support::nats::NatsServer;
 
 /// An environment: one nats-server with its own store, and the stream, subject and consumer
 /// names every client of this environment uses.
@@ -71,7 +70,7 @@ impl Backend for JetStreamBackend {
 
 conformance_tests!(JetStreamBackend);
 
-/// A backend for one JetStream-only test, or a skip (see `support::nats`).
+/// A backend for one JetStream-only test, or a skip (see `courier_test_support::nats`).
 async fn environment() -> Option<JetStreamBackend> {
     NatsServer::start().await.map(JetStreamBackend::on)
 }
