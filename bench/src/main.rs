@@ -24,7 +24,21 @@
 //! throughput, < 0.5 ms added p50 versus direct). Useful flags:
 //! `--connections 32 --duration 10s --rounds 3 --out sync.json`,
 //! `--skip-courier` (a and b only), `--courier PATH`.
+//!
+//! # Asynchronous path
+//!
+//! ```text
+//! cargo build --release --bin courier --bin courier-bench && target/release/courier-bench async
+//! ```
+//!
+//! `async` measures, per queue backend (`--backend embedded|jetstream|both`),
+//! accepted calls/s at `/async-function/bench` against a minimal
+//! store-then-202 handler on the same backend, and completed calls/s through
+//! the queue worker against a bare fetch-POST-ack loop on the same backend
+//! (see `async_path.rs`). Flags: `--connections 32 --duration 10s --rounds 3
+//! --body-size 1024 --calls 20000 --out async.json`.
 
+mod async_path;
 mod children;
 mod load;
 mod proxy;
@@ -67,6 +81,9 @@ enum Command {
     },
     /// Benchmark the synchronous path: direct vs minimal proxy vs Courier.
     Sync(sync::SyncArgs),
+    /// Benchmark the asynchronous path: accepts and completions against
+    /// baselines on the same queue backend (embedded and/or JetStream).
+    Async(async_path::AsyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +101,15 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let result = control.block_on(sync::run(args, load.handle().clone()));
+            load.shutdown_background();
+            result
+        }
+        Command::Async(args) => {
+            let load = multi_thread(args.load_threads)?;
+            let control = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let result = control.block_on(async_path::run(args, load.handle().clone()));
             load.shutdown_background();
             result
         }

@@ -244,7 +244,7 @@ fn row_delta(name: &str, value: Option<f64>, target: String) -> String {
 }
 
 /// Median (mean of the middle two for an even count); `None` when empty.
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     let n = values.len();

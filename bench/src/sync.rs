@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The name the upstream is deployed under in Courier.
-const FUNCTION: &str = "bench";
+pub(crate) const FUNCTION: &str = "bench";
 
 #[derive(clap::Args)]
 pub(crate) struct SyncArgs {
@@ -231,7 +231,21 @@ async fn start_courier(
     )?;
     let base = format!("http://{addr}");
     wait_ok(http, children, id, &format!("{base}/healthz")).await?;
+    deploy(http, children, id, &base, exe, body).await?;
+    Ok(addr)
+}
 
+/// Deploys the upstream into the Courier at `base` (child `id`) as the
+/// HTTP-mode function [`FUNCTION`], waits for a ready replica and warms it up
+/// with 100 synchronous calls.
+pub(crate) async fn deploy(
+    http: &reqwest::Client,
+    children: &mut Children,
+    id: ChildId,
+    base: &str,
+    exe: &Path,
+    body: &Bytes,
+) -> anyhow::Result<()> {
     let spec = json!({
         "service": FUNCTION,
         "image": "bench:latest",
@@ -285,11 +299,11 @@ async fn start_courier(
             "warming up the bench function: {status}"
         );
     }
-    Ok(addr)
+    Ok(())
 }
 
 /// Waits for `GET url` to answer 2xx while the child `id` keeps running.
-async fn wait_ok(
+pub(crate) async fn wait_ok(
     http: &reqwest::Client,
     children: &mut Children,
     id: ChildId,
@@ -304,7 +318,7 @@ async fn wait_ok(
 
 /// Polls `check` every 100 ms for up to 30 s, failing early if the child
 /// `id` exits.
-async fn poll<F, Fut>(
+pub(crate) async fn poll<F, Fut>(
     what: &str,
     children: &mut Children,
     id: ChildId,
@@ -329,7 +343,7 @@ where
 }
 
 /// A loopback address with a port that was free a moment ago.
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?)
 }
@@ -347,7 +361,7 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
-fn print_log_tail(path: &Path) {
+pub(crate) fn print_log_tail(path: &Path) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };

@@ -634,7 +634,6 @@ impl Courier {
     }
 
     /// Sends `sig` and waits for the exit (at most 15 s, else SIGKILL and panic).
-
     pub async fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("courier is not running");
         signal::kill(Pid::from_raw(child.id() as i32), sig).expect("signal courier");
