@@ -21,6 +21,9 @@ use crate::invoke::{self, Outcome};
 use crate::metrics::WorkerMetrics;
 use crate::policies::Policies;
 
+/// How often `queue_worker_pending_messages` is refreshed.
+const PENDING_REFRESH: Duration = Duration::from_secs(1);
+
 /// How long one fetch waits for work before the loop looks around again.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
@@ -71,6 +74,7 @@ impl Worker {
         let mut parked: HashMap<String, VecDeque<Job>> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::channel::<String>(self.config.max_inflight.max(1) * 2);
         let mut keep_parked_alive = tokio::time::interval(self.config.ack_wait / 3);
+        let mut last_pending = Instant::now() - PENDING_REFRESH;
         loop {
             // Start parked jobs whose function has room again.
             while let Ok(function) = done_rx.try_recv() {
@@ -149,10 +153,14 @@ impl Worker {
                     &abandon,
                 );
             }
-            if let Ok(pending) = self.queue.pending().await {
-                self.metrics
-                    .pending
-                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            // The pending gauge is a queue round trip: refresh it once a second, not per batch.
+            if last_pending.elapsed() >= PENDING_REFRESH {
+                last_pending = Instant::now();
+                if let Ok(pending) = self.queue.pending().await {
+                    self.metrics
+                        .pending
+                        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+                }
             }
         }
         // Shutdown: hand back what never started, let the rest finish within the deadline.
