@@ -10,6 +10,7 @@ use std::time::Duration;
 use courier_core::FunctionRef;
 use courier_core::queue::{DeadLetterRecord, QueueRequest};
 use courier_queue::{DeadLetter, Delivery, WorkQueue};
+use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -102,11 +103,16 @@ impl Worker {
                 }
                 continue;
             }
-            let batch = tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = keep_parked_alive.tick() => { keep_alive(&parked).await; continue; }
-                batch = self.queue.fetch(room, FETCH_WAIT) => batch,
-            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if keep_parked_alive.tick().now_or_never().is_some() {
+                keep_alive(&parked).await;
+            }
+            // Never abandoned half-way: a fetch dropped after the queue leased its messages
+            // would leave them leased to nobody until their lease ran out. It returns within
+            // FETCH_WAIT; what it brings after a shutdown signal is handed back below.
+            let batch = self.queue.fetch(room, FETCH_WAIT).await;
             let deliveries = match batch {
                 Ok(d) => d,
                 Err(e) => {
