@@ -410,3 +410,41 @@ async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_repl
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_burst_runs_every_call_once_on_its_first_delivery() {
+    // With a short lease the worker's keep-alive ticks often; no fetch may be abandoned
+    // half-way (its messages would wait out a lease and come back as a second attempt).
+    let courier = Courier::builder()
+        .arg("--ack-wait")
+        .arg("1500ms")
+        .start()
+        .await;
+    let receiver = CallbackReceiver::start().await;
+    courier.deploy(&fork_function("echo", "cat")).await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+    const CALLS: usize = 300;
+    for i in 0..CALLS {
+        let resp = submit(&courier, "echo", &receiver.url(&format!("/cb/{i}")), "x").await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let got = receiver.wait_for(CALLS, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_after = receiver.received();
+    assert_eq!(
+        got_after.len(),
+        CALLS,
+        "duplicates: {}",
+        got_after.len() - got.len().min(got_after.len())
+    );
+    let retried: Vec<_> = got_after
+        .iter()
+        .filter(|c| c.header("x-retry") != "1")
+        .collect();
+    assert!(
+        retried.is_empty(),
+        "{} calls needed a second delivery: {:?}",
+        retried.len(),
+        retried.first()
+    );
+}
