@@ -625,6 +625,17 @@ impl Courier {
         self.signal_and_wait(Signal::SIGTERM).await
     }
 
+    /// `POST /async-function/{path}` with `X-Callback-Url: callback` and `body`.
+    pub async fn submit_async(&self, path: &str, callback: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/async-function/{path}")))
+            .header("X-Callback-Url", callback)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("submit an asynchronous call")
+    }
+
     /// Kills courier with SIGKILL (no clean shutdown at all) and starts it again on the same
     /// data directory and port.
     pub async fn crash_and_restart(&mut self) {
@@ -1100,6 +1111,15 @@ pub fn parse_rfc3339(text: &str) -> time::OffsetDateTime {
 pub fn format_rfc3339(at: time::OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .expect("format RFC 3339")
+}
+
+/// The `X-Call-Id` a 202 from `/async-function` carries.
+pub fn call_id(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-call-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("202 carries X-Call-Id")
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -6,31 +6,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use courier_e2e::callback::CallbackReceiver;
-use courier_e2e::{Courier, DEFAULT_NAMESPACE, fork_function, http_function, random_token};
+use courier_e2e::{
+    Courier, DEFAULT_NAMESPACE, call_id, fork_function, http_function, random_token,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const READY: Duration = Duration::from_secs(20);
 const CALLBACKS: Duration = Duration::from_secs(30);
-
-async fn submit(courier: &Courier, path: &str, callback: &str, body: &str) -> reqwest::Response {
-    courier
-        .client()
-        .post(courier.url(&format!("/async-function/{path}")))
-        .header("X-Callback-Url", callback)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
-fn call_id(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get("x-call-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("202 carries X-Call-Id")
-        .to_owned()
-}
 
 async fn web_with_retries(courier: &Courier, attempts: u32) {
     let mut web = http_function("web", &random_token());
@@ -50,7 +33,9 @@ async fn a_queued_call_reaches_the_function_and_its_result_reaches_the_callback(
     courier.deploy(&fork_function("echo", "cat")).await;
     courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
 
-    let resp = submit(&courier, "echo", &receiver.url("/done"), "hello async").await;
+    let resp = courier
+        .submit_async("echo", &receiver.url("/done"), "hello async")
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let id = call_id(&resp);
     assert!(resp.headers().contains_key("x-start-time"));
@@ -170,7 +155,9 @@ async fn failing_calls_are_retried_from_the_queue_until_they_succeed() {
     let courier = Courier::start().await;
     let receiver = CallbackReceiver::start().await;
     web_with_retries(&courier, 5).await;
-    let resp = submit(&courier, "web/flaky/k/2", &receiver.url("/cb"), "").await;
+    let resp = courier
+        .submit_async("web/flaky/k/2", &receiver.url("/cb"), "")
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let got = receiver.wait_for(1, CALLBACKS).await;
     assert_eq!(got[0].header("x-function-status"), "200", "{:?}", got[0]);
@@ -184,7 +171,9 @@ async fn when_attempts_run_out_the_last_failure_is_posted_once() {
     let courier = Courier::start().await;
     let receiver = CallbackReceiver::start().await;
     web_with_retries(&courier, 2).await;
-    submit(&courier, "web/status/503", &receiver.url("/cb"), "").await;
+    courier
+        .submit_async("web/status/503", &receiver.url("/cb"), "")
+        .await;
     let got = receiver.wait_for(1, CALLBACKS).await;
     assert_eq!(got[0].header("x-function-status"), "503");
     assert_eq!(got[0].header("x-retry"), "2");
@@ -198,7 +187,9 @@ async fn a_status_that_is_not_retried_is_final_at_once() {
     let courier = Courier::start().await;
     let receiver = CallbackReceiver::start().await;
     web_with_retries(&courier, 5).await;
-    submit(&courier, "web/status/400", &receiver.url("/cb"), "").await;
+    courier
+        .submit_async("web/status/400", &receiver.url("/cb"), "")
+        .await;
     let got = receiver.wait_for(1, CALLBACKS).await;
     assert_eq!(got[0].header("x-function-status"), "400");
     assert_eq!(got[0].header("x-retry"), "1");
@@ -211,7 +202,9 @@ async fn a_callback_refused_for_a_while_is_retried_until_taken() {
     receiver.answer_with(503);
     courier.deploy(&fork_function("echo", "cat")).await;
     courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
-    submit(&courier, "echo", &receiver.url("/cb"), "persist").await;
+    courier
+        .submit_async("echo", &receiver.url("/cb"), "persist")
+        .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(receiver.received().is_empty());
     receiver.answer_with(200);
@@ -230,13 +223,9 @@ async fn nothing_is_lost_when_courier_is_killed_mid_burst() {
 
     const CALLS: usize = 40;
     for i in 0..CALLS {
-        let resp = submit(
-            &courier,
-            "web/sleep?s=0.2",
-            &receiver.url(&format!("/cb/{i}")),
-            "",
-        )
-        .await;
+        let resp = courier
+            .submit_async("web/sleep?s=0.2", &receiver.url(&format!("/cb/{i}")), "")
+            .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "call {i}");
     }
     receiver.wait_for(5, CALLBACKS).await;
@@ -271,7 +260,9 @@ async fn queue_worker_metrics_count_submitted_and_processed_calls() {
     courier.deploy(&fork_function("echo", "cat")).await;
     courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
     for _ in 0..3 {
-        submit(&courier, "echo", &receiver.url("/cb"), "m").await;
+        courier
+            .submit_async("echo", &receiver.url("/cb"), "m")
+            .await;
     }
     receiver.wait_for(3, CALLBACKS).await;
     let metrics = courier
@@ -321,7 +312,9 @@ async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_repl
     let courier = Courier::start().await;
     let receiver = CallbackReceiver::start().await;
     web_with_retries(&courier, 2).await;
-    let resp = submit(&courier, "web/flaky/dl/2", &receiver.url("/cb"), "body").await;
+    let resp = courier
+        .submit_async("web/flaky/dl/2", &receiver.url("/cb"), "body")
+        .await;
     let id = call_id(&resp);
     let got = receiver.wait_for(1, CALLBACKS).await;
     assert_eq!(got[0].header("x-function-status"), "503");
@@ -425,7 +418,9 @@ async fn a_long_burst_runs_every_call_once_on_its_first_delivery() {
     courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
     const CALLS: usize = 300;
     for i in 0..CALLS {
-        let resp = submit(&courier, "echo", &receiver.url(&format!("/cb/{i}")), "x").await;
+        let resp = courier
+            .submit_async("echo", &receiver.url(&format!("/cb/{i}")), "x")
+            .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
     }
     let got = receiver.wait_for(CALLS, Duration::from_secs(90)).await;

@@ -12,7 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use courier_e2e::callback::{Callback, CallbackReceiver};
-use courier_e2e::{Courier, DEFAULT_NAMESPACE, fork_function, http_function, random_token};
+use courier_e2e::{
+    Courier, DEFAULT_NAMESPACE, call_id, fork_function, http_function, random_token,
+};
 use courier_test_support::nats::NatsServer;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
@@ -32,25 +34,6 @@ async fn courier_on(nats: &NatsServer, args: &[&str]) -> Courier {
         builder = builder.arg(*arg);
     }
     builder.start().await
-}
-
-async fn submit(courier: &Courier, path: &str, callback: &str, body: &str) -> reqwest::Response {
-    courier
-        .client()
-        .post(courier.url(&format!("/async-function/{path}")))
-        .header("X-Callback-Url", callback)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
-fn call_id(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get("x-call-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("202 carries X-Call-Id")
-        .to_owned()
 }
 
 async fn deploy_web(courier: &Courier, annotations: Value) {
@@ -119,7 +102,9 @@ async fn a_queued_call_goes_through_jetstream_to_the_function_and_the_callback()
     courier.deploy(&fork_function("echo", "cat")).await;
     courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
 
-    let resp = submit(&courier, "echo", &receiver.url("/done"), "hello jetstream").await;
+    let resp = courier
+        .submit_async("echo", &receiver.url("/done"), "hello jetstream")
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED, "{}", courier.output());
     let id = call_id(&resp);
 
@@ -164,7 +149,9 @@ async fn while_nats_is_down_submissions_get_503_and_after_it_returns_every_accep
     // The burst, first with nats up.
     for i in 0..BEFORE {
         let path = format!("/before/{i}");
-        let resp = submit(&courier, "web/sleep?s=0.1", &receiver.url(&path), "").await;
+        let resp = courier
+            .submit_async("web/sleep?s=0.1", &receiver.url(&path), "")
+            .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "call {i}");
         accepted.insert(path);
     }
@@ -175,7 +162,9 @@ async fn while_nats_is_down_submissions_get_503_and_after_it_returns_every_accep
     for i in 0..DURING {
         let path = format!("/during/{i}");
         let started = std::time::Instant::now();
-        let resp = submit(&courier, "web/sleep?s=0.1", &receiver.url(&path), "").await;
+        let resp = courier
+            .submit_async("web/sleep?s=0.1", &receiver.url(&path), "")
+            .await;
         let status = resp.status();
         outage_answers.push((status.as_u16(), started.elapsed()));
         assert_ne!(
@@ -198,7 +187,9 @@ async fn while_nats_is_down_submissions_get_503_and_after_it_returns_every_accep
         let path = format!("/after/{i}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let resp = submit(&courier, "web/sleep?s=0.1", &receiver.url(&path), "").await;
+            let resp = courier
+                .submit_async("web/sleep?s=0.1", &receiver.url(&path), "")
+                .await;
             if resp.status() == StatusCode::ACCEPTED {
                 accepted.insert(path);
                 break;
@@ -248,13 +239,9 @@ async fn a_call_accepted_over_jetstream_survives_a_kill_9_of_courier() {
 
     const CALLS: usize = 40;
     for i in 0..CALLS {
-        let resp = submit(
-            &courier,
-            "web/sleep?s=0.2",
-            &receiver.url(&format!("/cb/{i}")),
-            "",
-        )
-        .await;
+        let resp = courier
+            .submit_async("web/sleep?s=0.2", &receiver.url(&format!("/cb/{i}")), "")
+            .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "call {i}");
     }
     receiver.wait_for(5, CALLBACKS).await;
@@ -287,7 +274,9 @@ async fn dead_letters_over_jetstream_are_listed_and_replayable() {
     .await;
 
     // Fails twice (503), the attempts run out: a dead letter.
-    let resp = submit(&courier, "web/flaky/dl/2", &receiver.url("/cb"), "body").await;
+    let resp = courier
+        .submit_async("web/flaky/dl/2", &receiver.url("/cb"), "body")
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let id = call_id(&resp);
     let got = receiver.wait_for(1, CALLBACKS).await;
@@ -399,7 +388,9 @@ async fn the_gateway_and_the_queue_worker_run_as_separate_processes() {
     deploy_web(&courier, json!({"com.openfaas.retry.min_wait": "50ms"})).await;
 
     // The gateway alone stores the call but runs no worker.
-    let resp = submit(&courier, "web/sleep?s=0.1", &receiver.url("/first"), "").await;
+    let resp = courier
+        .submit_async("web/sleep?s=0.1", &receiver.url("/first"), "")
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED, "{}", courier.output());
     let first = call_id(&resp);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -424,7 +415,9 @@ async fn the_gateway_and_the_queue_worker_run_as_separate_processes() {
     assert_eq!(got[0].body, b"slept");
 
     // A call in flight when SIGTERM arrives is finished, and the worker exits 0 in time.
-    let resp = submit(&courier, "web/sleep?s=1.5", &receiver.url("/in-flight"), "").await;
+    let resp = courier
+        .submit_async("web/sleep?s=1.5", &receiver.url("/in-flight"), "")
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let pid = worker.child.id().expect("queue-worker is running");
