@@ -7,13 +7,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::IntoResponse;
+use bytes::Bytes;
 use courier_core::headers::{
     X_CALL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME, strip_hop_by_hop,
 };
 use courier_core::{FunctionRef, ProviderError};
 use http::{HeaderValue, Uri, header};
 use http::{Request, Response};
-use http_body_util::Either;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -22,6 +23,10 @@ use crate::error::ApiError;
 use crate::metrics::FunctionMetrics;
 use crate::readiness;
 use crate::server::GatewayBody;
+
+/// A request body on its way to a function: a caller's, streamed, or one already in memory
+/// (a queued call invoked in-process).
+pub(crate) type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// The route prefix of synchronous invocations.
 pub(crate) const PREFIX: &str = "/function/";
@@ -95,7 +100,7 @@ impl Routes {
 pub(crate) async fn invoke(
     gateway: &Gateway,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    request: Request<UpstreamBody>,
 ) -> Response<GatewayBody> {
     let started = Instant::now();
     let (segment, rest) = split_path(request.uri().path());
@@ -120,7 +125,7 @@ async fn forward(
     function: &FunctionRef,
     rest: &str,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    request: Request<UpstreamBody>,
 ) -> Result<Response<GatewayBody>, ApiError> {
     let start_nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

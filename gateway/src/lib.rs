@@ -77,7 +77,7 @@ pub struct Gateway {
     /// Where `/async-function` stores calls; `None` disables asynchronous invocation.
     queue: Option<Arc<dyn WorkQueue>>,
     config: GatewayConfig,
-    client: Client<HttpConnector, hyper::body::Incoming>,
+    client: Client<HttpConnector, invoke::UpstreamBody>,
     metrics: Metrics,
     waking: readiness::Waking,
     routes: invoke::Routes,
@@ -113,6 +113,18 @@ impl Gateway {
     /// The provider behind this gateway.
     pub fn provider(&self) -> &Arc<dyn Provider> {
         &self.provider
+    }
+
+    /// Invokes a function in-process, exactly as `POST /function/...` over HTTP would
+    /// (readiness, scale-from-zero, proxy, metrics), for a caller in the same process (the
+    /// queue worker in `courier up`). `request`'s URI is the `/function/...` path and query.
+    pub async fn call_function(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> http::Response<http_body_util::Either<hyper::body::Incoming, axum::body::Body>> {
+        let request = request.map(|b| http_body_util::Either::Right(http_body_util::Full::new(b)));
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        invoke::invoke(self, local, request).await
     }
 
     /// The gateway's routes.

@@ -91,7 +91,7 @@ async fn dispatch(
         *request.uri_mut() = uri;
     }
     if request.uri().path().starts_with(invoke::PREFIX) {
-        return Ok(invoke::invoke(&gateway, peer, request).await);
+        return Ok(invoke::invoke(&gateway, peer, request.map(Either::Left)).await);
     }
     if request.uri().path().starts_with(enqueue::PREFIX) {
         return Ok(enqueue::enqueue(&gateway, request).await);

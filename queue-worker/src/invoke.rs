@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::config::WorkerConfig;
 
 /// Largest function answer kept for the callback.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What one attempt gave.
 #[derive(Debug)]
@@ -63,18 +63,78 @@ pub(crate) fn function_url(gateway: &str, request: &QueueRequest) -> String {
     url
 }
 
-/// Invokes the function once.
-pub(crate) async fn invoke(
-    client: &reqwest::Client,
-    config: &WorkerConfig,
-    request: &QueueRequest,
-) -> Outcome {
-    let method =
-        reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut rb = client
-        .request(method, function_url(&config.gateway, request))
-        .timeout(config.invoke_timeout)
-        .body(request.body.clone());
+/// What a function answered: status, headers and the whole body (bounded).
+pub type Answer = (u16, HeaderMap, Bytes);
+
+/// How the worker reaches functions: over HTTP through a gateway ([`GatewayHttp`]), or
+/// in-process when it runs inside the gateway's own process (`courier up`).
+#[async_trait::async_trait]
+pub trait FunctionCaller: Send + Sync + 'static {
+    /// Sends `request` (its URI is the `/function/...` path and query) and returns the answer;
+    /// `Err` when neither the gateway nor the function answered.
+    async fn call(&self, request: http::Request<Bytes>) -> Result<Answer, String>;
+}
+
+impl std::fmt::Debug for dyn FunctionCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FunctionCaller")
+    }
+}
+
+/// Calls functions through a gateway's `/function/` route over HTTP.
+#[derive(Debug)]
+pub struct GatewayHttp {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl GatewayHttp {
+    /// A caller of the gateway at `base` (`http://127.0.0.1:8080`).
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl FunctionCaller for GatewayHttp {
+    async fn call(&self, request: http::Request<Bytes>) -> Result<Answer, String> {
+        let (parts, body) = request.into_parts();
+        let url = format!("{}{}", self.base, parts.uri);
+        let mut response = self
+            .client
+            .request(parts.method, url)
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("gateway unreachable: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("reading the function's answer: {e}"))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(format!(
+                    "function answer exceeds {MAX_RESPONSE_BYTES} bytes"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, headers, body.freeze()))
+    }
+}
+
+/// The `/function/...` request for a queued call: its method, path, query, headers and body.
+fn function_request(request: &QueueRequest) -> Result<http::Request<Bytes>, String> {
+    let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or(http::Method::POST);
+    let uri = function_url("", request);
+    let mut builder = http::Request::builder().method(method).uri(uri);
     for (name, values) in &request.header {
         let lower = name.to_ascii_lowercase();
         if lower == "host"
@@ -84,30 +144,32 @@ pub(crate) async fn invoke(
             continue;
         }
         for value in values {
-            rb = rb.header(name.as_str(), value.as_str());
+            builder = builder.header(name.as_str(), value.as_str());
         }
     }
-    let mut response = match rb.send().await {
+    builder
+        .body(Bytes::from(request.body.clone()))
+        .map_err(|e| format!("the queued call is not a valid request: {e}"))
+}
+
+/// Invokes the function once.
+pub(crate) async fn invoke(
+    caller: &dyn FunctionCaller,
+    config: &WorkerConfig,
+    request: &QueueRequest,
+) -> Outcome {
+    let http_request = match function_request(request) {
         Ok(r) => r,
-        Err(e) => return Outcome::failed(format!("gateway unreachable: {e}")),
+        Err(e) => return Outcome::failed(e),
     };
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let mut body = BytesMut::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Outcome::failed(format!(
-                        "function answer exceeds {MAX_RESPONSE_BYTES} bytes"
-                    ));
-                }
-                body.extend_from_slice(&chunk);
+    let (status, headers, body) =
+        match tokio::time::timeout(config.invoke_timeout, caller.call(http_request)).await {
+            Err(_) => {
+                return Outcome::failed(format!("no answer within {:?}", config.invoke_timeout));
             }
-            Ok(None) => break,
-            Err(e) => return Outcome::failed(format!("reading the function's answer: {e}")),
-        }
-    }
+            Ok(Err(e)) => return Outcome::failed(e),
+            Ok(Ok(answer)) => answer,
+        };
     let retry_after = headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -116,7 +178,7 @@ pub(crate) async fn invoke(
         status: Some(status),
         error: (status >= 400).then(|| format!("function answered {status}")),
         headers,
-        body: body.freeze(),
+        body,
         retry_after,
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::callback::{self, CallbackInfo};
 use crate::config::WorkerConfig;
-use crate::invoke::{self, Outcome};
+use crate::invoke::{self, FunctionCaller, GatewayHttp, Outcome};
 use crate::metrics::WorkerMetrics;
 use crate::policies::Policies;
 
@@ -34,6 +34,7 @@ pub struct Worker {
     queue: Arc<dyn WorkQueue>,
     config: WorkerConfig,
     client: reqwest::Client,
+    caller: Arc<dyn FunctionCaller>,
     policies: Policies,
     metrics: WorkerMetrics,
 }
@@ -45,21 +46,35 @@ struct Job {
 }
 
 impl Worker {
-    /// A worker over `queue`.
+    /// A worker over `queue` that calls functions through the gateway at `config.gateway`
+    /// over HTTP.
     pub fn new(
         queue: Arc<dyn WorkQueue>,
         config: WorkerConfig,
         metrics: WorkerMetrics,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        Self::with_caller(queue, config, metrics, None)
+    }
+
+    /// A worker that calls functions through `caller` (HTTP to `config.gateway` when `None`).
+    pub fn with_caller(
+        queue: Arc<dyn WorkQueue>,
+        config: WorkerConfig,
+        metrics: WorkerMetrics,
+        caller: Option<Arc<dyn FunctionCaller>>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(config.max_inflight.max(1))
             .build()?;
+        let caller =
+            caller.unwrap_or_else(|| Arc::new(GatewayHttp::new(client.clone(), &config.gateway)));
         Ok(Arc::new(Self {
             queue,
             config,
             client,
+            caller,
             policies: Policies::default(),
             metrics,
         }))
@@ -256,7 +271,7 @@ impl Worker {
             .await;
         let attempt = delivery.attempt;
         let outcome = tokio::select! {
-            outcome = self.keeping_alive(&delivery, invoke::invoke(&self.client, &self.config, &request)) => outcome,
+            outcome = self.keeping_alive(&delivery, invoke::invoke(self.caller.as_ref(), &self.config, &request)) => outcome,
             () = abandon.cancelled() => {
                 gauge.dec();
                 let _ = delivery.retry_after(Duration::ZERO).await;
