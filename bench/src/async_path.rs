@@ -46,7 +46,9 @@ use crate::{
     children::{ChildId, Children},
     load::{self, LoadConfig, Stats},
     report::median,
-    sync::{FUNCTION, deploy, free_addr, poll, print_log_tail, wait_ok},
+    sync::{
+        FUNCTION, control_client, deploy, free_addr, poll, print_log_tail, start_upstream, wait_ok,
+    },
 };
 
 /// Accepted calls/s of Courier must reach this fraction of the baseline's.
@@ -264,19 +266,8 @@ async fn bench(
     children: &mut Children,
     load: &Handle,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let upstream = free_addr()?;
-    let id = children.spawn(
-        "upstream",
-        Command::new(exe)
-            .args(["upstream", "--port", &upstream.port().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    )?;
-    wait_ok(&http, children, id, &format!("http://{upstream}/_/health")).await?;
+    let http = control_client()?;
+    let upstream = start_upstream(&http, children, exe).await?;
 
     let env = Env {
         args,

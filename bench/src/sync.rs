@@ -106,20 +106,8 @@ async fn bench(
     children: &mut Children,
     load: &Handle,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-
-    let upstream = free_addr()?;
-    let id = children.spawn(
-        "upstream",
-        Command::new(exe)
-            .args(["upstream", "--port", &upstream.port().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    )?;
-    wait_ok(&http, children, id, &format!("http://{upstream}/_/health")).await?;
+    let http = control_client()?;
+    let upstream = start_upstream(&http, children, exe).await?;
 
     let proxy = free_addr()?;
     let id = children.spawn(
@@ -303,6 +291,32 @@ pub(crate) async fn deploy(
 }
 
 /// Waits for `GET url` to answer 2xx while the child `id` keeps running.
+/// The orchestrator's own HTTP client (health checks, deploys): short timeouts, no proxy.
+pub(crate) fn control_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// Starts `courier-bench upstream` as a child on a free port and waits until it answers.
+pub(crate) async fn start_upstream(
+    http: &reqwest::Client,
+    children: &mut Children,
+    exe: &Path,
+) -> anyhow::Result<SocketAddr> {
+    let upstream = free_addr()?;
+    let id = children.spawn(
+        "upstream",
+        Command::new(exe)
+            .args(["upstream", "--port", &upstream.port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )?;
+    wait_ok(http, children, id, &format!("http://{upstream}/_/health")).await?;
+    Ok(upstream)
+}
+
 pub(crate) async fn wait_ok(
     http: &reqwest::Client,
     children: &mut Children,

@@ -10,7 +10,6 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use courier_core::headers::{HOP_BY_HOP, X_CALL_ID, X_START_TIME};
 use courier_core::queue::{GoUrl, QueueRequest, canonical_header_name};
-use courier_core::{FunctionRef, ProviderError};
 use courier_queue::{Message, Published};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Limited};
@@ -57,17 +56,7 @@ async fn accept(
         Some(i) => (&tail[..i], &tail[i..]),
         None => (tail, ""),
     };
-    let function = FunctionRef::parse_invocation(segment)
-        .map_err(|e| ApiError::NotFound(format!("error finding function: {e}")))?;
-    match gateway.provider.resolve(&function) {
-        Ok(_) | Err(ProviderError::NotReady(_)) => {}
-        Err(ProviderError::NotFound { .. }) => {
-            return Err(ApiError::NotFound(format!(
-                "error finding function {function}: not found"
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let function = crate::invoke::existing_function(gateway, segment)?;
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed(
             "asynchronous invocation takes POST only".into(),

@@ -64,17 +64,7 @@ impl Routes {
         if let Some(route) = self.by_segment.read().expect("routes lock").get(segment) {
             return Ok(route.clone());
         }
-        let function = FunctionRef::parse_invocation(segment)
-            .map_err(|e| ApiError::NotFound(format!("error finding function: {e}")))?;
-        match gateway.provider.resolve(&function) {
-            Ok(_) | Err(ProviderError::NotReady(_)) => {}
-            Err(ProviderError::NotFound { .. }) => {
-                return Err(ApiError::NotFound(format!(
-                    "error finding function {function}: not found"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let function = existing_function(gateway, segment)?;
         let route = Arc::new(Route {
             metrics: gateway.metrics.for_function(&function.qualified()),
             function,
@@ -93,6 +83,20 @@ impl Routes {
             .write()
             .expect("routes lock")
             .retain(|_, route| route.function != *function);
+    }
+}
+
+/// The function a `/function/` or `/async-function/` path segment (`NAME[.NS]`) names, if it
+/// is deployed (ready or not); 404 otherwise.
+pub(crate) fn existing_function(gateway: &Gateway, segment: &str) -> Result<FunctionRef, ApiError> {
+    let function = FunctionRef::parse_invocation(segment)
+        .map_err(|e| ApiError::NotFound(format!("error finding function: {e}")))?;
+    match gateway.provider.resolve(&function) {
+        Ok(_) | Err(ProviderError::NotReady(_)) => Ok(function),
+        Err(ProviderError::NotFound { .. }) => Err(ApiError::NotFound(format!(
+            "error finding function {function}: not found"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -82,22 +82,29 @@ impl Metrics {
         }
     }
 
-    /// Removes every series of a removed function.
-    pub(crate) fn forget(&self, function_name: &str) {
+    /// The `gateway_function_invocation_total` series of `function_name`.
+    fn invocation_series(&self, function_name: &str) -> Vec<prometheus::proto::Metric> {
         use prometheus::core::Collector;
-        let _ = self
-            .invocation_started
-            .remove_label_values(&[function_name]);
-        let codes: Vec<String> = self
-            .invocation_total
+        self.invocation_total
             .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
+            .into_iter()
+            .flat_map(|family| family.get_metric().to_vec())
             .filter(|m| {
                 m.get_label()
                     .iter()
                     .any(|l| l.name() == "function_name" && l.value() == function_name)
             })
+            .collect()
+    }
+
+    /// Removes every series of a removed function.
+    pub(crate) fn forget(&self, function_name: &str) {
+        let _ = self
+            .invocation_started
+            .remove_label_values(&[function_name]);
+        let codes: Vec<String> = self
+            .invocation_series(function_name)
+            .iter()
             .filter_map(|m| {
                 m.get_label()
                     .iter()
@@ -118,16 +125,8 @@ impl Metrics {
 
     /// Completed invocations of `function_name` (`name.namespace`), all status codes.
     pub fn invocations_of(&self, function_name: &str) -> u64 {
-        use prometheus::core::Collector;
-        self.invocation_total
-            .collect()
+        self.invocation_series(function_name)
             .iter()
-            .flat_map(|family| family.get_metric())
-            .filter(|m| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == "function_name" && l.value() == function_name)
-            })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }

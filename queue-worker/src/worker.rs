@@ -39,6 +39,22 @@ pub struct Worker {
     metrics: WorkerMetrics,
 }
 
+/// The worker loop's bookkeeping of who may run.
+struct Slots {
+    /// Fetched calls waiting for their function to have room, by function.
+    parked: HashMap<String, VecDeque<Job>>,
+    /// The per-function caps.
+    per_function: HashMap<String, Arc<Semaphore>>,
+    /// The global cap.
+    global: Arc<Semaphore>,
+    /// Running calls.
+    tracker: TaskTracker,
+    /// Told the function of every call that finished (its slot is free again).
+    done: mpsc::Sender<String>,
+    /// Cancelled after the drain deadline: running calls hand their delivery back.
+    abandon: CancellationToken,
+}
+
 /// A delivery with its decoded call.
 struct Job {
     delivery: Delivery,
@@ -82,39 +98,34 @@ impl Worker {
 
     /// Runs until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        // Cancelled after the drain deadline: running calls hand their delivery back.
-        let abandon = CancellationToken::new();
-        let global = Arc::new(Semaphore::new(self.config.max_inflight.max(1)));
-        let mut per_function: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let mut parked: HashMap<String, VecDeque<Job>> = HashMap::new();
-        let (done_tx, mut done_rx) = mpsc::channel::<String>(self.config.max_inflight.max(1) * 2);
+        let (done, mut done_rx) = mpsc::channel::<String>(self.config.max_inflight.max(1) * 2);
+        let mut slots = Slots {
+            parked: HashMap::new(),
+            per_function: HashMap::new(),
+            global: Arc::new(Semaphore::new(self.config.max_inflight.max(1))),
+            tracker: TaskTracker::new(),
+            done,
+            abandon: CancellationToken::new(),
+        };
         let mut keep_parked_alive = tokio::time::interval(self.config.ack_wait / 3);
         let mut last_pending = Instant::now() - PENDING_REFRESH;
         loop {
             // Start parked jobs whose function has room again.
             while let Ok(function) = done_rx.try_recv() {
-                self.start_parked(
-                    &function,
-                    &mut parked,
-                    &mut per_function,
-                    &global,
-                    &tracker,
-                    &done_tx,
-                    &abandon,
-                );
+                self.start_parked(&function, &mut slots);
             }
-            let parked_total: usize = parked.values().map(VecDeque::len).sum();
-            let room = global
+            let parked_total: usize = slots.parked.values().map(VecDeque::len).sum();
+            let room = slots
+                .global
                 .available_permits()
                 .min(self.config.max_inflight.saturating_sub(parked_total));
             if room == 0 {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     Some(function) = done_rx.recv() => {
-                        self.start_parked(&function, &mut parked, &mut per_function, &global, &tracker, &done_tx, &abandon);
+                        self.start_parked(&function, &mut slots);
                     }
-                    _ = keep_parked_alive.tick() => keep_alive(&parked).await,
+                    _ = keep_parked_alive.tick() => keep_alive(&slots.parked).await,
                 }
                 continue;
             }
@@ -122,7 +133,7 @@ impl Worker {
                 break;
             }
             if keep_parked_alive.tick().now_or_never().is_some() {
-                keep_alive(&parked).await;
+                keep_alive(&slots.parked).await;
             }
             // Never abandoned half-way: a fetch dropped after the queue leased its messages
             // would leave them leased to nobody until their lease ran out. It returns within
@@ -160,19 +171,12 @@ impl Worker {
                     }
                 };
                 let function = request.function.clone();
-                parked
+                slots
+                    .parked
                     .entry(function.clone())
                     .or_default()
                     .push_back(Job { delivery, request });
-                self.start_parked(
-                    &function,
-                    &mut parked,
-                    &mut per_function,
-                    &global,
-                    &tracker,
-                    &done_tx,
-                    &abandon,
-                );
+                self.start_parked(&function, &mut slots);
             }
             // The pending gauge is a queue round trip: refresh it once a second, not per batch.
             if last_pending.elapsed() >= PENDING_REFRESH {
@@ -185,56 +189,48 @@ impl Worker {
             }
         }
         // Shutdown: hand back what never started, let the rest finish within the deadline.
-        for (_, jobs) in parked.drain() {
+        for (_, jobs) in slots.parked.drain() {
             for job in jobs {
                 let _ = job.delivery.retry_after(Duration::ZERO).await;
             }
         }
-        tracker.close();
-        if tokio::time::timeout(self.config.drain_timeout, tracker.wait())
+        slots.tracker.close();
+        if tokio::time::timeout(self.config.drain_timeout, slots.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 "In-flight calls still running after the drain deadline; handing them back."
             );
-            abandon.cancel();
-            tracker.wait().await;
+            slots.abandon.cancel();
+            slots.tracker.wait().await;
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start_parked(
-        self: &Arc<Self>,
-        function: &str,
-        parked: &mut HashMap<String, VecDeque<Job>>,
-        per_function: &mut HashMap<String, Arc<Semaphore>>,
-        global: &Arc<Semaphore>,
-        tracker: &TaskTracker,
-        done: &mpsc::Sender<String>,
-        abandon: &CancellationToken,
-    ) {
+    /// Starts parked jobs of `function` while it and the worker have free slots.
+    fn start_parked(self: &Arc<Self>, function: &str, slots: &mut Slots) {
         let cap = self.config.max_inflight_per_function.max(1);
-        let limit = per_function
+        let limit = slots
+            .per_function
             .entry(function.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(cap)))
             .clone();
-        while let Some(queue) = parked.get_mut(function) {
+        while let Some(queue) = slots.parked.get_mut(function) {
             if queue.is_empty() {
-                parked.remove(function);
+                slots.parked.remove(function);
                 break;
             }
             let Ok(function_permit) = limit.clone().try_acquire_owned() else {
                 break;
             };
-            let Ok(global_permit) = global.clone().try_acquire_owned() else {
+            let Ok(global_permit) = slots.global.clone().try_acquire_owned() else {
                 break;
             };
             let job = queue.pop_front().expect("not empty");
             let worker = self.clone();
-            let done = done.clone();
-            let abandon = abandon.clone();
-            tracker.spawn(async move {
+            let done = slots.done.clone();
+            let abandon = slots.abandon.clone();
+            slots.tracker.spawn(async move {
                 let function = job.request.function.clone();
                 worker
                     .process(job, abandon, (function_permit, global_permit))

@@ -953,6 +953,19 @@ impl Courier {
         parse_ndjson(&resp.text().await.expect("read logs"))
     }
 
+    /// An authenticated request expected to answer 200 with JSON; returns the JSON.
+    pub async fn admin_json(&self, method: Method, path: &str) -> Value {
+        let resp = self
+            .admin(method.clone(), path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(resp.status(), StatusCode::OK, "{method} {path}");
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"))
+    }
+
     /// GET /metrics (no credentials) as text.
     pub async fn metrics(&self) -> String {
         let resp = self

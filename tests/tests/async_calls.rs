@@ -265,14 +265,7 @@ async fn queue_worker_metrics_count_submitted_and_processed_calls() {
             .await;
     }
     receiver.wait_for(3, CALLBACKS).await;
-    let metrics = courier
-        .anonymous(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = courier.metrics().await;
     assert!(
         metrics.contains("queue_worker_messages_submitted_total 3"),
         "{metrics}"
@@ -321,13 +314,8 @@ async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_repl
 
     // Listed (newest first), with the OpenFaaS-style summary fields.
     let letters: Value = courier
-        .admin(Method::GET, "/system/dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::GET, "/system/dead-letters")
+        .await;
     let letters = letters.as_array().expect("an array");
     assert_eq!(letters.len(), 1, "{letters:?}");
     let letter = &letters[0];
@@ -344,13 +332,8 @@ async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_repl
 
     // Shown in full, by id, also through the CLI (one line per letter, call id first).
     let shown: Value = courier
-        .admin(Method::GET, &format!("/system/dead-letters/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::GET, &format!("/system/dead-letters/{id}"))
+        .await;
     assert_eq!(shown["request"]["Function"], "web");
     let mut list = courier.cli();
     list.args(["dlq", "list"]);
@@ -371,13 +354,8 @@ async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_repl
     assert_eq!(got[1].header("x-call-id"), id);
     assert_eq!(got[1].header("x-function-status"), "200");
     let after: Value = courier
-        .admin(Method::GET, "/system/dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::GET, "/system/dead-letters")
+        .await;
     assert_eq!(after, json!([]));
 
     // Unknown ids are 404; purge answers how many it removed.
@@ -388,13 +366,8 @@ async fn a_call_that_runs_out_of_attempts_becomes_a_dead_letter_that_can_be_repl
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let purged: Value = courier
-        .admin(Method::DELETE, "/system/dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::DELETE, "/system/dead-letters")
+        .await;
     assert_eq!(purged["removed"], 0);
     let anonymous = courier
         .anonymous(Method::GET, "/system/dead-letters")

@@ -67,14 +67,7 @@ async fn calls_to_unknown_functions_create_no_metric_series() {
             .await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
-    let metrics = courier
-        .anonymous(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = courier.metrics().await;
     assert!(!metrics.contains("ghost-"), "{metrics}");
 }
 
@@ -94,14 +87,7 @@ async fn a_removed_function_leaves_no_metric_series_behind() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let metrics = courier
-        .anonymous(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = courier.metrics().await;
     assert!(!metrics.contains("gone.openfaas-fn"), "{metrics}");
 }
 

@@ -284,13 +284,8 @@ async fn dead_letters_over_jetstream_are_listed_and_replayable() {
     assert_eq!(got[0].header("x-retry"), "2");
 
     let letters: Value = courier
-        .admin(Method::GET, "/system/dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::GET, "/system/dead-letters")
+        .await;
     let letters = letters.as_array().expect("an array");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["callId"], id.as_str());
@@ -300,13 +295,8 @@ async fn dead_letters_over_jetstream_are_listed_and_replayable() {
     assert_eq!(letters[0]["lastStatus"], 503);
 
     let shown: Value = courier
-        .admin(Method::GET, &format!("/system/dead-letters/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::GET, &format!("/system/dead-letters/{id}"))
+        .await;
     assert_eq!(shown["request"]["Function"], "web");
 
     // Replayed: the third call succeeds, and the dead letter is gone.
@@ -321,13 +311,8 @@ async fn dead_letters_over_jetstream_are_listed_and_replayable() {
     assert_eq!(got[1].header("x-function-status"), "200", "{:?}", got[1]);
     assert_eq!(got[1].body, b"ok after 2");
     let after: Value = courier
-        .admin(Method::GET, "/system/dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::GET, "/system/dead-letters")
+        .await;
     assert_eq!(after, json!([]));
 }
 
