@@ -136,6 +136,16 @@ pub enum Published {
     Duplicate,
 }
 
+/// What `publish_tracked` did, and where the message sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Stored now, or a duplicate of a message stored earlier.
+    pub published: Published,
+    /// The message's sequence in the queue, to ask [`WorkQueue::is_outstanding`] about later;
+    /// `None` when the backend cannot tell which message a duplicate duplicated (embedded).
+    pub seq: Option<u64>,
+}
+
 /// How a backend is set up; the same for every backend.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -261,7 +271,14 @@ impl fmt::Debug for DeadLetter {
 #[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// Stores `message`; returns once it is stored (or known to be a duplicate).
-    async fn publish(&self, message: Message) -> Result<Published>;
+    async fn publish(&self, message: Message) -> Result<Published> {
+        Ok(self.publish_tracked(message).await?.published)
+    }
+    /// Like [`WorkQueue::publish`], and tells the message's sequence.
+    async fn publish_tracked(&self, message: Message) -> Result<Receipt>;
+    /// Whether the message stored as `seq` is still in the queue: waiting, leased or waiting
+    /// for a retry (false once acknowledged or dead-lettered).
+    async fn is_outstanding(&self, seq: u64) -> Result<bool>;
 
     /// Up to `max` deliveries; waits at most `wait` for the first one, returns empty if none.
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;

@@ -37,7 +37,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::{
-    DeadLetter, Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue,
+    DeadLetter, Delivery, Error, Message, QueueConfig, Receipt, Result, Settle, WorkQueue,
 };
 use store::{Leased, ceil_ms, now_ms};
 use writer::{Action, Command, Op, Outcome, WriterConfig};
@@ -201,7 +201,7 @@ impl Shared {
 
 #[async_trait]
 impl WorkQueue for EmbeddedQueue {
-    async fn publish(&self, message: Message) -> Result<Published> {
+    async fn publish_tracked(&self, message: Message) -> Result<Receipt> {
         if message.payload.len() > self.max_payload_bytes {
             return Err(Error::TooLarge {
                 size: message.payload.len(),
@@ -209,7 +209,7 @@ impl WorkQueue for EmbeddedQueue {
             });
         }
         match self.shared.run(Op::Publish(message)).await? {
-            Outcome::Published(published) => Ok(published),
+            Outcome::Published(published, seq) => Ok(Receipt { published, seq }),
             other => Err(self.shared.unexpected(&other)),
         }
     }
@@ -259,6 +259,13 @@ impl WorkQueue for EmbeddedQueue {
     async fn pending(&self) -> Result<u64> {
         match self.shared.run(Op::Pending).await? {
             Outcome::Pending(pending) => Ok(pending),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn is_outstanding(&self, seq: u64) -> Result<bool> {
+        match self.shared.run(Op::Outstanding(seq)).await? {
+            Outcome::Outstanding(there) => Ok(there),
             other => Err(self.shared.unexpected(&other)),
         }
     }

@@ -245,6 +245,11 @@ impl<'txn> Tables<'txn> {
         Ok(self.payloads.len()?)
     }
 
+    /// Whether the message stored as `seq` is still there (not acked or dead-lettered).
+    pub(super) fn contains(&self, seq: u64) -> Result<bool, redb::Error> {
+        Ok(self.payloads.get(seq)?.is_some())
+    }
+
     /// Keeps `letter`, replacing a letter with the same id.
     pub(super) fn put_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), redb::Error> {
         self.dead_letters.insert(

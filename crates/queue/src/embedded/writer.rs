@@ -54,6 +54,7 @@ pub(super) enum Op {
         action: Action,
     },
     Pending,
+    Outstanding(u64),
     PutDeadLetter(DeadLetter),
     DeadLetters,
     DeadLetter(String),
@@ -75,7 +76,9 @@ pub(super) enum Action {
 /// The writer's answer to an [`Op`] (the variant matching it).
 #[derive(Debug)]
 pub(super) enum Outcome {
-    Published(Published),
+    /// What was done, and the message's sequence when it was stored now.
+    Published(Published, Option<u64>),
+    Outstanding(bool),
     Fetched {
         leased: Vec<Leased>,
         /// When nothing was leased: when the earliest stored message becomes visible.
@@ -305,11 +308,13 @@ impl Writer {
                 outcomes.push(match op {
                     Op::Publish(message) => {
                         let published = tables.publish(next_seq, message, now, dedup_window_ms)?;
+                        let mut seq = None;
                         if published == Published::Stored {
+                            seq = Some(next_seq);
                             next_seq += 1;
                             stored += 1;
                         }
-                        Outcome::Published(published)
+                        Outcome::Published(published, seq)
                     }
                     Op::Fetch { max } => {
                         let leased = tables.lease(*max, now, ack_wait_ms)?;
@@ -342,6 +347,7 @@ impl Writer {
                         Outcome::Settled { current }
                     }
                     Op::Pending => Outcome::Pending(tables.pending()?),
+                    Op::Outstanding(seq) => Outcome::Outstanding(tables.contains(*seq)?),
                     Op::PutDeadLetter(letter) => {
                         tables.put_dead_letter(letter)?;
                         letters_changed = true;

@@ -37,7 +37,8 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::{
-    DeadLetter, Delivery, Error, Message, Published, QueueConfig, Result, Settle, WorkQueue,
+    DeadLetter, Delivery, Error, Message, Published, QueueConfig, Receipt, Result, Settle,
+    WorkQueue,
 };
 use dead_letters::DeadLetters;
 
@@ -75,6 +76,8 @@ const UNLIMITED_DELIVERIES: i64 = -1;
 pub struct JetStreamQueue {
     client: Client,
     jetstream: Context,
+    /// The work-queue stream, to look messages up by sequence.
+    stream: stream::Stream,
     consumer: PullConsumer,
     dead_letters: DeadLetters,
     config: QueueConfig,
@@ -149,6 +152,7 @@ impl JetStreamQueue {
         Ok(Self {
             client,
             jetstream,
+            stream,
             consumer,
             dead_letters,
             config,
@@ -158,7 +162,7 @@ impl JetStreamQueue {
 
 #[async_trait]
 impl WorkQueue for JetStreamQueue {
-    async fn publish(&self, message: Message) -> Result<Published> {
+    async fn publish_tracked(&self, message: Message) -> Result<Receipt> {
         let size = message.payload.len();
         if size > self.config.max_payload_bytes {
             return Err(Error::TooLarge {
@@ -193,10 +197,14 @@ impl WorkQueue for JetStreamQueue {
             Ok(Err(e)) => return Err(Error::unavailable("publish", e)),
             Err(_) => return Err(Error::unavailable("publish", timed_out(REQUEST_TIMEOUT))),
         };
-        Ok(if ack.duplicate {
-            Published::Duplicate
-        } else {
-            Published::Stored
+        Ok(Receipt {
+            published: if ack.duplicate {
+                Published::Duplicate
+            } else {
+                Published::Stored
+            },
+            // JetStream answers a duplicate with the sequence of the message it duplicates.
+            seq: Some(ack.sequence),
         })
     }
 
@@ -260,6 +268,19 @@ impl WorkQueue for JetStreamQueue {
         ensure_connected(&self.client, "read the consumer's state")?;
         let info = within("read the consumer's state", self.consumer.get_info()).await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    async fn is_outstanding(&self, seq: u64) -> Result<bool> {
+        ensure_connected(&self.client, "look up a message")?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.stream.get_raw_message(seq)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+            Ok(Err(e)) => Err(Error::unavailable("look up a message", e)),
+            Err(_) => Err(Error::unavailable(
+                "look up a message",
+                timed_out(REQUEST_TIMEOUT),
+            )),
+        }
     }
 
     async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()> {

@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             keep_alive_prevents_redelivery_of_a_long_running_delivery,
             a_dead_lettered_message_is_never_delivered_again,
             pending_counts_stored_unsettled_messages,
+            a_tracked_message_is_outstanding_until_acked_or_dead_lettered,
             nothing_published_is_lost_across_a_restart,
             an_acked_message_stays_gone_after_a_restart,
             deliveries_held_by_a_dead_process_are_handed_out_again_after_their_lease,
@@ -414,6 +415,63 @@ pub async fn a_dead_lettered_message_is_never_delivered_again<B: Backend>() {
 
     assert_eq!(queue.pending().await.expect("pending"), 0);
     assert_nothing_delivered_for(&*queue, ACK_WAIT + ACK_WAIT / 2).await;
+}
+
+pub async fn a_tracked_message_is_outstanding_until_acked_or_dead_lettered<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let outstanding = |seq| {
+        let queue = queue.clone();
+        async move { queue.is_outstanding(seq).await.expect("is_outstanding") }
+    };
+    let acked = queue
+        .publish_tracked(message("call-acked"))
+        .await
+        .expect("publish");
+    assert_eq!(acked.published, Published::Stored);
+    let acked_seq = acked.seq.expect("a stored message has a sequence");
+    let poison = queue
+        .publish_tracked(message("call-poison"))
+        .await
+        .expect("publish");
+    let poison_seq = poison.seq.expect("a stored message has a sequence");
+    assert_ne!(acked_seq, poison_seq);
+    assert!(
+        outstanding(acked_seq).await,
+        "waiting counts as outstanding"
+    );
+
+    let duplicate = queue
+        .publish_tracked(message("call-acked"))
+        .await
+        .expect("publish");
+    assert_eq!(duplicate.published, Published::Duplicate);
+    if let Some(seq) = duplicate.seq {
+        assert_eq!(
+            seq, acked_seq,
+            "a duplicate names the message it duplicates"
+        );
+    }
+
+    for delivery in fetch_n(&*queue, 2, EXPECTED_WITHIN).await {
+        let retried = delivery.message.id == "call-acked";
+        if retried {
+            delivery
+                .retry_after(Duration::from_millis(200))
+                .await
+                .expect("retry");
+        } else {
+            delivery.dead_letter().await.expect("dead_letter");
+        }
+    }
+    assert!(outstanding(acked_seq).await, "waiting for a retry counts");
+    assert!(!outstanding(poison_seq).await, "a dead letter is settled");
+
+    let again = fetch_one(&*queue, EXPECTED_WITHIN).await;
+    assert_eq!(again.message.id, "call-acked");
+    assert!(outstanding(acked_seq).await, "leased counts");
+    again.ack().await.expect("ack");
+    assert!(!outstanding(acked_seq).await, "an acked message is settled");
 }
 
 pub async fn pending_counts_stored_unsettled_messages<B: Backend>() {
