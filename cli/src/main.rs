@@ -5,8 +5,10 @@
 
 mod client;
 mod commands;
+mod component;
 mod password;
 mod queue_worker;
+mod runtime;
 mod stack;
 mod up;
 
@@ -26,7 +28,7 @@ struct Cli {
 enum Command {
     /// Run the gateway, the local process runtime and the queue worker in one process.
     Up(up::UpArgs),
-    /// Run the gateway and the local process runtime without a queue worker.
+    /// Run the gateway (over local processes or Kubernetes) without a queue worker.
     Gateway(up::ServeArgs),
     /// Run only the queue worker, against a queue and a gateway.
     QueueWorker(queue_worker::QueueWorkerArgs),
@@ -52,6 +54,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One rustls crypto provider for the whole process (kube, async-nats and lapin would each
+    // pick one; two compiled in panic at run time unless one is installed first).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("COURIER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

@@ -36,6 +36,10 @@ pub(crate) struct QueueWorkerArgs {
     /// How long a queued call may go unsettled before it is delivered again.
     #[arg(long, env = "COURIER_ACK_WAIT", default_value = "30s", value_parser = duration)]
     ack_wait: Duration,
+    /// Where `/healthz` and `/metrics` (the queue_worker_* series) are served; port 0 picks a
+    /// free port (printed at start).
+    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: std::net::SocketAddr,
     #[command(flatten)]
     worker: WorkerArgs,
 }
@@ -61,16 +65,21 @@ pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
             .config(args.gateway.clone(), password, args.ack_wait),
         WorkerMetrics::register(&registry)?,
     )?;
+    let stop = CancellationToken::new();
+    let stop_endpoint = CancellationToken::new();
+    let endpoint =
+        crate::component::serve(args.listen, registry.clone(), stop_endpoint.clone()).await?;
     println!(
         "Queue worker consuming {} and invoking through {}",
         args.queue, args.gateway
     );
-    let stop = CancellationToken::new();
+    println!("  metrics: http://{endpoint}/metrics");
     let running = tokio::spawn(worker.run(stop.clone()));
     crate::up::wait_for_signal().await;
     println!("Shutting down: finishing calls in flight, handing back the rest.");
     stop.cancel();
     let _ = running.await;
+    stop_endpoint.cancel();
     println!("Stopped.");
     Ok(())
 }

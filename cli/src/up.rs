@@ -10,13 +10,15 @@ use anyhow::{Context, Result};
 use clap::Args;
 use courier_core::Provider;
 use courier_gateway::{BasicAuth, Gateway, GatewayConfig};
-use courier_provider_local::{LocalConfig, LocalProvider, SandboxMode};
+use courier_provider_local::SandboxMode;
 use courier_queue::QueueConfig;
 use courier_queue_worker::{
     Answer, FunctionCaller, MAX_RESPONSE_BYTES, Worker, WorkerConfig, WorkerMetrics,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{LocalOptions, ProviderKind, Runtime};
 
 /// How long open connections (followed log streams, slow calls) may keep the server up after
 /// a shutdown signal.
@@ -128,6 +130,13 @@ pub(crate) struct ServeArgs {
     /// Largest /async-function request body, in bytes.
     #[arg(long, env = "COURIER_MAX_ASYNC_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_async_body_bytes: usize,
+    /// What runs functions: local processes, or Deployments in a Kubernetes cluster.
+    #[arg(long, env = "COURIER_PROVIDER", value_enum, default_value = "local")]
+    provider: ProviderKind,
+    /// The default namespace of functions (only openfaas-fn for now; serve more with
+    /// --namespaces).
+    #[arg(long, env = "COURIER_FUNCTION_NAMESPACE", default_value = courier_core::DEFAULT_NAMESPACE)]
+    function_namespace: String,
     /// Extra namespaces to offer besides openfaas-fn (comma-separated).
     #[arg(long, env = "COURIER_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -146,7 +155,11 @@ impl FunctionCaller for InProcess {
             .await
             .map_err(|e| format!("reading the function's answer: {e}"))?
             .to_bytes();
-        Ok((parts.status.as_u16(), parts.headers, body))
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
     }
 }
 
@@ -183,16 +196,20 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
     };
     let auth = password.clone().map(|p| BasicAuth::new("admin", p));
 
-    let provider = LocalProvider::start(LocalConfig {
-        data_dir: data_dir.clone(),
-        sandbox: args.sandbox,
-        exec_timeout: args.exec_timeout,
-        start_timeout: args.start_timeout,
-        namespaces: args.namespaces.clone(),
-        version: version(),
-    })
-    .await
-    .context("starting the local runtime")?;
+    let runtime = Runtime::start(
+        args.provider,
+        &args.function_namespace,
+        &args.namespaces,
+        LocalOptions {
+            data_dir: data_dir.clone(),
+            sandbox: args.sandbox,
+            exec_timeout: args.exec_timeout,
+            start_timeout: args.start_timeout,
+        },
+        version(),
+    )
+    .await?;
+    let provider = runtime.provider();
     let queue_url = args.queue.clone().unwrap_or_else(|| {
         format!(
             "file://{}",
@@ -212,7 +229,7 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
     {
         Ok(q) => q,
         Err(e) => {
-            provider.shutdown().await;
+            runtime.shutdown().await;
             return Err(e).with_context(|| format!("opening the queue {queue_url}"));
         }
     };
@@ -227,24 +244,21 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
             max_async_body_bytes: args.max_async_body_bytes,
             auth: auth.clone(),
             version: version(),
+            spec_checks: Vec::new(),
         },
         &registry,
     )?;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            provider.shutdown().await;
+            runtime.shutdown().await;
             return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
         }
     };
     let url = format!("http://{}", listener.local_addr()?);
     println!("Courier is listening on {url}");
-    println!(
-        "  functions run as local processes (sandbox: {})",
-        provider.sandbox_name()
-    );
-    if provider.sandbox_name() == "none" {
-        println!("  WARNING: functions are NOT sandboxed (install bubblewrap to isolate them)");
+    for line in runtime.describe() {
+        println!("  {line}");
     }
     println!("  data directory: {}", data_dir.display());
     if auth.is_some() {
@@ -290,7 +304,11 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
     let server = {
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { gateway.serve(listener, registry, shutdown).await })
+        tokio::spawn(async move {
+            gateway
+                .serve(listener, registry, axum::Router::new(), shutdown)
+                .await
+        })
     };
     if let Some(file) = &args.file
         && let Err(e) = deploy_stack(provider.as_ref(), file).await
@@ -310,13 +328,13 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
         Err(_) => tracing::warn!("Connections still open after the drain deadline; closing."),
         _ => {}
     }
-    provider.shutdown().await;
+    runtime.shutdown().await;
     println!("Stopped.");
     Ok(())
 }
 
 /// Deploys or updates every function of a stack file through the provider.
-async fn deploy_stack(provider: &LocalProvider, file: &std::path::Path) -> Result<()> {
+async fn deploy_stack(provider: &dyn Provider, file: &std::path::Path) -> Result<()> {
     for mut spec in crate::stack::load(file)? {
         let namespace = courier_core::names::resolve_namespace(Some(&spec.namespace))?;
         spec.namespace = namespace.clone();

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use courier_core::headers::{HOP_BY_HOP, X_CALL_ID, X_START_TIME};
-use courier_core::queue::{GoUrl, QueueRequest, canonical_header_name};
+use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
+use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
 use courier_queue::{Message, Published};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Limited};
@@ -21,9 +21,6 @@ use crate::server::GatewayBody;
 
 /// The route prefix of asynchronous invocations.
 pub(crate) const PREFIX: &str = "/async-function/";
-
-/// The callback header.
-const X_CALLBACK_URL: &str = "x-callback-url";
 
 /// Handles one asynchronous invocation.
 pub(crate) async fn enqueue(
@@ -116,18 +113,7 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let mut stored = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for (name, value) in headers.iter() {
-        if HOP_BY_HOP.contains(name) || name == header::HOST || name == header::CONTENT_LENGTH {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            stored
-                .entry(canonical_header_name(name.as_str()))
-                .or_default()
-                .push(v.to_owned());
-        }
-    }
+    let stored = stored_headers(headers);
     let call = QueueRequest {
         header: stored,
         host,

@@ -34,6 +34,21 @@ pub use auth::BasicAuth;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
+/// The function of a [`SpecCheck`]: `Err` with the reason when the spec is refused.
+pub type SpecCheckFn =
+    dyn Fn(&courier_core::FunctionDeployment) -> Result<(), String> + Send + Sync;
+
+/// A check every deployed or updated function spec must pass (for example, that its
+/// `schedule` annotation parses); the error text is the 400's message.
+#[derive(Clone)]
+pub struct SpecCheck(pub Arc<SpecCheckFn>);
+
+impl std::fmt::Debug for SpecCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpecCheck")
+    }
+}
+
 /// How the gateway behaves.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -51,6 +66,8 @@ pub struct GatewayConfig {
     pub auth: Option<BasicAuth>,
     /// The gateway's version for `/system/info`.
     pub version: VersionInfo,
+    /// Checks a function spec must pass to be deployed or updated (beyond the gateway's own).
+    pub spec_checks: Vec<SpecCheck>,
 }
 
 impl Default for GatewayConfig {
@@ -66,6 +83,7 @@ impl Default for GatewayConfig {
                 sha: "unknown".into(),
                 release: env!("CARGO_PKG_VERSION").into(),
             },
+            spec_checks: Vec::new(),
         }
     }
 }
@@ -81,6 +99,8 @@ pub struct Gateway {
     metrics: Metrics,
     waking: readiness::Waking,
     routes: invoke::Routes,
+    /// Signalled after every deploy, update or removal through this gateway.
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl Gateway {
@@ -107,6 +127,7 @@ impl Gateway {
             metrics,
             waking: readiness::Waking::default(),
             routes: invoke::Routes::default(),
+            changes: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -127,9 +148,16 @@ impl Gateway {
         invoke::invoke(self, local, request).await
     }
 
-    /// The gateway's routes.
-    pub fn router(self: &Arc<Self>, registry: prometheus::Registry) -> Router {
-        api::router(self.clone(), registry)
+    /// Signalled (`notify_one`) after every deploy, update or removal made through this
+    /// gateway, so an in-process function catalog can refresh at once.
+    pub fn function_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
+    }
+
+    /// The gateway's routes, plus `extra` management routes (behind the same authentication
+    /// and body limit as `/system/*`).
+    pub fn router(self: &Arc<Self>, registry: prometheus::Registry, extra: Router) -> Router {
+        api::router(self.clone(), registry, extra)
     }
 
     /// Serves the gateway on `listener` until `shutdown` is cancelled, then lets open
@@ -138,9 +166,10 @@ impl Gateway {
         self: &Arc<Self>,
         listener: TcpListener,
         registry: prometheus::Registry,
+        extra: Router,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let router = path::normalize(self.router(registry));
+        let router = path::normalize(self.router(registry, extra));
         server::serve(self.clone(), listener, router, shutdown).await
     }
 }

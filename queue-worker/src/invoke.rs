@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use courier_core::headers::HOP_BY_HOP;
 use courier_core::queue::QueueRequest;
 use courier_core::retry::parse_retry_after;
+use courier_invoke::{Answer, FunctionCaller};
 use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::config::WorkerConfig;
-
-/// Largest function answer kept for the callback.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What one attempt gave.
 #[derive(Debug)]
@@ -63,73 +61,6 @@ pub(crate) fn function_url(gateway: &str, request: &QueueRequest) -> String {
     url
 }
 
-/// What a function answered: status, headers and the whole body (bounded).
-pub type Answer = (u16, HeaderMap, Bytes);
-
-/// How the worker reaches functions: over HTTP through a gateway ([`GatewayHttp`]), or
-/// in-process when it runs inside the gateway's own process (`courier up`).
-#[async_trait::async_trait]
-pub trait FunctionCaller: Send + Sync + 'static {
-    /// Sends `request` (its URI is the `/function/...` path and query) and returns the answer;
-    /// `Err` when neither the gateway nor the function answered.
-    async fn call(&self, request: http::Request<Bytes>) -> Result<Answer, String>;
-}
-
-impl std::fmt::Debug for dyn FunctionCaller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FunctionCaller")
-    }
-}
-
-/// Calls functions through a gateway's `/function/` route over HTTP.
-#[derive(Debug)]
-pub struct GatewayHttp {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl GatewayHttp {
-    /// A caller of the gateway at `base` (`http://127.0.0.1:8080`).
-    pub fn new(client: reqwest::Client, base: &str) -> Self {
-        Self {
-            client,
-            base: base.trim_end_matches('/').to_owned(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl FunctionCaller for GatewayHttp {
-    async fn call(&self, request: http::Request<Bytes>) -> Result<Answer, String> {
-        let (parts, body) = request.into_parts();
-        let url = format!("{}{}", self.base, parts.uri);
-        let mut response = self
-            .client
-            .request(parts.method, url)
-            .headers(parts.headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("gateway unreachable: {e}"))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the function's answer: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(format!(
-                    "function answer exceeds {MAX_RESPONSE_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, headers, body.freeze()))
-    }
-}
-
 /// The `/function/...` request for a queued call: its method, path, query, headers and body.
 fn function_request(request: &QueueRequest) -> Result<http::Request<Bytes>, String> {
     let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or(http::Method::POST);
@@ -168,7 +99,11 @@ pub(crate) async fn invoke(
                 return Outcome::failed(format!("no answer within {:?}", config.invoke_timeout));
             }
             Ok(Err(e)) => return Outcome::failed(e),
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(Answer {
+                status,
+                headers,
+                body,
+            })) => (status, headers, body),
         };
     let retry_after = headers
         .get(http::header::RETRY_AFTER)

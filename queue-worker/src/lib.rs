@@ -16,6 +16,6 @@ mod policies;
 mod worker;
 
 pub use config::WorkerConfig;
-pub use invoke::{Answer, FunctionCaller, GatewayHttp, MAX_RESPONSE_BYTES};
+pub use courier_invoke::{Answer, FunctionCaller, GatewayHttp, MAX_RESPONSE_BYTES};
 pub use metrics::WorkerMetrics;
 pub use worker::Worker;

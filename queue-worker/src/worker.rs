@@ -18,9 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::callback::{self, CallbackInfo};
 use crate::config::WorkerConfig;
-use crate::invoke::{self, FunctionCaller, GatewayHttp, Outcome};
+use crate::invoke::{self, Outcome};
 use crate::metrics::WorkerMetrics;
 use crate::policies::Policies;
+use courier_invoke::{FunctionCaller, GatewayHttp};
 
 /// How often `queue_worker_pending_messages` is refreshed.
 const PENDING_REFRESH: Duration = Duration::from_secs(1);

@@ -336,6 +336,8 @@ impl QueueWorker {
             &courier.base_url(),
             "--ack-wait",
             "2s",
+            "--listen",
+            "127.0.0.1:0",
         ])
         .env("COURIER_BASIC_AUTH_PASSWORD", courier.password())
         .stdout(fs::File::create(&stdout).expect("create worker stdout"))
@@ -347,6 +349,21 @@ impl QueueWorker {
             stdout,
             stderr,
         }
+    }
+
+    /// The worker's `/metrics` URL, from the line it prints at start.
+    async fn metrics_url(&self) -> String {
+        courier_e2e::eventually(
+            Duration::from_secs(10),
+            "the worker's metrics line",
+            || async {
+                fs::read_to_string(&self.stdout).ok().and_then(|out| {
+                    out.lines()
+                        .find_map(|l| l.trim().strip_prefix("metrics: ").map(str::to_owned))
+                })
+            },
+        )
+        .await
     }
 
     fn output(&self) -> String {
@@ -398,6 +415,30 @@ async fn the_gateway_and_the_queue_worker_run_as_separate_processes() {
         worker.output()
     );
     assert_eq!(got[0].body, b"slept");
+
+    // The standalone worker serves its own metrics and health.
+    let metrics_url = worker.metrics_url().await;
+    let client = courier_e2e::http_client();
+    let health = client
+        .get(metrics_url.replace("/metrics", "/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    let text = client
+        .get(&metrics_url)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert_eq!(
+        courier_e2e::metric_sum(&text, "queue_worker_messages_processed_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("queue_worker_pending_messages"), "{text}");
 
     // A call in flight when SIGTERM arrives is finished, and the worker exits 0 in time.
     let resp = courier

@@ -8,6 +8,9 @@ use http::header::{self, HeaderName};
 pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 /// Gateway receipt time in Unix nanoseconds.
 pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
+
+/// Where the result of a queued call is posted.
+pub const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
 /// Duration of a function run in seconds.
 pub const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 /// Original Host of a forwarded request.

@@ -180,7 +180,28 @@ impl GoUrl {
     }
 }
 
-/// A header name in Go's canonical form (`x-call-id` → `X-Call-Id`), as Go stores headers.
+/// The headers a queued call keeps, under Go's canonical names: everything but hop-by-hop
+/// headers, `Host` and `Content-Length` (values that are not visible ASCII are dropped).
+pub fn stored_headers(headers: &http::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut stored = BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in headers {
+        if crate::headers::HOP_BY_HOP.contains(name)
+            || name == http::header::HOST
+            || name == http::header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            stored
+                .entry(canonical_header_name(name.as_str()))
+                .or_default()
+                .push(v.to_owned());
+        }
+    }
+    stored
+}
+
+/// `name` the way Go's `http.CanonicalHeaderKey` writes it (`x-call-id` → `X-Call-Id`).
 pub fn canonical_header_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut upper = true;

@@ -68,6 +68,14 @@ fn deployment(
     Ok((namespace, spec))
 }
 
+/// The checks the gateway was configured with (a schedule that parses, ...).
+fn check(gateway: &Gateway, spec: &FunctionDeployment) -> Result<(), ApiError> {
+    for check in &gateway.config.spec_checks {
+        (check.0)(spec).map_err(|e| ApiError::BadRequest(format!("validation failed: {e}")))?;
+    }
+    Ok(())
+}
+
 pub(super) async fn deploy(
     State(gateway): State<Arc<Gateway>>,
     Query(q): Query<NamespaceQuery>,
@@ -75,7 +83,9 @@ pub(super) async fn deploy(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let (namespace, spec) = deployment(&headers, &q, &body)?;
+    check(&gateway, &spec)?;
     gateway.provider.deploy(&namespace, spec).await?;
+    gateway.changes.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -86,7 +96,9 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let (namespace, spec) = deployment(&headers, &q, &body)?;
+    check(&gateway, &spec)?;
     gateway.provider.update(&namespace, spec).await?;
+    gateway.changes.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -111,6 +123,7 @@ pub(super) async fn delete(
     };
     gateway.routes.forget(&function);
     gateway.metrics.forget(&function.qualified());
+    gateway.changes.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
 

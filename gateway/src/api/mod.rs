@@ -19,7 +19,11 @@ use crate::auth;
 use crate::error::ApiError;
 
 /// Builds every route of the gateway.
-pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> Router {
+pub(crate) fn router(
+    gateway: Arc<Gateway>,
+    registry: prometheus::Registry,
+    extra: Router,
+) -> Router {
     let limit = gateway.config.max_body_bytes;
     let system = Router::new()
         .route(
@@ -53,6 +57,8 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
             "/system/dead-letters/{call_id}/replay",
             post(dead_letters::replay),
         )
+        .with_state(gateway.clone())
+        .merge(extra)
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             auth::require,
@@ -65,8 +71,8 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
     // invocation proxy first, with hyper's unboxed body.
     Router::new()
         .route("/healthz", get(system::healthz))
-        .merge(system)
         .with_state(gateway)
+        .merge(system)
         .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,61 @@
+//! The data of one call: what a trigger sends, what a function answers, where a queued call is.
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+/// One call of a function, as a trigger makes it.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// `name` or `name.namespace`.
+    pub function: String,
+    /// The path after the function's name (`/` when none); may carry `?query`.
+    pub path: String,
+    /// Headers passed to the function unchanged (`X-Call-Id` is set from `call_id`).
+    pub headers: HeaderMap,
+    /// The request body.
+    pub body: Bytes,
+    /// The call id (`X-Call-Id`); for a queued call also its dedup key. `None`: a fresh uuid.
+    pub call_id: Option<String>,
+}
+
+impl Call {
+    /// The call id to use: the given one, or a fresh uuid (v4).
+    pub(crate) fn id_or_new(&self) -> String {
+        self.call_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The path (without query) and the query (without `?`).
+    pub(crate) fn path_and_query(&self) -> (&str, &str) {
+        match self.path.split_once('?') {
+            Some((path, query)) => (path, query),
+            None => (self.path.as_str(), ""),
+        }
+    }
+}
+
+/// What a function answered: status, headers and the whole body (bounded).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status (the gateway's own when the function could not be reached: 404, 502,
+    /// 503, 504).
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The response body.
+    pub body: Bytes,
+}
+
+/// Where a queued call sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The call id (also the dedup key).
+    pub call_id: String,
+    /// Whether a call with this id was stored within the dedup window already (nothing new
+    /// was stored).
+    pub duplicate: bool,
+    /// The message's sequence in the queue; `None` when the queue cannot tell which message a
+    /// duplicate duplicated.
+    pub seq: Option<u64>,
+}

@@ -1,0 +1,273 @@
+//! [`Invoker`]: what a trigger does with an event, and [`Fabric`], its implementation over a
+//! [`FunctionCaller`] and a [`WorkQueue`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
+use courier_core::names::FunctionRef;
+use courier_core::queue::{DeadLetterRecord, GoUrl, QueueRequest, stored_headers};
+use courier_queue::{DeadLetter, Message, Published, WorkQueue};
+use http::HeaderValue;
+
+use crate::{Answer, Call, Enqueued, FunctionCaller, InvokeError};
+
+/// What a trigger (connector, scheduler) can do with a function call.
+#[async_trait::async_trait]
+pub trait Invoker: Send + Sync + 'static {
+    /// Calls the function now, through the gateway (so it counts in the gateway's metrics),
+    /// and returns its whole answer. `Err` only when no answer came (unreachable, timeout); a
+    /// 5xx answer is `Ok` with that status.
+    async fn call(&self, call: Call, timeout: Duration) -> Result<Answer, InvokeError>;
+
+    /// Stores the call durably in the work queue as an OpenFaaS `QueueRequest`; the queue
+    /// worker invokes it with its retries, callbacks (`X-Callback-Url` in `call.headers`) and
+    /// dead letters. Returns once stored; the same call id within the queue's dedup window is
+    /// stored once (`duplicate: true`).
+    async fn enqueue(&self, call: Call) -> Result<Enqueued, InvokeError>;
+
+    /// Whether a queued call is still waiting, running or waiting for a retry (false once it
+    /// was acknowledged or dead-lettered, and when the queue cannot tell).
+    async fn is_outstanding(&self, enqueued: &Enqueued) -> Result<bool, InvokeError>;
+
+    /// Keeps a call given up on as a dead letter (served at `/system/dead-letters`, replayable
+    /// with `courier dlq replay`).
+    async fn dead_letter(
+        &self,
+        call: &Call,
+        attempts: u64,
+        last_status: Option<u16>,
+        error: &str,
+    ) -> Result<(), InvokeError>;
+}
+
+impl std::fmt::Debug for dyn Invoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Invoker")
+    }
+}
+
+/// The [`Invoker`] of every Courier process: synchronous calls through `caller`, queued
+/// calls and dead letters in `queue`.
+#[derive(Debug, Clone)]
+pub struct Fabric {
+    caller: Arc<dyn FunctionCaller>,
+    queue: Option<Arc<dyn WorkQueue>>,
+}
+
+impl Fabric {
+    /// Calls through `caller`; queues in `queue` (without one, `enqueue` and `dead_letter`
+    /// fail with [`InvokeError::NoQueue`]).
+    pub fn new(caller: Arc<dyn FunctionCaller>, queue: Option<Arc<dyn WorkQueue>>) -> Self {
+        Self { caller, queue }
+    }
+
+    fn queue(&self) -> Result<&Arc<dyn WorkQueue>, InvokeError> {
+        self.queue.as_ref().ok_or(InvokeError::NoQueue)
+    }
+}
+
+/// The gateway URI of `call`: `/function/{function}{path}`.
+fn function_uri(call: &Call) -> String {
+    let function = call.function.trim_matches('/');
+    if call.path.is_empty() {
+        format!("/function/{function}/")
+    } else if call.path.starts_with('/') {
+        format!("/function/{function}{}", call.path)
+    } else {
+        format!("/function/{function}/{}", call.path)
+    }
+}
+
+fn call_id_header(id: &str) -> Result<HeaderValue, InvokeError> {
+    HeaderValue::from_str(id).map_err(|_| InvokeError::Invalid(format!("call id {id:?}")))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// The `QueueRequest` for `call` with id `id`, as the gateway's `/async-function` stores it.
+fn queue_request(call: &Call, id: &str) -> Result<QueueRequest, InvokeError> {
+    let mut headers = call.headers.clone();
+    headers.insert(X_CALL_ID, call_id_header(id)?);
+    let start_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    headers.insert(X_START_TIME, HeaderValue::from(start_nanos));
+    let callback_url = match headers.get(X_CALLBACK_URL) {
+        None => None,
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| InvokeError::Invalid("X-Callback-Url is not text".into()))?;
+            Some(GoUrl::parse(text).map_err(|e| InvokeError::Invalid(e.to_string()))?)
+        }
+    };
+    let (path, query) = call.path_and_query();
+    Ok(QueueRequest {
+        header: stored_headers(&headers),
+        body: call.body.to_vec(),
+        method: http::Method::POST.to_string(),
+        path: path.to_owned(),
+        query_string: query.to_owned(),
+        function: call.function.clone(),
+        callback_url,
+        ..QueueRequest::default()
+    })
+}
+
+#[async_trait::async_trait]
+impl Invoker for Fabric {
+    async fn call(&self, call: Call, timeout: Duration) -> Result<Answer, InvokeError> {
+        let id = call.id_or_new();
+        let uri = function_uri(&call);
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&uri)
+            .body(call.body)
+            .map_err(|e| InvokeError::Invalid(format!("{uri}: {e}")))?;
+        *request.headers_mut() = call.headers;
+        request
+            .headers_mut()
+            .insert(X_CALL_ID, call_id_header(&id)?);
+        match tokio::time::timeout(timeout, self.caller.call(request)).await {
+            Err(_) => Err(InvokeError::Timeout(timeout)),
+            Ok(Err(e)) => Err(InvokeError::Unreachable(e)),
+            Ok(Ok(answer)) => Ok(answer),
+        }
+    }
+
+    async fn enqueue(&self, call: Call) -> Result<Enqueued, InvokeError> {
+        let queue = self.queue()?;
+        let id = call.id_or_new();
+        let request = queue_request(&call, &id)?;
+        let payload = serde_json::to_vec(&request)
+            .map_err(|e| InvokeError::Invalid(format!("encoding the queued call: {e}")))?;
+        let receipt = queue
+            .publish_tracked(Message {
+                id: id.clone(),
+                payload: payload.into(),
+            })
+            .await?;
+        Ok(Enqueued {
+            call_id: id,
+            duplicate: receipt.published == Published::Duplicate,
+            seq: receipt.seq,
+        })
+    }
+
+    async fn is_outstanding(&self, enqueued: &Enqueued) -> Result<bool, InvokeError> {
+        let Some(seq) = enqueued.seq else {
+            return Ok(false);
+        };
+        Ok(self.queue()?.is_outstanding(seq).await?)
+    }
+
+    async fn dead_letter(
+        &self,
+        call: &Call,
+        attempts: u64,
+        last_status: Option<u16>,
+        error: &str,
+    ) -> Result<(), InvokeError> {
+        let queue = self.queue()?;
+        let id = call.id_or_new();
+        let (name, namespace) = match FunctionRef::parse_invocation(&call.function) {
+            Ok(f) => (f.name, f.namespace),
+            Err(_) => (call.function.clone(), String::new()),
+        };
+        let record = DeadLetterRecord {
+            call_id: id.clone(),
+            function: name,
+            namespace,
+            attempts,
+            last_status,
+            error: error.to_owned(),
+            failed_at: now_rfc3339(),
+            request: Some(queue_request(call, &id)?),
+        };
+        let record = serde_json::to_vec(&record)
+            .map_err(|e| InvokeError::Invalid(format!("encoding the dead letter: {e}")))?;
+        queue
+            .put_dead_letter(DeadLetter {
+                id,
+                failed_at_ms: now_ms(),
+                record: record.into(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(function: &str, path: &str) -> Call {
+        Call {
+            function: function.into(),
+            path: path.into(),
+            ..Call::default()
+        }
+    }
+
+    #[test]
+    fn the_gateway_uri_carries_function_path_and_query() {
+        assert_eq!(function_uri(&call("echo", "")), "/function/echo/");
+        assert_eq!(
+            function_uri(&call("echo.team", "/")),
+            "/function/echo.team/"
+        );
+        assert_eq!(
+            function_uri(&call("echo", "/a/b?x=1")),
+            "/function/echo/a/b?x=1"
+        );
+        assert_eq!(function_uri(&call("echo", "a")), "/function/echo/a");
+    }
+
+    #[test]
+    fn a_queued_call_keeps_headers_id_path_query_and_callback() {
+        let mut c = call("echo.team", "/sub?x=1");
+        c.headers
+            .insert("x-topic", HeaderValue::from_static("orders"));
+        c.headers.insert(
+            X_CALLBACK_URL,
+            HeaderValue::from_static("http://127.0.0.1:9/cb"),
+        );
+        c.body = bytes::Bytes::from_static(b"hi");
+        let request = queue_request(&c, "id-1").expect("valid");
+        assert_eq!(request.header["X-Call-Id"], vec!["id-1".to_owned()]);
+        assert_eq!(request.header["X-Topic"], vec!["orders".to_owned()]);
+        assert!(request.header.contains_key("X-Start-Time"));
+        assert_eq!(request.path, "/sub");
+        assert_eq!(request.query_string, "x=1");
+        assert_eq!(request.function, "echo.team");
+        assert_eq!(request.body, b"hi");
+        assert_eq!(
+            request.callback_url.map(|u| u.to_url_string()).as_deref(),
+            Some("http://127.0.0.1:9/cb")
+        );
+    }
+
+    #[test]
+    fn a_bad_callback_url_is_an_invalid_call() {
+        let mut c = call("echo", "/");
+        c.headers
+            .insert(X_CALLBACK_URL, HeaderValue::from_static("not a url"));
+        assert!(matches!(
+            queue_request(&c, "id"),
+            Err(InvokeError::Invalid(_))
+        ));
+    }
+}
