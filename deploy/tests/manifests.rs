@@ -16,6 +16,7 @@ use courier_deploy::{
     Object, deploy_dir, kubernetes_dir, lost_fields, parse_yaml, quantity, read_objects,
     read_to_string, render_objects,
 };
+use courier_provider_kubernetes::{PERMISSIONS, PermissionScope};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
@@ -343,7 +344,7 @@ fn the_base_holds_the_whole_stack() -> Result<()> {
         "ServiceAccount courier/courier-connector-kafka",
         "ServiceAccount courier/courier-connector-amqp",
         "ServiceAccount courier/nats",
-        "Role openfaas-fn/courier-provider",
+        "ClusterRole courier-provider",
         "RoleBinding openfaas-fn/courier-provider",
         "ClusterRole courier-namespace-reader",
         "ClusterRoleBinding courier-namespace-reader",
@@ -376,7 +377,7 @@ fn overlays_keep_every_object_of_the_base() -> Result<()> {
 }
 
 #[test]
-fn objects_live_in_the_control_plane_namespace_except_the_providers_role() -> Result<()> {
+fn objects_live_in_the_control_plane_namespace_except_the_providers_binding() -> Result<()> {
     each_tree(|tree, problems| {
         let courier = tree
             .namespaces
@@ -398,12 +399,28 @@ fn objects_live_in_the_control_plane_namespace_except_the_providers_role() -> Re
                  lists function namespaces by it), has {label:?}"
             ));
         }
+        // Function pods meet the restricted level (the provider renders them so).
+        let enforced = functions
+            .and_then(|n| n.metadata.labels.as_ref())
+            .and_then(|l| l.get("pod-security.kubernetes.io/enforce"));
+        if enforced.map(String::as_str) != Some("restricted") {
+            problems.push(format!(
+                "Namespace {FUNCTIONS} should enforce the restricted Pod Security level, \
+                 enforces {enforced:?}"
+            ));
+        }
         for o in &tree.objects {
             let cluster_scoped = matches!(
                 o.kind.as_str(),
                 "Namespace" | "ClusterRole" | "ClusterRoleBinding"
             );
             let in_functions = matches!(o.kind.as_str(), "Role" | "RoleBinding");
+            if o.kind == "Role" {
+                problems.push(format!(
+                    "{}: the provider's rules are a ClusterRole",
+                    o.id()
+                ));
+            }
             let wanted = match (cluster_scoped, in_functions) {
                 (true, _) => None,
                 (false, true) => Some(FUNCTIONS),
@@ -912,76 +929,67 @@ fn rule_problems(at: &str, rules: &[PolicyRule]) -> Vec<String> {
     problems
 }
 
+/// `(apiGroup, resource)` → verbs: what the provider uses at `scope`, from its
+/// [`PERMISSIONS`] (the one list; its own tests check it against every code path).
+fn provider_needs(scope: PermissionScope) -> BTreeMap<(String, String), BTreeSet<String>> {
+    PERMISSIONS
+        .iter()
+        .filter(|p| p.scope == scope)
+        .map(|p| {
+            let verbs = p.verbs.iter().map(|v| (*v).to_owned()).collect();
+            ((p.api_group.to_owned(), p.resource.to_owned()), verbs)
+        })
+        .collect()
+}
+
 #[test]
-fn rbac_grants_the_provider_exactly_what_it_uses_in_the_function_namespace() -> Result<()> {
-    let verbs = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
-    let manage = verbs(&[
-        "get", "list", "watch", "create", "update", "patch", "delete",
-    ]);
-    let read = verbs(&["get", "list", "watch"]);
-    let provider: BTreeMap<(String, String), BTreeSet<String>> = [
-        (("apps", "deployments"), manage.clone()),
-        (
-            ("apps", "deployments/scale"),
-            verbs(&["get", "update", "patch"]),
-        ),
-        (("", "services"), manage.clone()),
-        (("discovery.k8s.io", "endpointslices"), read.clone()),
-        (("", "pods"), read.clone()),
-        (("", "pods/log"), verbs(&["get"])),
-        (("", "secrets"), manage),
-    ]
-    .into_iter()
-    .map(|((g, r), v)| ((g.to_owned(), r.to_owned()), v))
-    .collect();
-    let namespaces: BTreeMap<(String, String), BTreeSet<String>> =
-        [(("".to_owned(), "namespaces".to_owned()), read)].into();
+fn rbac_grants_the_provider_exactly_what_it_uses() -> Result<()> {
+    let in_namespace = provider_needs(PermissionScope::ServedNamespace);
+    let cluster_wide = provider_needs(PermissionScope::Cluster);
+    ensure!(!in_namespace.is_empty() && !cluster_wide.is_empty());
+    const PROVIDER: &str = "courier-provider";
+    const NAMESPACE_READER: &str = "courier-namespace-reader";
 
     each_tree(|tree, problems| {
         let gateway_account = ("ServiceAccount", "courier-gateway", CONTROL_PLANE);
-        // Roles: only the provider's, only in openfaas-fn.
-        let [role] = tree.roles.as_slice() else {
+        if !tree.roles.is_empty() {
             problems.push(format!(
-                "{} Roles, want only courier-provider",
+                "{} Roles, want none (the provider's rules are ClusterRole {PROVIDER}, bound \
+                 per namespace)",
                 tree.roles.len()
             ));
-            return Ok(());
-        };
-        let at = format!("Role {}", name(&role.metadata));
-        if name(&role.metadata) != "courier-provider"
-            || role.metadata.namespace.as_deref() != Some(FUNCTIONS)
-        {
-            problems.push(format!("{at} should be courier-provider in {FUNCTIONS}"));
         }
-        let rules = role.rules.clone().unwrap_or_default();
-        problems.extend(rule_problems(&at, &rules));
-        if grants(&rules) != provider {
+        // The two ClusterRoles: the provider's rules, and reading namespaces.
+        let names: BTreeSet<&str> = tree
+            .cluster_roles
+            .iter()
+            .map(|r| name(&r.metadata))
+            .collect();
+        if names != BTreeSet::from([PROVIDER, NAMESPACE_READER]) {
             problems.push(format!(
-                "{at} grants {:?}, want {provider:?}",
-                grants(&rules)
+                "ClusterRoles {names:?}, want {PROVIDER} and {NAMESPACE_READER}"
             ));
         }
-        // Cluster-wide: reading namespaces, nothing else.
-        let [cluster_role] = tree.cluster_roles.as_slice() else {
-            problems.push(format!(
-                "{} ClusterRoles, want one",
-                tree.cluster_roles.len()
-            ));
-            return Ok(());
-        };
-        let at = format!("ClusterRole {}", name(&cluster_role.metadata));
-        let rules = cluster_role.rules.clone().unwrap_or_default();
-        problems.extend(rule_problems(&at, &rules));
-        if grants(&rules) != namespaces {
-            problems.push(format!(
-                "{at} grants {:?}, want {namespaces:?}",
-                grants(&rules)
-            ));
+        for role in &tree.cluster_roles {
+            let at = format!("ClusterRole {}", name(&role.metadata));
+            let rules = role.rules.clone().unwrap_or_default();
+            problems.extend(rule_problems(&at, &rules));
+            let want = match name(&role.metadata) {
+                PROVIDER => &in_namespace,
+                _ => &cluster_wide,
+            };
+            if grants(&rules) != *want {
+                problems.push(format!(
+                    "{at} grants {:?}, want exactly what the provider uses: {want:?}",
+                    grants(&rules)
+                ));
+            }
+            if role.aggregation_rule.is_some() {
+                problems.push(format!("{at} aggregates other roles"));
+            }
         }
-        if cluster_role.aggregation_rule.is_some() {
-            problems.push(format!("{at} aggregates other roles"));
-        }
-        // Bindings: each binds a role of this tree to the gateway's account, and only that.
+        // Bindings: the provider's rules in openfaas-fn only, namespaces cluster-wide; both
+        // to the gateway's account only.
         let mut bindings = Vec::new();
         for b in &tree.role_bindings {
             bindings.push((
@@ -1000,15 +1008,17 @@ fn rbac_grants_the_provider_exactly_what_it_uses_in_the_function_namespace() -> 
             ));
         }
         for (at, role_ref, subjects, namespace) in bindings {
-            let target_ok = match role_ref.kind.as_str() {
-                "Role" => namespace == Some(FUNCTIONS) && role_ref.name == name(&role.metadata),
-                "ClusterRole" => {
-                    namespace.is_none() && role_ref.name == name(&cluster_role.metadata)
-                }
-                _ => false,
-            };
+            let target_ok = role_ref.kind == "ClusterRole"
+                && match namespace {
+                    Some(ns) => ns == FUNCTIONS && role_ref.name == PROVIDER,
+                    // Bound cluster-wide, the provider's rules would reach every namespace.
+                    None => role_ref.name == NAMESPACE_READER,
+                };
             if !target_ok {
-                problems.push(format!("{at} binds {} {}", role_ref.kind, role_ref.name));
+                problems.push(format!(
+                    "{at} (namespace {namespace:?}) binds {} {}",
+                    role_ref.kind, role_ref.name
+                ));
             }
             let subjects: Vec<_> = subjects
                 .iter()

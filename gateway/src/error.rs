@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The function did not answer within the upstream timeout (504).
     #[error("{0}")]
     GatewayTimeout(String),
+    /// What the provider depends on is unreachable; retry later (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// The gateway or provider failed (500); details are logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -54,7 +57,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,6 +92,7 @@ impl From<ProviderError> for ApiError {
             ProviderError::Invalid(msg) => Self::BadRequest(msg),
             ProviderError::Conflict(msg) => Self::Conflict(msg),
             ProviderError::NotReady(_) => Self::NotReady(e.to_string()),
+            ProviderError::Unavailable { .. } => Self::Unavailable(e.to_string()),
             ProviderError::Internal { .. } => Self::Internal(e.to_string()),
         }
     }
@@ -103,5 +107,44 @@ impl From<DecodeError> for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         Self::BadRequest(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_errors_answer_with_the_contracts_statuses() {
+        let unavailable = ProviderError::Unavailable {
+            context: "list".into(),
+            source: "etcd is down".into(),
+        };
+        let cases = [
+            (
+                ProviderError::NotFound {
+                    kind: "function",
+                    name: "a.b".into(),
+                },
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ProviderError::AlreadyExists {
+                    kind: "function",
+                    name: "a.b".into(),
+                },
+                StatusCode::CONFLICT,
+            ),
+            (ProviderError::Conflict("x".into()), StatusCode::CONFLICT),
+            (ProviderError::Invalid("x".into()), StatusCode::BAD_REQUEST),
+            (unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                ProviderError::internal("x", "y"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::from(error).status(), status);
+        }
     }
 }

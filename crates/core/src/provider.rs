@@ -50,6 +50,16 @@ pub enum ProviderError {
     /// The function exists but has no ready replica yet.
     #[error("function {0} has no ready replica")]
     NotReady(String),
+    /// What the provider depends on (the orchestrator's API) is unreachable or overloaded;
+    /// trying again later may work (503).
+    #[error("{context}: {source}")]
+    Unavailable {
+        /// What the provider was doing.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The provider itself failed (IO, the orchestrator); not the caller's fault.
     #[error("{context}: {source}")]
     Internal {
@@ -81,6 +91,7 @@ impl ProviderError {
             Self::Invalid(_) => "invalid",
             Self::Conflict(_) => "conflict",
             Self::NotReady(_) => "not_ready",
+            Self::Unavailable { .. } => "unavailable",
             Self::Internal { .. } => "internal",
         }
     }

@@ -1,4 +1,19 @@
 //! The Kubernetes provider's own failures, and how they become [`ProviderError`]s at the seam.
+//!
+//! How an API server answer maps (the gateway then answers with the status in brackets):
+//!
+//! | Kubernetes | [`ProviderError`] |
+//! |---|---|
+//! | 404 NotFound, about the object the call named | `NotFound` (404) |
+//! | 404 NotFound, about its namespace | `NotFound { kind: "namespace" }` (404) |
+//! | 404 NotFound, any other (a pod gone while its log is read) | `NotFound`, as the API server names it (404) |
+//! | 409 AlreadyExists | `AlreadyExists` (409) |
+//! | 409 Conflict (a stale `resourceVersion`, an apply conflict) | `Conflict` (409) |
+//! | 400 BadRequest, 422 Invalid | `Invalid` (400) |
+//! | 429, 5xx, unreachable, no answer within the request timeout | `Unavailable` (503), context "the Kubernetes API is unavailable" |
+//! | anything else (401, 403: the provider's own credentials) | `Internal` (500) |
+//!
+//! [`Error::is_unavailable`] tells these apart for logs, metrics and retries.
 
 use std::time::Duration;
 
@@ -19,6 +34,24 @@ pub enum Error {
     NotSynced(Duration),
 }
 
+/// What a call was about, when the caller named one object: a 404 or 409 about it is reported
+/// as this object.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// "function" or "secret".
+    pub(crate) kind: &'static str,
+    /// Its name.
+    pub(crate) name: &'a str,
+    /// Its namespace.
+    pub(crate) namespace: &'a str,
+}
+
+impl Target<'_> {
+    fn qualified(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+}
+
 impl Error {
     /// The HTTP status the API server answered with, when it answered.
     pub fn status_code(&self) -> Option<u16> {
@@ -28,9 +61,21 @@ impl Error {
         }
     }
 
+    /// Whether the API server could not take the call at all: unreachable, too slow,
+    /// overloaded (429) or failing (5xx). Worth retrying later; not the caller's fault.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Kube(kube::Error::Api(status)) => status.code == 429 || status.code >= 500,
+            Self::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)) => true,
+            Self::Kube(_) => false,
+            Self::Timeout(_) | Self::NotSynced(_) => true,
+        }
+    }
+
     /// A bounded label for metrics and logs.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Kube(kube::Error::Api(_)) if self.is_unavailable() => "unavailable",
             Self::Kube(kube::Error::Api(_)) => "api",
             Self::Kube(_) => "transport",
             Self::Timeout(_) => "timeout",
@@ -42,17 +87,76 @@ impl Error {
         self.status_code() == Some(404)
     }
 
-    /// The answer for the caller: the API server's refusals of the request itself (invalid,
-    /// conflicting) are the caller's to fix, everything else is the provider's failure.
+    /// The answer for the caller of a call about no single object (a list, a log stream).
     pub(crate) fn into_provider(self, context: impl std::fmt::Display) -> ProviderError {
-        match &self {
-            Self::Kube(kube::Error::Api(status)) => match status.code {
-                400 | 422 => ProviderError::Invalid(format!("{context}: {}", status.message)),
-                409 => ProviderError::Conflict(format!("{context}: {}", status.message)),
-                _ => ProviderError::internal(context, self),
+        self.classify(None, context)
+    }
+
+    /// The answer for the caller of a call about `target`: a 404 or 409 about it says so.
+    pub(crate) fn into_provider_for(
+        self,
+        target: Target<'_>,
+        context: impl std::fmt::Display,
+    ) -> ProviderError {
+        self.classify(Some(target), context)
+    }
+
+    fn classify(
+        self,
+        target: Option<Target<'_>>,
+        context: impl std::fmt::Display,
+    ) -> ProviderError {
+        let Self::Kube(kube::Error::Api(status)) = &self else {
+            return self.internal(context);
+        };
+        let details = status.details.as_ref();
+        match (status.code, target) {
+            (404, _) if details.is_some_and(|d| d.kind == "namespaces") => {
+                ProviderError::NotFound {
+                    kind: "namespace",
+                    name: details.map(|d| d.name.clone()).unwrap_or_default(),
+                }
+            }
+            (404, Some(target)) => ProviderError::NotFound {
+                kind: target.kind,
+                name: target.qualified(),
             },
-            _ => ProviderError::internal(context, self),
+            (404, None) => ProviderError::NotFound {
+                kind: details.map_or("object", |d| singular(&d.kind)),
+                name: details.map(|d| d.name.clone()).unwrap_or_default(),
+            },
+            (409, Some(target)) if status.reason == "AlreadyExists" => {
+                ProviderError::AlreadyExists {
+                    kind: target.kind,
+                    name: target.qualified(),
+                }
+            }
+            (409, _) => ProviderError::Conflict(format!("{context}: {}", status.message)),
+            (400 | 422, _) => ProviderError::Invalid(format!("{context}: {}", status.message)),
+            _ => self.internal(context),
         }
+    }
+
+    fn internal(self, context: impl std::fmt::Display) -> ProviderError {
+        if self.is_unavailable() {
+            ProviderError::Unavailable {
+                context: format!("the Kubernetes API is unavailable: {context}"),
+                source: Box::new(self),
+            }
+        } else {
+            ProviderError::internal(context, self)
+        }
+    }
+}
+
+/// The provider's word for a Kubernetes resource a 404 names.
+fn singular(resource: &str) -> &'static str {
+    match resource {
+        "deployments" => "function",
+        "secrets" => "secret",
+        "services" => "service",
+        "pods" => "pod",
+        _ => "object",
     }
 }
 
@@ -80,6 +184,20 @@ mod tests {
         )))
     }
 
+    fn about(code: u16, reason: &str, kind: &str, name: &str) -> Error {
+        let mut status = kube::core::Status::failure("the message", reason).with_code(code);
+        status.details = Some(
+            serde_json::from_value(serde_json::json!({ "name": name, "kind": kind })).unwrap(),
+        );
+        Error::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    const ECHO: Target<'static> = Target {
+        kind: "function",
+        name: "echo",
+        namespace: "openfaas-fn",
+    };
+
     #[test]
     fn refusals_of_the_request_are_the_callers_to_fix() {
         assert!(matches!(
@@ -87,16 +205,73 @@ mod tests {
             ProviderError::Invalid(msg) if msg == "deploy echo: the message"
         ));
         assert!(matches!(
+            api_error(400, "BadRequest").into_provider("deploy echo"),
+            ProviderError::Invalid(_)
+        ));
+        assert!(matches!(
             api_error(409, "Conflict").into_provider("update echo"),
             ProviderError::Conflict(_)
         ));
         assert!(matches!(
-            api_error(403, "Forbidden").into_provider("list"),
-            ProviderError::Internal { .. }
+            api_error(409, "Conflict").into_provider_for(ECHO, "update echo"),
+            ProviderError::Conflict(_)
+        ));
+    }
+
+    #[test]
+    fn not_found_and_already_exists_name_the_object_the_call_was_about() {
+        assert!(matches!(
+            about(404, "NotFound", "deployments", "echo").into_provider_for(ECHO, "scale echo"),
+            ProviderError::NotFound { kind: "function", name } if name == "echo.openfaas-fn"
         ));
         assert!(matches!(
-            Error::Timeout(Duration::from_secs(1)).into_provider("list"),
-            ProviderError::Internal { .. }
+            api_error(409, "AlreadyExists").into_provider_for(ECHO, "create echo"),
+            ProviderError::AlreadyExists { kind: "function", name } if name == "echo.openfaas-fn"
+        ));
+    }
+
+    #[test]
+    fn a_not_found_about_no_named_object_is_reported_as_the_api_server_names_it() {
+        assert!(matches!(
+            about(404, "NotFound", "pods", "echo-1").into_provider("read the logs of echo"),
+            ProviderError::NotFound { kind: "pod", name } if name == "echo-1"
+        ));
+    }
+
+    #[test]
+    fn a_missing_namespace_is_reported_as_the_namespace() {
+        assert!(matches!(
+            about(404, "NotFound", "namespaces", "team-b").into_provider_for(ECHO, "apply echo"),
+            ProviderError::NotFound { kind: "namespace", name } if name == "team-b"
+        ));
+    }
+
+    #[test]
+    fn an_unavailable_api_server_is_unavailable_and_says_so() {
+        for error in [
+            api_error(503, "ServiceUnavailable"),
+            api_error(500, "InternalError"),
+            api_error(429, "TooManyRequests"),
+            Error::Timeout(Duration::from_secs(1)),
+        ] {
+            assert!(error.is_unavailable(), "{error}");
+            assert!(matches!(
+                error.into_provider("list"),
+                ProviderError::Unavailable { context, .. }
+                    if context == "the Kubernetes API is unavailable: list"
+            ));
+        }
+        assert_eq!(api_error(503, "ServiceUnavailable").code(), "unavailable");
+    }
+
+    #[test]
+    fn being_refused_by_rbac_is_the_providers_failure_not_the_callers() {
+        let forbidden = api_error(403, "Forbidden");
+        assert!(!forbidden.is_unavailable());
+        assert_eq!(forbidden.code(), "api");
+        assert!(matches!(
+            forbidden.into_provider_for(ECHO, "apply echo"),
+            ProviderError::Internal { context, .. } if context == "apply echo"
         ));
     }
 

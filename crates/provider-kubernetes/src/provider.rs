@@ -11,7 +11,7 @@ use courier_core::{
     ProviderError, Secret, SecretSummary,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret as KubeSecret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret as KubeSecret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -19,25 +19,66 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::KubernetesConfig;
-use crate::error::{Error, Result, within};
+use crate::error::{Error, Result, Target, within};
+use crate::logs;
 use crate::render::{self, FunctionObjects, SecretUse};
 use crate::routing::RoutingTable;
-use crate::{logs, watch};
+use crate::served::ServedNamespaces;
+use crate::watch::Watching;
 
-/// The field manager of everything Courier applies.
+/// The field manager of everything Courier applies: the whole Deployment and Service, except
+/// `spec.replicas`.
 pub const FIELD_MANAGER: &str = "courier";
-/// The field manager of replica changes through the scale subresource.
-const SCALE_FIELD_MANAGER: &str = "courier-scale";
+/// The field manager of the replica count: through the scale subresource (at creation and for
+/// the scale API), and once as an apply that takes `spec.replicas` over from an older
+/// Courier's applies (see [`applies_replicas`]).
+pub const SCALE_FIELD_MANAGER: &str = "courier-scale";
 
 /// Runs functions as Kubernetes Deployments + Services.
 pub struct KubernetesProvider {
     client: Client,
     config: KubernetesConfig,
-    /// [`KubernetesConfig::served_namespaces`], computed once.
-    served: Vec<String>,
-    routing: Arc<RoutingTable>,
+    served: Arc<ServedNamespaces>,
+    pub(crate) routing: Arc<RoutingTable>,
     watches: TaskTracker,
     stop: CancellationToken,
+}
+
+fn function_target<'a>(namespace: &'a str, name: &'a str) -> Target<'a> {
+    Target {
+        kind: "function",
+        name,
+        namespace,
+    }
+}
+
+fn secret_target<'a>(namespace: &'a str, name: &'a str) -> Target<'a> {
+    Target {
+        kind: "secret",
+        name,
+        namespace,
+    }
+}
+
+/// Whether Courier's applies (field manager [`FIELD_MANAGER`], operation `Apply`) own
+/// `spec.replicas` of `deployment`: true of a Deployment an older Courier applied with
+/// replicas. Applying without the field would then remove it, resetting the count to 1, so
+/// [`SCALE_FIELD_MANAGER`] takes it over first.
+pub(crate) fn applies_replicas(deployment: &Deployment) -> bool {
+    deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| {
+            entry.manager.as_deref() == Some(FIELD_MANAGER)
+                && entry.operation.as_deref() == Some("Apply")
+                && entry.subresource.as_deref().unwrap_or_default().is_empty()
+                && entry
+                    .fields_v1
+                    .as_ref()
+                    .is_some_and(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
+        })
 }
 
 fn not_found(kind: &'static str, namespace: &str, name: &str) -> ProviderError {
@@ -76,39 +117,100 @@ impl KubernetesProvider {
         Self::start(client, config).await
     }
 
-    /// Starts the watches of every served namespace and waits until each has listed its
-    /// namespace, so the first invocations already find their functions.
+    /// Starts the watches and waits until each fixed namespace (the default one and
+    /// [`KubernetesConfig::namespaces`]) has been listed, so the first invocations already
+    /// find their functions. With a [namespace selector](KubernetesConfig::namespace_selector)
+    /// it also lists the labelled namespaces, and waits (within the same
+    /// [`sync_timeout`](KubernetesConfig::sync_timeout)) for them to be served; one that is
+    /// not by then (no permission there?) is logged and served once it lists.
     pub async fn start(client: Client, config: KubernetesConfig) -> Result<Arc<Self>> {
         let provider = Self::without_watches(client, config);
-        let synced = watch::spawn(
-            &provider.client,
-            &provider.served,
-            &provider.routing,
-            &provider.watches,
-            &provider.stop,
-        );
         let sync_timeout = provider.config.sync_timeout;
-        let all_synced = futures_util::future::join_all(synced);
-        if tokio::time::timeout(sync_timeout, all_synced)
-            .await
-            .is_err()
-        {
+        let deadline = tokio::time::Instant::now() + sync_timeout;
+        let selector = match provider.discovery_selector().await {
+            Ok(selector) => selector,
+            Err(e) => {
+                provider.shutdown().await;
+                return Err(e);
+            }
+        };
+        let watching = provider.watching();
+        let fixed: Vec<_> = provider
+            .served
+            .fixed()
+            .iter()
+            .map(|ns| watching.spawn_namespace(ns, &provider.stop))
+            .collect();
+        let discovery = selector.map(|s| watching.spawn_discovery(s, &provider.stop));
+
+        let fixed_listed = tokio::time::timeout_at(deadline, futures_util::future::join_all(fixed));
+        let mut synced = fixed_listed.await.is_ok();
+        if let (true, Some(discovery)) = (synced, discovery) {
+            match tokio::time::timeout_at(deadline, discovery).await {
+                Ok(Ok(pending)) => {
+                    let all = futures_util::future::join_all(pending);
+                    if tokio::time::timeout_at(deadline, all).await.is_err() {
+                        tracing::warn!(
+                            served = ?provider.served.list(),
+                            "Some labelled namespaces could not be listed in time; each is \
+                             served once it is (does the gateway have the provider's \
+                             permissions there?)."
+                        );
+                    }
+                }
+                _ => synced = false,
+            }
+        }
+        if !synced {
             provider.shutdown().await;
             return Err(Error::NotSynced(sync_timeout));
         }
-        tracing::info!(namespaces = ?provider.served, "Kubernetes provider started.");
+        tracing::info!(namespaces = ?provider.served.list(), "Kubernetes provider started.");
         Ok(Arc::new(provider))
     }
 
     /// A provider whose routing table only knows what this process deploys and deletes.
     pub(crate) fn without_watches(client: Client, config: KubernetesConfig) -> Self {
         Self {
-            served: config.served_namespaces(),
+            served: Arc::new(ServedNamespaces::new(config.served_namespaces())),
             client,
             config,
             routing: Arc::default(),
             watches: TaskTracker::new(),
             stop: CancellationToken::new(),
+        }
+    }
+
+    fn watching(&self) -> Watching {
+        Watching {
+            client: self.client.clone(),
+            table: self.routing.clone(),
+            served: self.served.clone(),
+            tracker: self.watches.clone(),
+        }
+    }
+
+    /// The namespace selector to follow, after checking that the namespaces may be listed:
+    /// `None` when there is none, or when the API server forbids it (a namespace-scoped
+    /// installation: only the fixed namespaces are served, with a warning).
+    async fn discovery_selector(&self) -> Result<Option<String>> {
+        let Some(selector) = self.config.namespace_selector.clone() else {
+            return Ok(None);
+        };
+        let api = Api::<Namespace>::all(self.client.clone());
+        let probe = ListParams::default().labels(&selector).limit(1);
+        match self.call(api.list_metadata(&probe)).await {
+            Ok(_) => Ok(Some(selector)),
+            Err(e) if e.status_code() == Some(403) => {
+                tracing::warn!(
+                    selector,
+                    error = %e,
+                    "May not list namespaces: serving only the configured ones. Grant list \
+                     and watch on namespaces cluster-wide to serve the labelled ones too."
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -120,12 +222,12 @@ impl KubernetesProvider {
     }
 
     fn check_served(&self, namespace: &str) -> Result<(), ProviderError> {
-        if self.served.iter().any(|ns| ns == namespace) {
+        if self.served.contains(namespace) {
             return Ok(());
         }
         Err(ProviderError::Invalid(format!(
             "namespace {namespace} is not served by this provider (served: {})",
-            self.served.join(", ")
+            self.served.list().join(", ")
         )))
     }
 
@@ -147,7 +249,12 @@ impl KubernetesProvider {
         let found = self
             .call(self.api::<Deployment>(namespace).get_opt(name))
             .await
-            .map_err(|e| e.into_provider(format!("read function {name}.{namespace}")))?;
+            .map_err(|e| {
+                e.into_provider_for(
+                    function_target(namespace, name),
+                    format!("read function {name}.{namespace}"),
+                )
+            })?;
         match found {
             Some(deployment) if render::is_function(&deployment) => Ok(deployment),
             Some(_) => Err(ProviderError::Invalid(format!("Not a function: {name}"))),
@@ -176,10 +283,12 @@ impl KubernetesProvider {
         let api = self.api::<KubeSecret>(namespace);
         let mut secrets = SecretUse::default();
         for name in spec.secrets.iter().flatten() {
-            let found = self
-                .call(api.get_opt(name))
-                .await
-                .map_err(|e| e.into_provider(format!("read secret {name}.{namespace}")))?;
+            let found = self.call(api.get_opt(name)).await.map_err(|e| {
+                e.into_provider_for(
+                    secret_target(namespace, name),
+                    format!("read secret {name}.{namespace}"),
+                )
+            })?;
             let Some(secret) = found else {
                 return Err(ProviderError::Invalid(format!(
                     "unable to fetch secrets: secret {name} not found in namespace {namespace}"
@@ -190,41 +299,82 @@ impl KubernetesProvider {
         Ok(secrets)
     }
 
-    /// Server-side applies the function's Deployment, then its Service.
+    /// Server-side applies the function's Deployment (never its replicas), then its Service.
+    /// `hand_over` is the replica count to hand to [`SCALE_FIELD_MANAGER`] first, when
+    /// Courier's applies still own it (see [`applies_replicas`]).
     async fn apply(
         &self,
         function: &FunctionRef,
         spec: &FunctionDeployment,
-        replicas: i32,
+        hand_over: Option<i32>,
     ) -> Result<(), ProviderError> {
         let secrets = self.secret_use(&function.namespace, spec).await?;
         let revision = Timestamp::now().to_string();
         let objects = FunctionObjects {
             function,
             spec,
-            replicas,
             secrets: &secrets,
             revision: &revision,
             pods: &self.config.pods,
         };
         let deployment = objects.deployment()?;
         let service = objects.service();
+        let (namespace, name) = (function.namespace.as_str(), function.name.as_str());
+        let target = function_target(namespace, name);
+        let deployments = self.api::<Deployment>(namespace);
+        if let Some(replicas) = hand_over {
+            let replicas_only = serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": { "name": name, "namespace": namespace },
+                "spec": { "replicas": replicas },
+            });
+            let params = PatchParams::apply(SCALE_FIELD_MANAGER).force();
+            self.call(deployments.patch(name, &params, &Patch::Apply(&replicas_only)))
+                .await
+                .map_err(|e| {
+                    e.into_provider_for(target, format!("hand the replicas of {function} over"))
+                })?;
+        }
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let name = &function.name;
-        self.call(self.api::<Deployment>(&function.namespace).patch(
+        self.call(deployments.patch(name, &params, &Patch::Apply(&deployment)))
+            .await
+            .map_err(|e| {
+                e.into_provider_for(target, format!("apply the Deployment of {function}"))
+            })?;
+        self.call(
+            self.api::<Service>(namespace)
+                .patch(name, &params, &Patch::Apply(&service)),
+        )
+        .await
+        .map_err(|e| e.into_provider_for(target, format!("apply the Service of {function}")))?;
+        Ok(())
+    }
+
+    /// Sets the replica count through the scale subresource, as [`SCALE_FIELD_MANAGER`].
+    async fn set_replicas(
+        &self,
+        namespace: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Result<(), ProviderError> {
+        let params = PatchParams {
+            field_manager: Some(SCALE_FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        self.call(self.api::<Deployment>(namespace).patch_scale(
             name,
             &params,
-            &Patch::Apply(&deployment),
+            &Patch::Merge(&patch),
         ))
         .await
-        .map_err(|e| e.into_provider(format!("apply the Deployment of {function}")))?;
-        self.call(self.api::<Service>(&function.namespace).patch(
-            name,
-            &params,
-            &Patch::Apply(&service),
-        ))
-        .await
-        .map_err(|e| e.into_provider(format!("apply the Service of {function}")))?;
+        .map_err(|e| {
+            e.into_provider_for(
+                function_target(namespace, name),
+                format!("scale {name}.{namespace}"),
+            )
+        })?;
         Ok(())
     }
 
@@ -236,7 +386,12 @@ impl KubernetesProvider {
     ) -> Result<KubeSecret, ProviderError> {
         self.call(self.api::<KubeSecret>(namespace).get_opt(name))
             .await
-            .map_err(|e| e.into_provider(format!("read secret {name}.{namespace}")))?
+            .map_err(|e| {
+                e.into_provider_for(
+                    secret_target(namespace, name),
+                    format!("read secret {name}.{namespace}"),
+                )
+            })?
             .filter(render::is_managed_secret)
             .ok_or_else(|| not_found("secret", namespace, name))
     }
@@ -245,7 +400,7 @@ impl KubernetesProvider {
 impl std::fmt::Debug for KubernetesProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubernetesProvider")
-            .field("namespaces", &self.served)
+            .field("namespaces", &self.served.list())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -268,17 +423,25 @@ impl Provider for KubernetesProvider {
         }
     }
 
+    /// Applies the Deployment (without replicas: the API server creates it with 1) and the
+    /// Service, then scales to [`render::initial_replicas`] through the scale subresource
+    /// when that is not 1. See the crate docs for why replicas are never applied.
     async fn deploy(&self, namespace: &str, spec: FunctionDeployment) -> Result<(), ProviderError> {
         self.check_served(namespace)?;
         let function = FunctionRef {
             name: spec.service.clone(),
             namespace: namespace.to_owned(),
         };
-        let replicas = replica_count(spec.initial_replicas())?;
+        let replicas = replica_count(render::initial_replicas(&spec))?;
         let existing = self
             .call(self.api::<Deployment>(namespace).get_opt(&function.name))
             .await
-            .map_err(|e| e.into_provider(format!("read function {function}")))?;
+            .map_err(|e| {
+                e.into_provider_for(
+                    function_target(namespace, &function.name),
+                    format!("read function {function}"),
+                )
+            })?;
         if let Some(existing) = existing {
             being_removed(&existing, &function)?;
             return Err(ProviderError::AlreadyExists {
@@ -286,12 +449,18 @@ impl Provider for KubernetesProvider {
                 name: function.to_string(),
             });
         }
-        self.apply(&function, &spec, replicas).await?;
+        self.apply(&function, &spec, None).await?;
         self.routing.add_function(namespace, &function.name);
+        if replicas != 1 {
+            self.set_replicas(namespace, &function.name, replicas)
+                .await?;
+        }
         tracing::info!(function = %function, replicas, "Function deployed.");
         Ok(())
     }
 
+    /// Applies the new Deployment and Service, leaving the replica count to whoever owns it
+    /// (the scale API, an autoscaler): `com.openfaas.scale.min` only counts at creation.
     async fn update(&self, namespace: &str, spec: FunctionDeployment) -> Result<(), ProviderError> {
         self.check_served(namespace)?;
         let function = FunctionRef {
@@ -300,13 +469,11 @@ impl Provider for KubernetesProvider {
         };
         let current = self.function(namespace, &function.name).await?;
         being_removed(&current, &function)?;
-        let replicas = match spec.min_replicas() {
-            Some(min) => replica_count(min)?,
-            None => current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        };
-        self.apply(&function, &spec, replicas).await?;
+        let hand_over = applies_replicas(&current)
+            .then(|| current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1));
+        self.apply(&function, &spec, hand_over).await?;
         self.routing.add_function(namespace, &function.name);
-        tracing::info!(function = %function, replicas, "Function updated.");
+        tracing::info!(function = %function, "Function updated.");
         Ok(())
     }
 
@@ -360,31 +527,22 @@ impl Provider for KubernetesProvider {
         self.check_served(namespace)?;
         let count = replica_count(replicas)?;
         self.function(namespace, name).await?;
-        let params = PatchParams {
-            field_manager: Some(SCALE_FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        let patch = serde_json::json!({ "spec": { "replicas": count } });
-        self.call(self.api::<Deployment>(namespace).patch_scale(
-            name,
-            &params,
-            &Patch::Merge(&patch),
-        ))
-        .await
-        .map_err(|e| match e.is_not_found() {
-            true => not_found("function", namespace, name),
-            false => e.into_provider(format!("scale {name}.{namespace}")),
-        })?;
+        self.set_replicas(namespace, name, count).await?;
         tracing::info!(function = %format_args!("{name}.{namespace}"), replicas, "Function scaled.");
         Ok(())
     }
 
     fn resolve(&self, function: &FunctionRef) -> Result<Endpoint, ProviderError> {
+        // A namespace no longer served may still have routes a stopping watch wrote.
+        if !self.served.contains(&function.namespace) {
+            return Err(not_found("function", &function.namespace, &function.name));
+        }
         self.routing.resolve(function)
     }
 
+    /// The default namespace, the configured ones, and the labelled ones being served.
     async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
-        Ok(self.served.clone())
+        Ok(self.served.list())
     }
 
     async fn list_secrets(&self, namespace: &str) -> Result<Vec<SecretSummary>, ProviderError> {
@@ -424,12 +582,11 @@ impl Provider for KubernetesProvider {
         };
         self.call(self.api::<KubeSecret>(namespace).create(&params, &object))
             .await
-            .map_err(|e| match e.status_code() {
-                Some(409) => ProviderError::AlreadyExists {
-                    kind: "secret",
-                    name: format!("{}.{namespace}", secret.name),
-                },
-                _ => e.into_provider(format!("create secret {}.{namespace}", secret.name)),
+            .map_err(|e| {
+                e.into_provider_for(
+                    secret_target(namespace, &secret.name),
+                    format!("create secret {}.{namespace}", secret.name),
+                )
             })?;
         tracing::info!(secret = %secret.name, namespace, "Secret created.");
         Ok(())
@@ -455,9 +612,11 @@ impl Provider for KubernetesProvider {
                 .replace(&secret.name, &params, &object),
         )
         .await
-        .map_err(|e| match e.is_not_found() {
-            true => not_found("secret", namespace, &secret.name),
-            false => e.into_provider(format!("update secret {}.{namespace}", secret.name)),
+        .map_err(|e| {
+            e.into_provider_for(
+                secret_target(namespace, &secret.name),
+                format!("update secret {}.{namespace}", secret.name),
+            )
         })?;
         tracing::info!(secret = %secret.name, namespace, "Secret updated.");
         Ok(())
@@ -484,9 +643,11 @@ impl Provider for KubernetesProvider {
                 .delete(name, &DeleteParams::default()),
         )
         .await
-        .map_err(|e| match e.is_not_found() {
-            true => not_found("secret", namespace, name),
-            false => e.into_provider(format!("delete secret {name}.{namespace}")),
+        .map_err(|e| {
+            e.into_provider_for(
+                secret_target(namespace, name),
+                format!("delete secret {name}.{namespace}"),
+            )
         })?;
         tracing::info!(secret = %name, namespace, "Secret removed.");
         Ok(())

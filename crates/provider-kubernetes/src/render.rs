@@ -6,6 +6,15 @@
 //! readiness and liveness by `GET /_/health`, secrets projected read-only into
 //! `/var/openfaas/secrets`, `fprocess` and the function's variables in the environment.
 //!
+//! Two departures, both deliberate:
+//!
+//! - The Deployment rendered here has no `spec.replicas`: it is what Courier server-side
+//!   applies, and replicas belong to whoever scales the function (the provider at creation
+//!   and through the scale API, or an autoscaler). See the crate docs.
+//! - Every function container runs non-root and locked down (`runAsNonRoot`, `runAsUser`
+//!   12000 by default, no privilege escalation, no capabilities, `RuntimeDefault` seccomp);
+//!   faas-netes only sets `runAsUser` when asked.
+//!
 //! One addition: the Deployment carries the deployed [`FunctionDeployment`] as JSON in the
 //! [`ANNOTATION_SPEC`] annotation, so a function's status echoes exactly what was sent
 //! (`envVars`, `readOnlyRootFilesystem` and absent-versus-empty maps included), which the
@@ -23,10 +32,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, LocalObjectReference,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, Secret,
-    SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    LocalObjectReference, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretProjection, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -96,8 +105,6 @@ pub(crate) struct FunctionObjects<'a> {
     pub(crate) function: &'a FunctionRef,
     /// What was deployed.
     pub(crate) spec: &'a FunctionDeployment,
-    /// The Deployment's replica count.
-    pub(crate) replicas: i32,
     /// The secrets `spec` names, as they exist in the namespace.
     pub(crate) secrets: &'a SecretUse,
     /// The value of [`ANNOTATION_REVISION`].
@@ -107,7 +114,8 @@ pub(crate) struct FunctionObjects<'a> {
 }
 
 impl FunctionObjects<'_> {
-    /// The function's Deployment: the complete object, ready for server-side apply.
+    /// The function's Deployment: the complete object Courier applies, which never holds
+    /// `spec.replicas` (see [`initial_replicas`]).
     pub(crate) fn deployment(&self) -> Result<Deployment, ProviderError> {
         let name = &self.function.name;
         let selector = function_selector(name);
@@ -131,7 +139,7 @@ impl FunctionObjects<'_> {
                 ..ObjectMeta::default()
             },
             spec: Some(DeploymentSpec {
-                replicas: Some(self.replicas),
+                replicas: None,
                 selector: LabelSelector {
                     match_labels: Some(selector),
                     ..LabelSelector::default()
@@ -254,14 +262,6 @@ impl FunctionObjects<'_> {
             });
         }
 
-        let security_context =
-            (spec.read_only_root_filesystem || pods.run_as_user.is_some()).then(|| {
-                SecurityContext {
-                    read_only_root_filesystem: Some(spec.read_only_root_filesystem),
-                    run_as_user: pods.run_as_user,
-                    ..SecurityContext::default()
-                }
-            });
         let resources =
             (spec.limits.is_some() || spec.requests.is_some()).then(|| ResourceRequirements {
                 limits: spec.limits.as_ref().and_then(quantities),
@@ -284,7 +284,7 @@ impl FunctionObjects<'_> {
                 resources,
                 readiness_probe: Some(health_probe(pods)),
                 liveness_probe: Some(health_probe(pods)),
-                security_context,
+                security_context: Some(security_context(spec, pods)),
                 volume_mounts: (!mounts.is_empty()).then_some(mounts),
                 ..Container::default()
             }],
@@ -301,6 +301,33 @@ impl FunctionObjects<'_> {
             enable_service_links: Some(false),
             ..PodSpec::default()
         })
+    }
+}
+
+/// The replicas a new function starts with: `com.openfaas.scale.min` if above 0, else 1
+/// (faas-netes). Set once, at creation, through the scale subresource; an update never
+/// changes it.
+pub(crate) fn initial_replicas(spec: &FunctionDeployment) -> u64 {
+    spec.min_replicas().filter(|&min| min > 0).unwrap_or(1)
+}
+
+/// A function container's security context: non-root and locked down whatever the function
+/// asks (the `restricted` Pod Security level), the root file system read-only as it asks.
+fn security_context(spec: &FunctionDeployment, pods: &PodOptions) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: pods.run_as_user,
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        read_only_root_filesystem: Some(spec.read_only_root_filesystem),
+        ..SecurityContext::default()
     }
 }
 

@@ -175,6 +175,14 @@ impl RoutingTable {
         });
     }
 
+    /// Forgets everything of `namespace` (it is no longer served).
+    pub(crate) fn forget_namespace(&self, namespace: &str) {
+        self.namespaces
+            .write()
+            .expect("routing lock")
+            .remove(namespace);
+    }
+
     fn with(&self, namespace: &str, change: impl FnOnce(&mut Namespace)) {
         let mut namespaces = self.namespaces.write().expect("routing lock");
         change(namespaces.entry(namespace.to_owned()).or_default());
@@ -297,6 +305,18 @@ mod tests {
         ));
         table.apply_slice("openfaas-fn", slice("echo-a", "echo", &["10.0.0.1:8080"]));
         table.remove_function("openfaas-fn", "echo");
+        assert!(matches!(
+            table.resolve(&echo()),
+            Err(ProviderError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_forgotten_namespace_routes_nothing() {
+        let table = RoutingTable::default();
+        table.add_function("openfaas-fn", "echo");
+        table.apply_slice("openfaas-fn", slice("echo-a", "echo", &["10.0.0.1:8080"]));
+        table.forget_namespace("openfaas-fn");
         assert!(matches!(
             table.resolve(&echo()),
             Err(ProviderError::NotFound { .. })

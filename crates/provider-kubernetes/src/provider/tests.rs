@@ -41,7 +41,6 @@ fn stored(spec: &FunctionDeployment, replicas: i32, available: i32) -> Value {
     let deployment = FunctionObjects {
         function: &function,
         spec,
-        replicas,
         secrets: &SecretUse::default(),
         revision: "2026-11-26T10:00:00Z",
         pods: &PodOptions::default(),
@@ -49,6 +48,7 @@ fn stored(spec: &FunctionDeployment, replicas: i32, available: i32) -> Value {
     .deployment()
     .unwrap();
     let mut json = serde_json::to_value(deployment).unwrap();
+    json["spec"]["replicas"] = json!(replicas);
     json["metadata"]["creationTimestamp"] = json!("2026-11-26T10:00:00Z");
     json["metadata"]["resourceVersion"] = json!("7");
     json["status"] = json!({ "availableReplicas": available });
@@ -78,7 +78,7 @@ fn echo_ref() -> FunctionRef {
 // === deploy ===
 
 #[tokio::test]
-async fn deploy_applies_the_deployment_then_the_service() {
+async fn deploy_applies_without_replicas_then_scales_to_scale_min() {
     let (provider, mut api) = provider();
     let spec = FunctionDeployment {
         labels: Some([(LABEL_SCALE_MIN.to_owned(), "2".to_owned())].into()),
@@ -96,12 +96,16 @@ async fn deploy_applies_the_deployment_then_the_service() {
             .expect(
                 Method::PATCH,
                 &format!("{DEPLOYMENTS}/echo?fieldManager=courier&force=true"),
-                200,
-                stored(&spec, 2, 0),
+                201,
+                stored(&spec, 1, 0),
             )
             .await;
         assert_eq!(deployment["kind"], "Deployment");
-        assert_eq!(deployment["spec"]["replicas"], 2);
+        assert_eq!(
+            deployment["spec"].get("replicas"),
+            None,
+            "replicas are never applied"
+        );
         assert_eq!(
             deployment["spec"]["template"]["spec"]["containers"][0]["image"],
             "local/echo:latest"
@@ -114,7 +118,7 @@ async fn deploy_applies_the_deployment_then_the_service() {
             .expect(
                 Method::PATCH,
                 &format!("{SERVICES}/echo?fieldManager=courier&force=true"),
-                200,
+                201,
                 json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"}}),
             )
             .await;
@@ -123,6 +127,15 @@ async fn deploy_applies_the_deployment_then_the_service() {
             service["spec"]["selector"],
             json!({ "faas_function": "echo" })
         );
+        let scale = api
+            .expect(
+                Method::PATCH,
+                &format!("{DEPLOYMENTS}/echo/scale?fieldManager=courier-scale"),
+                200,
+                json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "echo"}, "spec": {"replicas": 2}}),
+            )
+            .await;
+        assert_eq!(scale, json!({ "spec": { "replicas": 2 } }));
     })
     .await;
     result.unwrap();
@@ -132,6 +145,29 @@ async fn deploy_applies_the_deployment_then_the_service() {
             Err(ProviderError::NotReady(_))
         ),
         "a deployed function is known at once, and not ready until a pod is"
+    );
+}
+
+#[tokio::test]
+async fn deploying_into_a_namespace_that_does_not_exist_is_not_found() {
+    let (provider, mut api) = provider();
+    let result = scenario(provider.deploy(NS, echo()), async {
+        api.expect(
+            Method::GET,
+            &format!("{DEPLOYMENTS}/echo"),
+            404,
+            not_found("deployments.apps", "echo"),
+        )
+        .await;
+        let mut missing = not_found("namespaces", NS);
+        missing["details"] = json!({ "name": NS, "kind": "namespaces" });
+        api.expect(Method::PATCH, &format!("{DEPLOYMENTS}/echo"), 404, missing)
+            .await;
+    })
+    .await;
+    assert!(
+        matches!(&result, Err(ProviderError::NotFound { kind: "namespace", name }) if name == NS),
+        "{result:?}"
     );
 }
 
@@ -333,8 +369,8 @@ async fn updating_an_unknown_function_is_not_found() {
 }
 
 #[tokio::test]
-async fn update_keeps_the_replica_count_unless_scale_min_is_given() {
-    for (labels, expected) in [(None, 3), (Some("2"), 2)] {
+async fn update_applies_without_replicas_whatever_scale_min_says() {
+    for labels in [None, Some("2")] {
         let (provider, mut api) = provider();
         let spec = FunctionDeployment {
             image: "local/echo:v2".into(),
@@ -352,12 +388,12 @@ async fn update_keeps_the_replica_count_unless_scale_min_is_given() {
             let deployment = api
                 .expect(
                     Method::PATCH,
-                    &format!("{DEPLOYMENTS}/echo"),
+                    &format!("{DEPLOYMENTS}/echo?fieldManager=courier&force=true"),
                     200,
-                    stored(&spec, expected, 3),
+                    stored(&spec, 3, 3),
                 )
                 .await;
-            assert_eq!(deployment["spec"]["replicas"], expected);
+            assert_eq!(deployment["spec"].get("replicas"), None);
             assert_eq!(
                 deployment["spec"]["template"]["spec"]["containers"][0]["image"],
                 "local/echo:v2"
@@ -369,10 +405,92 @@ async fn update_keeps_the_replica_count_unless_scale_min_is_given() {
                 json!({"kind": "Service"}),
             )
             .await;
+            // No scale call: the count stays the autoscaler's (or the scale API's).
         })
         .await;
         result.unwrap();
     }
+}
+
+#[tokio::test]
+async fn update_first_hands_replicas_an_older_courier_applied_to_the_scale_manager() {
+    let (provider, mut api) = provider();
+    let mut current = stored(&echo(), 4, 4);
+    current["metadata"]["managedFields"] = json!([
+        {
+            "manager": "courier", "operation": "Apply", "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": { "f:spec": { "f:replicas": {}, "f:template": {} } },
+        },
+        {
+            "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1", "subresource": "status",
+            "fieldsV1": { "f:status": {} },
+        },
+    ]);
+    let result = scenario(provider.update(NS, echo()), async {
+        api.expect(Method::GET, &format!("{DEPLOYMENTS}/echo"), 200, current)
+            .await;
+        let hand_over = api
+            .expect(
+                Method::PATCH,
+                &format!("{DEPLOYMENTS}/echo?fieldManager=courier-scale&force=true"),
+                200,
+                stored(&echo(), 4, 4),
+            )
+            .await;
+        assert_eq!(
+            hand_over,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "echo", "namespace": NS },
+                "spec": { "replicas": 4 },
+            }),
+            "only the replicas, at their current count"
+        );
+        let deployment = api
+            .expect(
+                Method::PATCH,
+                &format!("{DEPLOYMENTS}/echo?fieldManager=courier&force=true"),
+                200,
+                stored(&echo(), 4, 4),
+            )
+            .await;
+        assert_eq!(deployment["spec"].get("replicas"), None);
+        api.expect(
+            Method::PATCH,
+            &format!("{SERVICES}/echo"),
+            200,
+            json!({"kind": "Service"}),
+        )
+        .await;
+    })
+    .await;
+    result.unwrap();
+}
+
+#[test]
+fn only_courier_applies_of_the_replicas_count_as_owning_them() {
+    let with_fields = |manager: &str, operation: &str, subresource: Option<&str>| {
+        let mut deployment: Deployment = serde_json::from_value(stored(&echo(), 1, 1)).unwrap();
+        deployment.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": manager, "operation": operation, "subresource": subresource,
+                "fieldsType": "FieldsV1", "fieldsV1": { "f:spec": { "f:replicas": {} } },
+            }))
+            .unwrap(),
+        ]);
+        applies_replicas(&deployment)
+    };
+    assert!(with_fields("courier", "Apply", None));
+    assert!(
+        !with_fields("courier", "Update", None),
+        "a plain create or update"
+    );
+    assert!(!with_fields("courier-scale", "Update", Some("scale")));
+    assert!(!with_fields("kube-controller-manager", "Apply", None));
+    let deployment: Deployment = serde_json::from_value(stored(&echo(), 1, 1)).unwrap();
+    assert!(!applies_replicas(&deployment), "no managed fields at all");
 }
 
 // === delete ===
@@ -499,6 +617,52 @@ async fn scale_to_zero_patches_the_scale_subresource() {
 }
 
 #[tokio::test]
+async fn scaling_a_function_deleted_meanwhile_is_not_found() {
+    let (provider, mut api) = provider();
+    let result = scenario(provider.scale(NS, "echo", 2), async {
+        api.expect(
+            Method::GET,
+            &format!("{DEPLOYMENTS}/echo"),
+            200,
+            stored(&echo(), 1, 1),
+        )
+        .await;
+        api.expect(
+            Method::PATCH,
+            &format!("{DEPLOYMENTS}/echo/scale"),
+            404,
+            not_found("deployments.apps", "echo"),
+        )
+        .await;
+    })
+    .await;
+    assert!(
+        matches!(&result, Err(ProviderError::NotFound { kind: "function", name }) if name == "echo.openfaas-fn"),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_api_server_is_unavailable_and_says_so() {
+    let (provider, mut api) = provider();
+    let result = scenario(provider.list(NS), async {
+        api.expect(
+            Method::GET,
+            DEPLOYMENTS,
+            503,
+            failure(503, "ServiceUnavailable", "etcd is unavailable"),
+        )
+        .await;
+    })
+    .await;
+    assert!(
+        matches!(&result, Err(ProviderError::Unavailable { context, .. })
+            if context.starts_with("the Kubernetes API is unavailable")),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
 async fn more_replicas_than_kubernetes_counts_are_refused() {
     let (provider, _api) = provider();
     let result = provider.scale(NS, "echo", u64::from(u32::MAX)).await;
@@ -506,7 +670,7 @@ async fn more_replicas_than_kubernetes_counts_are_refused() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_api_server_that_does_not_answer_is_an_internal_error_after_the_timeout() {
+async fn an_api_server_that_does_not_answer_is_unavailable_after_the_timeout() {
     let (client, mut api) = FakeApi::pair();
     let config = KubernetesConfig {
         request_timeout: Duration::from_secs(1),
@@ -519,7 +683,7 @@ async fn an_api_server_that_does_not_answer_is_an_internal_error_after_the_timeo
     })
     .await;
     assert!(
-        matches!(&result, Err(ProviderError::Internal { context, .. }) if context.contains("echo")),
+        matches!(&result, Err(ProviderError::Unavailable { context, .. }) if context.contains("echo")),
         "{result:?}"
     );
 }

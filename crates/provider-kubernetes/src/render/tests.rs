@@ -15,7 +15,6 @@ fn render(spec: &FunctionDeployment, secrets: &SecretUse, pods: &PodOptions) -> 
     FunctionObjects {
         function: &FunctionRef::new(&spec.service, None).unwrap(),
         spec,
-        replicas: i32::try_from(spec.initial_replicas()).unwrap(),
         secrets,
         revision: "2026-11-26T10:00:00Z",
         pods,
@@ -53,9 +52,10 @@ fn full_secrets() -> SecretUse {
     }
 }
 
-/// The Deployment as the API server would hand it back.
-fn as_stored(mut deployment: Deployment, available: i32) -> Deployment {
+/// The Deployment as the API server would hand it back, scaled to `replicas`.
+fn as_stored(mut deployment: Deployment, replicas: i32, available: i32) -> Deployment {
     deployment.metadata.creation_timestamp = Some(Time("2026-11-26T10:00:00Z".parse().unwrap()));
+    deployment.spec.as_mut().unwrap().replicas = Some(replicas);
     deployment.status = Some(DeploymentStatus {
         available_replicas: Some(available),
         ..DeploymentStatus::default()
@@ -69,7 +69,6 @@ fn a_minimal_function_renders_like_faas_netes() {
     let objects = FunctionObjects {
         function: &echo(),
         spec: &spec,
-        replicas: 1,
         secrets: &SecretUse::default(),
         revision: "2026-11-26T10:00:00Z",
         pods: &PodOptions::default(),
@@ -82,7 +81,7 @@ fn a_minimal_function_renders_like_faas_netes() {
 fn a_function_using_every_option_renders_each_one() {
     let pods = PodOptions {
         image_pull_policy: Some("Always".into()),
-        run_as_user: Some(12000),
+        run_as_user: Some(1000),
         ..PodOptions::default()
     };
     insta::assert_yaml_snapshot!(
@@ -94,11 +93,16 @@ fn a_function_using_every_option_renders_each_one() {
 #[test]
 fn status_echoes_exactly_what_was_deployed() {
     for spec in [FunctionDeployment::test("echo", "cat"), full_spec()] {
-        let deployment = as_stored(render(&spec, &full_secrets(), &PodOptions::default()), 1);
+        let replicas = initial_replicas(&spec);
+        let deployment = as_stored(
+            render(&spec, &full_secrets(), &PodOptions::default()),
+            i32::try_from(replicas).unwrap(),
+            1,
+        );
         let expected = FunctionStatus::from_deployment(
             &spec,
             "openfaas-fn",
-            spec.initial_replicas(),
+            replicas,
             1,
             "2026-11-26T10:00:00Z".into(),
         );
@@ -114,6 +118,7 @@ fn status_of_an_empty_env_map_keeps_it_present() {
     };
     let deployment = as_stored(
         render(&spec, &SecretUse::default(), &PodOptions::default()),
+        1,
         0,
     );
     let json = serde_json::to_value(status(&deployment)).unwrap();
@@ -124,6 +129,7 @@ fn status_of_an_empty_env_map_keeps_it_present() {
 fn a_deployment_made_elsewhere_is_read_back_from_its_pod_template() {
     let mut deployment = as_stored(
         render(&full_spec(), &full_secrets(), &PodOptions::default()),
+        2,
         2,
     );
     deployment
@@ -206,7 +212,6 @@ fn a_constraint_that_is_not_key_value_is_refused() {
     let result = FunctionObjects {
         function: &echo(),
         spec: &spec,
-        replicas: 1,
         secrets: &SecretUse::default(),
         revision: "r",
         pods: &PodOptions::default(),
@@ -249,4 +254,85 @@ fn an_api_secret_has_one_key_named_after_it_and_is_managed() {
     );
     assert!(is_managed_secret(&secret));
     assert!(!is_managed_secret(&Secret::default()));
+}
+
+#[test]
+fn the_applied_deployment_never_holds_replicas() {
+    let deployment = render(&full_spec(), &full_secrets(), &PodOptions::default());
+    assert_eq!(deployment.spec.unwrap().replicas, None);
+}
+
+#[test]
+fn a_function_starts_with_scale_min_replicas_if_above_zero_else_one() {
+    let with_min = |min: &str| FunctionDeployment {
+        labels: Some([(LABEL_SCALE_MIN.to_owned(), min.to_owned())].into()),
+        ..FunctionDeployment::test("echo", "cat")
+    };
+    assert_eq!(
+        initial_replicas(&FunctionDeployment::test("echo", "cat")),
+        1
+    );
+    assert_eq!(initial_replicas(&with_min("3")), 3);
+    assert_eq!(initial_replicas(&with_min("0")), 1);
+    assert_eq!(initial_replicas(&with_min("many")), 1);
+}
+
+#[test]
+fn every_function_container_runs_non_root_and_locked_down_by_default() {
+    for read_only in [false, true] {
+        let spec = FunctionDeployment {
+            read_only_root_filesystem: read_only,
+            ..FunctionDeployment::test("echo", "cat")
+        };
+        let deployment = render(&spec, &SecretUse::default(), &PodOptions::default());
+        let json = serde_json::to_value(&deployment).unwrap();
+        let container = &json["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["securityContext"],
+            json!({
+                "runAsNonRoot": true,
+                "runAsUser": 12000,
+                "allowPrivilegeEscalation": false,
+                "capabilities": { "drop": ["ALL"] },
+                "seccompProfile": { "type": "RuntimeDefault" },
+                "readOnlyRootFilesystem": read_only,
+            })
+        );
+        let tmp = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == "/tmp");
+        assert_eq!(
+            tmp.is_some(),
+            read_only,
+            "a writable /tmp exactly when the root file system is read-only"
+        );
+        assert_eq!(
+            (
+                &container["readinessProbe"]["httpGet"]["path"],
+                &container["livenessProbe"]["httpGet"]["path"]
+            ),
+            (&json!("/_/health"), &json!("/_/health"))
+        );
+    }
+}
+
+#[test]
+fn keeping_the_images_user_still_requires_non_root() {
+    let pods = PodOptions {
+        run_as_user: None,
+        ..PodOptions::default()
+    };
+    let deployment = render(
+        &FunctionDeployment::test("echo", "cat"),
+        &SecretUse::default(),
+        &pods,
+    );
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    let context = container.security_context.as_ref().unwrap();
+    assert_eq!(
+        (context.run_as_user, context.run_as_non_root),
+        (None, Some(true))
+    );
 }
