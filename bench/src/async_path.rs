@@ -6,9 +6,9 @@
 //! - **a accept baseline**: a minimal hyper server in this process (its own
 //!   runtime) that publishes each POST body as a `courier_queue::Message` and
 //!   answers 202 once `publish` returns;
-//! - **b accept courier**: `courier up` with the upstream deployed as the
-//!   HTTP-mode function `bench`, load on `/async-function/bench` (the worker
-//!   runs with `--max-inflight 1` while accepts are measured);
+//! - **b accept courier**: `courier gateway` (no worker: nothing consumes,
+//!   as with the baseline) with the upstream deployed as the HTTP-mode
+//!   function `bench`, load on `/async-function/bench`;
 //! - **c complete baseline**: M pre-filled QueueRequests, a bare loop that
 //!   fetches 64 at a time, POSTs each body to the upstream (pooled client, 50
 //!   at once) and acks; time until all M are acked;
@@ -282,7 +282,7 @@ async fn bench(
     };
     println!(
         "async: backends {}; accept runs: {} connections, {} recorded + {} warm-up, \
-         courier --max-inflight 1; completion runs: {} pre-filled calls, concurrency {}; \
+         courier gateway without a worker; completion runs: {} pre-filled calls, concurrency {}; \
          {} rounds, {}-byte bodies",
         backends
             .iter()
@@ -624,12 +624,18 @@ async fn start_courier(
     let log = std::fs::File::create(&log_path)?;
     let mut children = Children::default();
     let mut command = Command::new(env.courier);
+    // No worker (max_inflight 0): `courier gateway`, which stores calls and runs nothing else.
+    let subcommand = if max_inflight == 0 { "gateway" } else { "up" };
     command
-        .args(["up", "--listen", &addr.to_string(), "--data-dir"])
+        .args([subcommand, "--listen", &addr.to_string(), "--data-dir"])
         .arg(data_dir)
-        .args(["--no-auth", "--sandbox", "off"])
-        .args(["--max-inflight", &max_inflight.to_string()])
-        .args(["--max-inflight-per-function", &max_inflight.to_string()])
+        .args(["--no-auth", "--sandbox", "off"]);
+    if max_inflight > 0 {
+        command
+            .args(["--max-inflight", &max_inflight.to_string()])
+            .args(["--max-inflight-per-function", &max_inflight.to_string()]);
+    }
+    command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -673,8 +679,10 @@ async fn courier_queue(
 async fn accept_courier(env: &Env<'_>, backend: Backend, dir: &Path) -> anyhow::Result<Outcome> {
     let (queue, mut nats) = courier_queue(env, backend, dir).await?;
     let result = async {
+        // The gateway alone, like the baseline handler: nothing consumes while accepts are
+        // measured.
         let mut courier =
-            start_courier(env, &dir.join("data"), queue.as_deref(), 1, "courier").await?;
+            start_courier(env, &dir.join("data"), queue.as_deref(), 0, "courier").await?;
         let result = async {
             deploy(
                 &env.http,

@@ -40,9 +40,11 @@
 
 mod async_path;
 mod children;
+mod connector;
 mod load;
 mod proxy;
 mod report;
+mod schedule;
 mod server;
 mod sync;
 mod upstream;
@@ -84,6 +86,12 @@ enum Command {
     /// Benchmark the asynchronous path: accepts and completions against
     /// baselines on the same queue backend (embedded and/or JetStream).
     Async(async_path::AsyncArgs),
+    /// Benchmark the Kafka connector: messages/s from a pre-filled topic through
+    /// `courier up` against a bare consume-and-POST loop on the same broker.
+    Connector(connector::ConnectorBenchArgs),
+    /// Benchmark the scheduler's timer loop: lateness, CPU and memory with many schedules,
+    /// against one bare timer.
+    Schedule(schedule::ScheduleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +112,8 @@ fn main() -> anyhow::Result<()> {
             load.shutdown_background();
             result
         }
+        Command::Schedule(args) => multi_thread(None)?.block_on(schedule::run(args)),
+        Command::Connector(args) => multi_thread(None)?.block_on(connector::run(args)),
         Command::Async(args) => {
             let load = multi_thread(args.load_threads)?;
             let control = tokio::runtime::Builder::new_current_thread()

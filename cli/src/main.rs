@@ -10,6 +10,7 @@ mod password;
 mod queue_worker;
 mod runtime;
 mod stack;
+mod triggers;
 mod up;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway, the local process runtime and the queue worker in one process.
@@ -32,6 +35,12 @@ enum Command {
     Gateway(up::ServeArgs),
     /// Run only the queue worker, against a queue and a gateway.
     QueueWorker(queue_worker::QueueWorkerArgs),
+    /// Run only the scheduler, against a gateway and a queue.
+    Scheduler(triggers::SchedulerCommand),
+    /// Run only a connector (Kafka or AMQP), against a gateway and a queue.
+    Connector(triggers::ConnectorCommand),
+    /// Show scheduled functions and their next fire times.
+    Schedules(commands::schedules::SchedulesArgs),
     /// Deploy (or update) the functions of a faas-cli stack file, then wait until they are ready.
     Deploy(commands::deploy::DeployArgs),
     /// List deployed functions.
@@ -80,6 +89,9 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Gateway(args) => up::run_gateway(args).await,
             Command::QueueWorker(args) => queue_worker::run(args).await,
+            Command::Scheduler(args) => triggers::run_scheduler(args).await,
+            Command::Connector(args) => triggers::run_connector(args).await,
+            Command::Schedules(args) => commands::schedules::run(args).await,
             Command::Deploy(args) => commands::deploy::run(args).await,
             Command::List(args) => commands::list::run(args).await,
             Command::Describe(args) => commands::describe::run(args).await,

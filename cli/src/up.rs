@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{LocalOptions, ProviderKind, Runtime};
+use crate::triggers::UpTriggerArgs;
 
 /// How long open connections (followed log streams, slow calls) may keep the server up after
 /// a shutdown signal.
@@ -45,6 +46,8 @@ pub(crate) struct UpArgs {
     serve: ServeArgs,
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    triggers: UpTriggerArgs,
 }
 
 /// How the in-process (or standalone) queue worker runs.
@@ -165,7 +168,7 @@ impl FunctionCaller for InProcess {
 
 /// `courier up`.
 pub(crate) async fn run(args: UpArgs) -> Result<()> {
-    serve(args.serve, Some(args.worker)).await
+    serve(args.serve, Some((args.worker, args.triggers))).await
 }
 
 /// `courier gateway`: the gateway and the local runtime, with no queue worker (run
@@ -174,7 +177,7 @@ pub(crate) async fn run_gateway(args: ServeArgs) -> Result<()> {
     serve(args, None).await
 }
 
-async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
+async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -244,7 +247,7 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
             max_async_body_bytes: args.max_async_body_bytes,
             auth: auth.clone(),
             version: version(),
-            spec_checks: Vec::new(),
+            spec_checks: crate::triggers::spec_checks(),
         },
         &registry,
     )?;
@@ -281,6 +284,10 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
 
     println!("  queued calls: {queue_url}");
     let stop_worker = CancellationToken::new();
+    let (worker_args, trigger_args) = match in_process {
+        Some((w, t)) => (Some(w), Some(t)),
+        None => (None, None),
+    };
     let worker = match &worker_args {
         Some(w) => {
             // In one process the worker calls the gateway's proxy path directly (same
@@ -300,15 +307,29 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
             None
         }
     };
+    let triggers = match trigger_args {
+        Some(t) => {
+            let caller: Arc<dyn FunctionCaller> = Arc::new(InProcess(gateway.clone()));
+            Some(
+                crate::triggers::start_in_process(
+                    t,
+                    gateway.clone(),
+                    caller,
+                    queue.clone(),
+                    &data_dir,
+                    &registry,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let server = {
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            gateway
-                .serve(listener, registry, axum::Router::new(), shutdown)
-                .await
-        })
+        let extra = crate::triggers::schedules_route(provider.clone());
+        tokio::spawn(async move { gateway.serve(listener, registry, extra, shutdown).await })
     };
     if let Some(file) = &args.file
         && let Err(e) = deploy_stack(provider.as_ref(), file).await
@@ -317,7 +338,11 @@ async fn serve(args: ServeArgs, worker_args: Option<WorkerArgs>) -> Result<()> {
     }
     wait_for_signal().await;
     println!("Shutting down: finishing queued calls in flight, then stopping functions.");
-    // The worker calls functions through the gateway: it stops first, the server after it.
+    // Triggers feed the queue and call through the gateway: they stop first, then the
+    // worker, then the server.
+    if let Some(triggers) = triggers {
+        triggers.stop().await;
+    }
     stop_worker.cancel();
     if let Some(worker) = worker {
         let _ = worker.await;

@@ -7,4 +7,5 @@ pub(crate) mod invoke;
 pub(crate) mod list;
 pub(crate) mod logs;
 pub(crate) mod remove;
+pub(crate) mod schedules;
 pub(crate) mod secret;

@@ -1,0 +1,446 @@
+//! The triggers: the scheduler and the Kafka and AMQP connectors. In `courier up` they run
+//! next to the gateway and reach functions in-process; alone (`courier scheduler`,
+//! `courier connector kafka|amqp`) they read the function list from a gateway, call through
+//! it, and queue calls and dead letters in the shared queue (`--queue`).
+//!
+//! Every trigger sees only `courier_invoke`'s Catalog and Invoker; this module picks their
+//! implementations.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use courier_connector::config::ConnectorArgs;
+use courier_connector_amqp::AmqpArgs;
+use courier_connector_kafka::KafkaArgs;
+use courier_core::{FunctionDeployment, Provider};
+use courier_gateway::{Gateway, SpecCheck};
+use courier_invoke::{
+    Catalog, Fabric, FunctionCaller, FunctionSource, GatewayHttp, GatewaySource, Invoker,
+    REFRESH_INTERVAL,
+};
+use courier_queue::{QueueConfig, WorkQueue};
+use courier_scheduler::{DispatchMode, SchedulerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::up::duration;
+
+/// Scheduler options (`courier up` and `courier scheduler`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SchedulerArgs {
+    /// How scheduled fires reach functions: `queue` (stored in the work queue: retried,
+    /// dead-lettered, stored once across scheduler replicas) or `sync` (called directly).
+    #[arg(long, env = "COURIER_SCHEDULE_MODE", default_value = "queue")]
+    schedule_mode: DispatchMode,
+    /// The file remembering the last fire handled per schedule (missed-fire detection);
+    /// default `<data-dir>/scheduler/state.json`.
+    #[arg(long, env = "COURIER_SCHEDULE_STATE")]
+    schedule_state: Option<PathBuf>,
+    /// Sync mode: how long one scheduled call may run.
+    #[arg(long, env = "COURIER_SCHEDULE_CALL_TIMEOUT", default_value = "60s", value_parser = duration)]
+    schedule_call_timeout: Duration,
+    /// Fires handed to the queue (or called) at once; more wait their turn.
+    #[arg(long, env = "COURIER_SCHEDULE_MAX_CONCURRENT", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    schedule_max_concurrent: u64,
+    /// A fire handed over later than this after its time counts as missed (the function's
+    /// `com.courier.schedule.missed` policy decides); sooner, it fires late.
+    #[arg(long, env = "COURIER_SCHEDULE_MISSED_AFTER", default_value = "5s", value_parser = duration)]
+    schedule_missed_after: Duration,
+}
+
+impl SchedulerArgs {
+    fn config(&self, data_dir: &Path) -> SchedulerConfig {
+        SchedulerConfig {
+            mode: self.schedule_mode,
+            state_path: Some(
+                self.schedule_state
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("scheduler").join("state.json")),
+            ),
+            call_timeout: self.schedule_call_timeout,
+            max_concurrent_dispatches: usize::try_from(self.schedule_max_concurrent)
+                .unwrap_or(usize::MAX),
+            missed_after: self.schedule_missed_after,
+            ..SchedulerConfig::default()
+        }
+    }
+}
+
+/// The triggers `courier up` runs beside the gateway.
+#[derive(Debug, Args)]
+pub(crate) struct UpTriggerArgs {
+    /// Do not run the scheduler in this process.
+    #[arg(long, env = "COURIER_NO_SCHEDULER")]
+    no_scheduler: bool,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+    #[command(flatten)]
+    connector: ConnectorArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    amqp: AmqpArgs,
+}
+
+/// The spec checks the gateway applies for the triggers: a `schedule` that parses, valid
+/// scheduler policies.
+pub(crate) fn spec_checks() -> Vec<SpecCheck> {
+    vec![SpecCheck(Arc::new(|spec: &FunctionDeployment| {
+        let empty = BTreeMap::new();
+        courier_scheduler::validate(spec.annotations.as_ref().unwrap_or(&empty))
+    }))]
+}
+
+/// `GET /system/schedules`, answered from the provider's function list.
+pub(crate) fn schedules_route(provider: Arc<dyn Provider>) -> axum::Router {
+    axum::Router::new()
+        .route("/system/schedules", axum::routing::get(schedules))
+        .with_state(provider)
+}
+
+async fn schedules(
+    axum::extract::State(provider): axum::extract::State<Arc<dyn Provider>>,
+) -> Result<axum::Json<Vec<courier_scheduler::ScheduleView>>, courier_gateway::ApiError> {
+    let functions = provider
+        .functions()
+        .await
+        .map_err(|e| courier_gateway::ApiError::Internal(e.to_string()))?;
+    Ok(axum::Json(courier_scheduler::schedules(
+        &functions,
+        chrono::Utc::now(),
+    )))
+}
+
+/// Running triggers.
+pub(crate) struct Triggers {
+    tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    stop: CancellationToken,
+}
+
+impl Triggers {
+    /// Stops them and waits for each to drain.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        for (name, task) in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(trigger = name, error = format!("{e:#}"), "Trigger failed.")
+                }
+                Err(e) => tracing::error!(trigger = name, error = %e, "Trigger panicked."),
+            }
+        }
+    }
+}
+
+/// Starts the triggers of `courier up`: they reach functions through `gateway` in-process
+/// and queue calls in `queue`.
+pub(crate) async fn start_in_process(
+    args: UpTriggerArgs,
+    gateway: Arc<Gateway>,
+    caller: Arc<dyn FunctionCaller>,
+    queue: Arc<dyn WorkQueue>,
+    data_dir: &Path,
+    registry: &prometheus::Registry,
+) -> Result<Triggers> {
+    let stop = CancellationToken::new();
+    let source: Arc<dyn FunctionSource> = Arc::new(gateway.provider().clone());
+    let catalog = Catalog::start(source, REFRESH_INTERVAL, stop.clone())
+        .await
+        .context("reading the function list")?;
+    // Deploys through this gateway reach the triggers at once, not at the next refresh.
+    {
+        let (changes, catalog, stop) = (gateway.function_changes(), catalog.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = changes.notified() => catalog.refresh_now(),
+                }
+            }
+        });
+    }
+    let invoker: Arc<dyn Invoker> = Arc::new(Fabric::new(caller, Some(queue)));
+    let mut tasks = Vec::new();
+    if !args.no_scheduler {
+        tasks.push(spawn_scheduler(
+            args.scheduler.config(data_dir),
+            &catalog,
+            invoker.clone(),
+            registry,
+            &stop,
+        ));
+        println!("  scheduler: on (functions with topic cron-function and a schedule annotation)");
+    }
+    if !args.kafka.kafka_brokers.is_empty() {
+        println!("  kafka connector: {}", args.kafka.kafka_brokers.join(","));
+        tasks.push(spawn_kafka(
+            args.kafka,
+            &args.connector,
+            &catalog,
+            invoker.clone(),
+            registry,
+            &stop,
+        ));
+    }
+    if args.amqp.amqp_url.is_some() {
+        println!(
+            "  amqp connector: queues {}",
+            args.amqp.amqp_queues.join(",")
+        );
+        tasks.push(spawn_amqp(
+            args.amqp,
+            &args.connector,
+            &catalog,
+            invoker,
+            registry,
+            &stop,
+        ));
+    }
+    Ok(Triggers { tasks, stop })
+}
+
+fn spawn_scheduler(
+    config: SchedulerConfig,
+    catalog: &Catalog,
+    invoker: Arc<dyn Invoker>,
+    registry: &prometheus::Registry,
+    stop: &CancellationToken,
+) -> (&'static str, JoinHandle<Result<()>>) {
+    let (list, registry, stop) = (catalog.watch(), registry.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        courier_scheduler::run(config, list, invoker, &registry, stop)
+            .await
+            .context("scheduler")
+    });
+    ("scheduler", task)
+}
+
+fn spawn_kafka(
+    args: KafkaArgs,
+    connector: &ConnectorArgs,
+    catalog: &Catalog,
+    invoker: Arc<dyn Invoker>,
+    registry: &prometheus::Registry,
+    stop: &CancellationToken,
+) -> (&'static str, JoinHandle<Result<()>>) {
+    let (config, list, registry, stop) = (
+        connector.config(),
+        catalog.watch(),
+        registry.clone(),
+        stop.clone(),
+    );
+    let task = tokio::spawn(async move {
+        courier_connector_kafka::run(args, config, list, invoker, &registry, stop)
+            .await
+            .context("kafka connector")
+    });
+    ("kafka", task)
+}
+
+fn spawn_amqp(
+    args: AmqpArgs,
+    connector: &ConnectorArgs,
+    catalog: &Catalog,
+    invoker: Arc<dyn Invoker>,
+    registry: &prometheus::Registry,
+    stop: &CancellationToken,
+) -> (&'static str, JoinHandle<Result<()>>) {
+    let (config, list, registry, stop) = (
+        connector.config(),
+        catalog.watch(),
+        registry.clone(),
+        stop.clone(),
+    );
+    let task = tokio::spawn(async move {
+        courier_connector_amqp::run(args, config, list, invoker, &registry, stop)
+            .await
+            .context("amqp connector")
+    });
+    ("amqp", task)
+}
+
+/// What every standalone trigger needs: the gateway, the queue, a password, an endpoint.
+#[derive(Debug, Args)]
+pub(crate) struct StandaloneArgs {
+    /// The gateway functions are listed from and called through.
+    #[arg(long, env = "COURIER_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// The queue shared with the gateways and queue workers (`nats://host:port`), where
+    /// queued calls and dead letters go.
+    #[arg(long, env = "COURIER_QUEUE")]
+    queue: String,
+    /// Where the admin password is read from when COURIER_BASIC_AUTH_PASSWORD is not set, and
+    /// (scheduler) where its state is kept.
+    #[arg(long, env = "COURIER_DATA_DIR", default_value = "./courier-data")]
+    data_dir: PathBuf,
+    /// The admin password (prefer the environment variable).
+    #[arg(
+        long = "basic-auth-password",
+        env = "COURIER_BASIC_AUTH_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    password: Option<String>,
+    /// Where `/healthz` and `/metrics` are served; port 0 picks a free port (printed at start).
+    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8082")]
+    listen: SocketAddr,
+}
+
+/// `courier scheduler`.
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerCommand {
+    #[command(flatten)]
+    standalone: StandaloneArgs,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+}
+
+/// `courier connector`.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectorCommand {
+    #[command(subcommand)]
+    source: ConnectorSource,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectorSource {
+    /// Consume Kafka topics.
+    Kafka {
+        #[command(flatten)]
+        standalone: StandaloneArgs,
+        #[command(flatten)]
+        connector: ConnectorArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Consume AMQP (RabbitMQ) queues.
+    Amqp {
+        #[command(flatten)]
+        standalone: StandaloneArgs,
+        #[command(flatten)]
+        connector: ConnectorArgs,
+        #[command(flatten)]
+        amqp: AmqpArgs,
+    },
+}
+
+/// The pieces a standalone trigger runs on.
+struct Standalone {
+    catalog: Catalog,
+    invoker: Arc<dyn Invoker>,
+    registry: prometheus::Registry,
+    stop: CancellationToken,
+    data_dir: PathBuf,
+}
+
+async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Standalone> {
+    let password = match args.password.clone().filter(|p| !p.is_empty()) {
+        Some(p) => Some(p),
+        None => crate::password::read(&args.data_dir)?,
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let queue = courier_queue::open(&args.queue, QueueConfig::default())
+        .await
+        .with_context(|| format!("opening the queue {}", args.queue))?;
+    let stop = CancellationToken::new();
+    let source = GatewaySource::new(client.clone(), &args.gateway, password.clone());
+    println!("{what}: reading functions from {}", args.gateway);
+    let catalog = Catalog::start(Arc::new(source), REFRESH_INTERVAL, stop.clone())
+        .await
+        .with_context(|| format!("listing functions at {}", args.gateway))?;
+    let caller: Arc<dyn FunctionCaller> = Arc::new(GatewayHttp::new(client, &args.gateway));
+    let invoker: Arc<dyn Invoker> = Arc::new(Fabric::new(caller, Some(queue)));
+    let registry = prometheus::Registry::new();
+    let endpoint = crate::component::serve(args.listen, registry.clone(), stop.clone()).await?;
+    println!("  queue: {}", args.queue);
+    println!("  metrics: http://{endpoint}/metrics");
+    Ok(Standalone {
+        catalog,
+        invoker,
+        registry,
+        stop,
+        data_dir: args.data_dir.clone(),
+    })
+}
+
+/// Runs one trigger until SIGTERM or Ctrl-C, then drains it.
+async fn run_until_signal(
+    parts: Standalone,
+    task: (&'static str, JoinHandle<Result<()>>),
+) -> Result<()> {
+    let (name, mut handle) = task;
+    tokio::select! {
+        () = crate::up::wait_for_signal() => {
+            println!("Shutting down: finishing calls in flight.");
+            parts.stop.cancel();
+            handle.await.context(name)??;
+        }
+        finished = &mut handle => {
+            parts.stop.cancel();
+            finished.context(name)??;
+        }
+    }
+    println!("Stopped.");
+    Ok(())
+}
+
+/// `courier scheduler`.
+pub(crate) async fn run_scheduler(args: SchedulerCommand) -> Result<()> {
+    let parts = standalone(&args.standalone, "Scheduler").await?;
+    let task = spawn_scheduler(
+        args.scheduler.config(&parts.data_dir),
+        &parts.catalog,
+        parts.invoker.clone(),
+        &parts.registry,
+        &parts.stop,
+    );
+    run_until_signal(parts, task).await
+}
+
+/// `courier connector kafka|amqp`.
+pub(crate) async fn run_connector(args: ConnectorCommand) -> Result<()> {
+    match args.source {
+        ConnectorSource::Kafka {
+            standalone: s,
+            connector,
+            kafka,
+        } => {
+            let parts = standalone(&s, "Kafka connector").await?;
+            let task = spawn_kafka(
+                kafka,
+                &connector,
+                &parts.catalog,
+                parts.invoker.clone(),
+                &parts.registry,
+                &parts.stop,
+            );
+            run_until_signal(parts, task).await
+        }
+        ConnectorSource::Amqp {
+            standalone: s,
+            connector,
+            amqp,
+        } => {
+            let parts = standalone(&s, "AMQP connector").await?;
+            let task = spawn_amqp(
+                amqp,
+                &connector,
+                &parts.catalog,
+                parts.invoker.clone(),
+                &parts.registry,
+                &parts.stop,
+            );
+            run_until_signal(parts, task).await
+        }
+    }
+}
