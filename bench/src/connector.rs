@@ -1,8 +1,8 @@
-//! The `connector` orchestrator: the Kafka connector inside `courier up` against a bare
-//! consume-and-POST loop on the same broker (tansu, or `--kafka-brokers`), same message
-//! count, one run each.
+//! The `connector` orchestrator: the connectors inside `courier up` against a bare
+//! consume-and-POST loop on the same broker, same message count, one run each. Kafka runs on
+//! tansu (or `--kafka-brokers`), AMQP on RabbitMQ (`--amqp-url`); `--source kafka|amqp|both`.
 //!
-//! Each variant drains its own topic, pre-filled with M messages spread over P partitions:
+//! Kafka: each variant drains its own topic, pre-filled with M messages over P partitions:
 //!
 //! - **a bare → upstream**: one rdkafka consumer, one task per partition that POSTs each
 //!   message body to the upstream (pooled reqwest client), in order, then stores its offset
@@ -13,9 +13,15 @@
 //!   upstream deployed as the HTTP-mode function `bench` subscribed with `topic`, synchronous
 //!   mode, partition ordering (in order per partition, partitions in parallel, like a and b).
 //!
+//! AMQP: each variant drains its own queue, pre-filled with M persistent messages:
+//!
+//! - **d bare → upstream**: one lapin consumer with prefetch Q (32), each delivery POSTed to
+//!   the upstream in its own task, acked after the answer;
+//! - **e courier connector**: `courier up --amqp-url ... --amqp-queues ... --amqp-prefetch Q`.
+//!
 //! Rates are counted from the first finished message to the last (start-up and the consumer
-//! group join are not measured): for a and b inside the loop, for c from
-//! `connector_invocations_total{outcome="success"}` polled every 20 ms.
+//! group join are not measured): for the bare loops inside the loop, for Courier from
+//! `connector_invocations_total{connector,outcome="success"}` polled every 20 ms.
 //!
 //! Reproduce:
 //!
@@ -45,7 +51,9 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::children::{ChildId, Children};
-use crate::sync::{FUNCTION, control_client, free_addr, poll, print_log_tail, start_upstream, wait_ok};
+use crate::sync::{
+    FUNCTION, control_client, free_addr, poll, print_log_tail, start_upstream, wait_ok,
+};
 
 /// The connector must reach this fraction of the bare loop's rate.
 const TARGET_RATIO: f64 = 0.7;
@@ -56,8 +64,28 @@ const PARTITION_BUFFER: usize = 256;
 /// Longest a variant may take to drain its topic.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    Kafka,
+    Amqp,
+    Both,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnectorBenchArgs {
+    /// Which connector to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    source: Source,
+    /// The RabbitMQ broker (AMQP).
+    #[arg(
+        long,
+        env = "COURIER_TEST_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// AMQP prefetch of both the bare loop and the connector.
+    #[arg(long, default_value_t = 32)]
+    amqp_prefetch: u16,
     /// Messages per variant.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
@@ -109,9 +137,10 @@ pub(crate) async fn run(args: ConnectorBenchArgs) -> anyhow::Result<()> {
     let http = control_client()?;
     let mut children = Children::default();
     let result = async {
-        let brokers = match &args.kafka_brokers {
-            Some(b) => b.clone(),
-            None => start_tansu(&mut children, args.tansu.as_deref()).await?,
+        let brokers = match (&args.kafka_brokers, args.source) {
+            (_, Source::Amqp) => String::new(),
+            (Some(b), _) => b.clone(),
+            (None, _) => start_tansu(&mut children, args.tansu.as_deref()).await?,
         };
         let upstream = start_upstream(&http, &mut children, &exe).await?;
         let env = Env {
@@ -135,81 +164,182 @@ pub(crate) async fn run(args: ConnectorBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_variants(env: &Env, args: &ConnectorBenchArgs) -> anyhow::Result<()> {
+    let kafka = matches!(args.source, Source::Kafka | Source::Both);
+    let amqp = matches!(args.source, Source::Amqp | Source::Both);
     let suffix = std::process::id();
     let direct_topic = format!("bench-direct-{suffix}");
     let gateway_topic = format!("bench-gateway-{suffix}");
     let courier_topic = format!("bench-courier-{suffix}");
-    for topic in [&direct_topic, &gateway_topic, &courier_topic] {
-        create_topic(&env.brokers, topic, env.partitions).await?;
-    }
-
+    let direct_queue = format!("bench-direct-{suffix}");
+    let courier_queue = format!("bench-courier-{suffix}");
+    let direct_url = format!("http://{}/", env.upstream);
     println!(
-        "connector bench: {} messages of {} bytes, {} partitions, brokers {}",
+        "connector bench: {} messages of {} bytes; Kafka {} partitions on {}; AMQP prefetch {}",
         env.messages,
         env.body.len(),
         env.partitions,
-        env.brokers
+        if kafka { env.brokers.as_str() } else { "-" },
+        args.amqp_prefetch,
     );
-    prefill(env, &direct_topic).await?;
-    let direct_url = format!("http://{}/", env.upstream);
-    let a = bare_loop(env, &direct_topic, &direct_url).await?;
-    println!("a bare -> upstream   {:>9.0} msg/s ({:.2} s)", a.rate(), a.seconds);
 
-    // Courier with the function deployed and subscribed, without the connector yet.
-    let data_dir = env.dir.path().join("courier-data");
-    let mut courier = start_courier(env, &data_dir, None, "courier-1").await?;
-    deploy(env, &mut courier, &courier_topic).await?;
-    prefill(env, &gateway_topic).await?;
-    let gateway_url = format!("{}/function/{FUNCTION}", courier.base);
-    let b = bare_loop(env, &gateway_topic, &gateway_url).await;
-    courier.children.shutdown().await;
-    let b = b?;
-    println!("b bare -> gateway    {:>9.0} msg/s ({:.2} s)", b.rate(), b.seconds);
-
-    // The connector consumes a pre-filled topic from its first poll.
-    prefill(env, &courier_topic).await?;
-    let mut courier = start_courier(env, &data_dir, Some(&courier_topic), "courier-2").await?;
-    let c = measure_connector(env, &mut courier).await;
-    if c.is_err() {
-        print_log_tail(&courier.log);
+    let mut rows: Vec<(&str, Drained)> = Vec::new();
+    if kafka {
+        for topic in [&direct_topic, &gateway_topic, &courier_topic] {
+            create_topic(&env.brokers, topic, env.partitions).await?;
+        }
+        prefill(env, &direct_topic).await?;
+        let a = bare_loop(env, &direct_topic, &direct_url).await?;
+        println!(
+            "a kafka bare -> upstream    {:>9.0} msg/s ({:.2} s)",
+            a.rate(),
+            a.seconds
+        );
+        rows.push(("a kafka: bare loop -> upstream", a));
     }
-    courier.children.shutdown().await;
-    let c = c?;
-    println!("c courier connector  {:>9.0} msg/s ({:.2} s)", c.rate(), c.seconds);
+    let amqp_channel = if amqp {
+        let (connection, channel) = amqp_connect(&args.amqp_url).await?;
+        prefill_queue(env, &channel, &direct_queue).await?;
+        let d = bare_amqp_loop(
+            env,
+            &channel,
+            &direct_queue,
+            &direct_url,
+            args.amqp_prefetch,
+        )
+        .await?;
+        println!(
+            "d amqp bare -> upstream     {:>9.0} msg/s ({:.2} s)",
+            d.rate(),
+            d.seconds
+        );
+        rows.push(("d amqp: bare loop -> upstream", d));
+        Some((connection, channel))
+    } else {
+        None
+    };
 
-    let vs_direct = c.rate() / a.rate();
-    let vs_gateway = c.rate() / b.rate();
+    // Courier with the function deployed and subscribed, without connectors yet.
+    let data_dir = env.dir.path().join("courier-data");
+    let mut courier = start_courier(env, &data_dir, &[], "courier-1").await?;
+    deploy(
+        env,
+        &mut courier,
+        &format!("{courier_topic},{courier_queue}"),
+    )
+    .await?;
+    if kafka {
+        prefill(env, &gateway_topic).await?;
+        let gateway_url = format!("{}/function/{FUNCTION}", courier.base);
+        let b = bare_loop(env, &gateway_topic, &gateway_url).await;
+        courier.children.shutdown().await;
+        let b = b?;
+        println!(
+            "b kafka bare -> gateway     {:>9.0} msg/s ({:.2} s)",
+            b.rate(),
+            b.seconds
+        );
+        rows.push(("b kafka: bare loop -> gateway", b));
+    } else {
+        courier.children.shutdown().await;
+    }
+
+    if kafka {
+        // The connector consumes a pre-filled topic from its first poll.
+        prefill(env, &courier_topic).await?;
+        let group = format!("bench-courier-{courier_topic}");
+        let flags = [
+            "--kafka-brokers",
+            env.brokers.as_str(),
+            "--kafka-topics",
+            courier_topic.as_str(),
+            "--kafka-group",
+            group.as_str(),
+        ];
+        let c = measure_connector(env, &data_dir, &flags, "kafka", "courier-kafka").await?;
+        println!(
+            "c kafka courier connector   {:>9.0} msg/s ({:.2} s)",
+            c.rate(),
+            c.seconds
+        );
+        rows.push(("c kafka: courier connector", c));
+    }
+    if let Some((_, channel)) = &amqp_channel {
+        prefill_queue(env, channel, &courier_queue).await?;
+        let prefetch = args.amqp_prefetch.to_string();
+        let flags = [
+            "--amqp-url",
+            args.amqp_url.as_str(),
+            "--amqp-queues",
+            courier_queue.as_str(),
+            "--amqp-prefetch",
+            prefetch.as_str(),
+        ];
+        let e = measure_connector(env, &data_dir, &flags, "amqp", "courier-amqp").await?;
+        println!(
+            "e amqp courier connector    {:>9.0} msg/s ({:.2} s)",
+            e.rate(),
+            e.seconds
+        );
+        rows.push(("e amqp: courier connector", e));
+        for q in [&direct_queue, &courier_queue] {
+            let _ = channel
+                .queue_delete(
+                    q.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+
     println!();
     println!("| variant | messages/s | seconds |");
     println!("|---|---:|---:|");
-    for (name, r) in [
-        ("a bare loop -> upstream", &a),
-        ("b bare loop -> gateway", &b),
-        ("c courier kafka connector", &c),
-    ] {
+    for (name, r) in &rows {
         println!("| {name} | {:.0} | {:.2} |", r.rate(), r.seconds);
     }
+    let rate = |prefix: &str| {
+        rows.iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|(_, r)| r.rate())
+    };
+    let mut ratios = serde_json::Map::new();
     println!();
     println!("| comparison | value | target |");
     println!("|---|---:|---|");
-    println!(
-        "| **connector / bare loop to upstream** | **{vs_direct:.2}x** | >= {TARGET_RATIO:.2}x: {} |",
-        if vs_direct >= TARGET_RATIO { "met" } else { "not met" }
-    );
-    println!("| connector / bare loop through the gateway | {vs_gateway:.2}x | |");
+    for (name, num, den, target) in [
+        ("kafka connector / bare loop to upstream", "c ", "a ", true),
+        (
+            "kafka connector / bare loop through the gateway",
+            "c ",
+            "b ",
+            false,
+        ),
+        ("amqp connector / bare loop to upstream", "e ", "d ", true),
+    ] {
+        let (Some(n), Some(d)) = (rate(num), rate(den)) else {
+            continue;
+        };
+        let ratio = n / d;
+        let verdict = if !target {
+            String::new()
+        } else if ratio >= TARGET_RATIO {
+            format!(">= {TARGET_RATIO:.2}x: met")
+        } else {
+            format!(">= {TARGET_RATIO:.2}x: not met")
+        };
+        println!("| {name} | {ratio:.2}x | {verdict} |");
+        ratios.insert(name.to_owned(), json!(ratio));
+    }
     if let Some(out) = &args.out {
         let report = json!({
             "config": {
                 "messages": env.messages,
                 "partitions": env.partitions,
                 "body_size": env.body.len(),
-                "brokers": env.brokers,
+                "amqp_prefetch": args.amqp_prefetch,
             },
-            "bare_to_upstream": a.json(),
-            "bare_to_gateway": b.json(),
-            "courier_connector": c.json(),
-            "ratio_vs_upstream": vs_direct,
-            "ratio_vs_gateway": vs_gateway,
+            "variants": rows.iter().map(|(n, r)| (n.to_string(), r.json())).collect::<serde_json::Map<_, _>>(),
+            "ratios": ratios,
             "target": TARGET_RATIO,
         });
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
@@ -425,11 +555,11 @@ struct Courier {
     log: PathBuf,
 }
 
-/// Starts `courier up` on `data_dir`, with the Kafka connector on `topic` when given.
+/// Starts `courier up` on `data_dir` with extra `flags` (a connector's).
 async fn start_courier(
     env: &Env,
     data_dir: &Path,
-    topic: Option<&str>,
+    flags: &[&str],
     log_name: &str,
 ) -> anyhow::Result<Courier> {
     let addr = free_addr()?;
@@ -444,11 +574,7 @@ async fn start_courier(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    if let Some(topic) = topic {
-        command
-            .args(["--kafka-brokers", &env.brokers, "--kafka-topics", topic])
-            .args(["--kafka-group", &format!("bench-courier-{topic}")]);
-    }
+    command.args(flags);
     let mut children = Children::default();
     let id = children.spawn("courier", &mut command)?;
     let mut courier = Courier {
@@ -509,8 +635,29 @@ async fn deploy(env: &Env, courier: &mut Courier, topic: &str) -> anyhow::Result
     .await
 }
 
-/// Polls Courier's success counter until it reaches M; rate from its first move.
-async fn measure_connector(env: &Env, courier: &mut Courier) -> anyhow::Result<Drained> {
+/// Starts `courier up` with a connector's `flags` and polls its success counter until it
+/// reaches M; the rate counts from the counter's first move.
+async fn measure_connector(
+    env: &Env,
+    data_dir: &Path,
+    flags: &[&str],
+    connector: &str,
+    log_name: &str,
+) -> anyhow::Result<Drained> {
+    let mut courier = start_courier(env, data_dir, flags, log_name).await?;
+    let result = poll_successes(env, &mut courier, connector).await;
+    if result.is_err() {
+        print_log_tail(&courier.log);
+    }
+    courier.children.shutdown().await;
+    result
+}
+
+async fn poll_successes(
+    env: &Env,
+    courier: &mut Courier,
+    connector: &str,
+) -> anyhow::Result<Drained> {
     let url = format!("{}/metrics", courier.base);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut first: Option<(Instant, usize)> = None;
@@ -518,7 +665,7 @@ async fn measure_connector(env: &Env, courier: &mut Courier) -> anyhow::Result<D
         courier.children.ensure_running(courier.id)?;
         let text = env.http.get(&url).send().await?.text().await?;
         let now = Instant::now();
-        let done = successes(&text);
+        let done = successes(&text, connector);
         if done > 0 && first.is_none() {
             first = Some((now, done));
         }
@@ -531,7 +678,7 @@ async fn measure_connector(env: &Env, courier: &mut Courier) -> anyhow::Result<D
         }
         if now >= deadline {
             bail!(
-                "the connector finished {done} of {} messages within {DRAIN_TIMEOUT:?}",
+                "the {connector} connector finished {done} of {} messages within {DRAIN_TIMEOUT:?}",
                 env.messages
             );
         }
@@ -539,15 +686,145 @@ async fn measure_connector(env: &Env, courier: &mut Courier) -> anyhow::Result<D
     }
 }
 
-/// `connector_invocations_total{connector="kafka",outcome="success"}` summed.
-fn successes(metrics: &str) -> usize {
+/// `connector_invocations_total{connector="<connector>",outcome="success"}` summed.
+fn successes(metrics: &str, connector: &str) -> usize {
+    let label = format!(r#"connector="{connector}""#);
     metrics
         .lines()
         .filter(|l| {
             l.starts_with("connector_invocations_total{")
-                && l.contains(r#"connector="kafka""#)
+                && l.contains(&label)
                 && l.contains(r#"outcome="success""#)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as usize
+}
+
+async fn amqp_connect(url: &str) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let connection = tokio::time::timeout(
+        Duration::from_secs(10),
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| anyhow!("RabbitMQ did not answer within 10 s"))?
+    .context("connecting to RabbitMQ (start it, or pass --amqp-url, or --source kafka)")?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+/// Declares `queue` durable and publishes the variant's M persistent messages, confirmed.
+async fn prefill_queue(env: &Env, channel: &lapin::Channel, queue: &str) -> anyhow::Result<()> {
+    channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions::durable(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(PRODUCE_CHUNK);
+    for i in 0..env.messages {
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                lapin::options::BasicPublishOptions::default(),
+                &env.body,
+                lapin::BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(format!("m-{i}").into()),
+            )
+            .await?;
+        pending.push(confirm);
+        if pending.len() == PRODUCE_CHUNK || i + 1 == env.messages {
+            for confirm in pending.drain(..) {
+                confirm.await?;
+            }
+        }
+    }
+    eprintln!(
+        "  pre-filled queue {queue} with {} messages in {:.1} s",
+        env.messages,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The AMQP baseline: consume with `prefetch`, POST each body to `url` in its own task, ack
+/// after the answer.
+async fn bare_amqp_loop(
+    env: &Env,
+    channel: &lapin::Channel,
+    queue: &str,
+    url: &str,
+    prefetch: u16,
+) -> anyhow::Result<Drained> {
+    use futures_util::StreamExt as _;
+    channel
+        .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let first_done: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (finished_tx, mut finished_rx) = mpsc::channel::<Instant>(1);
+    let total = env.messages;
+    let mut tasks = tokio::task::JoinSet::new();
+    let drain = async {
+        loop {
+            tokio::select! {
+                finished = finished_rx.recv() => return finished.ok_or_else(|| anyhow!("bare loop ended")),
+                delivery = consumer.next() => {
+                    let delivery = delivery.ok_or_else(|| anyhow!("consumer cancelled"))??;
+                    let (client, url) = (client.clone(), url.to_owned());
+                    let (done, first_done, finished_tx) = (done.clone(), first_done.clone(), finished_tx.clone());
+                    tasks.spawn(async move {
+                        let ok = client
+                            .post(&url)
+                            .body(delivery.data.clone())
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success());
+                        if !ok {
+                            eprintln!("  bare loop: POST {url} failed");
+                        }
+                        let _ = delivery.acker.ack(lapin::options::BasicAckOptions::default()).await;
+                        let now = Instant::now();
+                        first_done.lock().await.get_or_insert(now);
+                        if done.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                            let _ = finished_tx.send(now).await;
+                        }
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    };
+    let last = tokio::time::timeout(DRAIN_TIMEOUT, drain)
+        .await
+        .map_err(|_| anyhow!("the bare loop did not drain {queue} within {DRAIN_TIMEOUT:?}"))??;
+    let _ = channel
+        .basic_cancel(
+            consumer.tag(),
+            lapin::options::BasicCancelOptions::default(),
+        )
+        .await;
+    let first = first_done
+        .lock()
+        .await
+        .ok_or_else(|| anyhow!("no message finished"))?;
+    Ok(Drained {
+        messages: total - 1,
+        seconds: (last - first).as_secs_f64(),
+    })
 }

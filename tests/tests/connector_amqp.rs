@@ -133,7 +133,10 @@ async fn connector_calls_go_through_the_gateway_and_are_counted() {
     for i in 0..3 {
         publish(&channel, &queue, &format!("m{i}\n"), &format!("id-{i}")).await;
     }
-    eventually(DONE, "3 runs", || async { (runs(&log).len() == 3).then_some(()) }).await;
+    eventually(DONE, "3 runs", || async {
+        (runs(&log).len() == 3).then_some(())
+    })
+    .await;
     let metrics = eventually(DONE, "the connector's metrics", || async {
         let text = courier.metrics().await;
         (metric_sum(

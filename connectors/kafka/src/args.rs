@@ -266,7 +266,11 @@ impl KafkaArgs {
             ("queued.max.messages.kbytes", "8192".to_owned()),
             ("fetch.queue.backoff.ms", "20".to_owned()),
         ]);
-        if let Some(id) = self.kafka_instance_id.as_deref().filter(|i| !i.trim().is_empty()) {
+        if let Some(id) = self
+            .kafka_instance_id
+            .as_deref()
+            .filter(|i| !i.trim().is_empty())
+        {
             settings.push(("group.instance.id", id.trim().to_owned()));
         }
         if let Some(debug) = self.kafka_debug.as_deref().filter(|d| !d.trim().is_empty()) {

@@ -314,7 +314,9 @@ impl Loop {
                 }
             }
             let buffered = worker.tx.max_capacity() - worker.tx.capacity();
-            if worker.paused && worker.backlog.is_empty() && buffered <= worker.tx.max_capacity() / 4
+            if worker.paused
+                && worker.backlog.is_empty()
+                && buffered <= worker.tx.max_capacity() / 4
             {
                 self.set_paused(key, worker, false);
             }

@@ -32,8 +32,6 @@ const WAIT: Duration = Duration::from_secs(60);
 enum Broker {
     Mock(MockCluster<'static, DefaultProducerContext>),
     Tansu(TansuBroker),
-    /// A broker started by hand (`COURIER_TEST_KAFKA_BROKERS`), for the measurement.
-    External(String),
 }
 
 impl Broker {
@@ -49,14 +47,13 @@ impl Broker {
         match self {
             Self::Mock(m) => m.bootstrap_servers(),
             Self::Tansu(t) => t.bootstrap_servers(),
-            Self::External(servers) => servers.clone(),
         }
     }
 
     async fn create_topic(&self, name: &str, partitions: i32) {
         match self {
             Self::Mock(m) => m.create_topic(name, partitions, 1).expect("create topic"),
-            Self::Tansu(_) | Self::External(_) => {
+            Self::Tansu(_) => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", self.servers())
                     .create()
@@ -294,7 +291,40 @@ on_both_brokers!(
     key_ordering_keeps_each_key_in_order_and_runs_keys_in_parallel,
     replies_are_published_to_the_reply_topic,
     async_mode_queues_the_calls_and_commits,
+    a_full_partition_is_paused_and_resumed_without_loss_or_reordering,
 );
+
+async fn a_full_partition_is_paused_and_resumed_without_loss_or_reordering(broker: Broker) {
+    let (topic, group) = (unique("flow"), unique("group"));
+    broker.create_topic(&topic, 1).await;
+    let total = 150;
+    let messages: Vec<_> = (0..total).map(|i| (0, None, format!("{i}"))).collect();
+    produce(&broker, &topic, &messages).await;
+    let invoker = RecordingInvoker::new();
+    invoker.set_delay(Duration::from_millis(2));
+    let connector = Connector::start(
+        &broker,
+        &[&topic],
+        &group,
+        &invoker,
+        vec![function("f", &[("topic", &topic)])],
+        fast_config(),
+        &[
+            "--kafka-partition-buffer",
+            "4",
+            "--kafka-max-in-flight",
+            "2",
+        ],
+    );
+    wait_committed(&broker, &group, &topic, &[total as i64]).await;
+    let order: Vec<i64> = invoker
+        .calls()
+        .iter()
+        .map(|c| c.body_text().parse().unwrap())
+        .collect();
+    assert_eq!(order, (0..total as i64).collect::<Vec<_>>());
+    connector.stop().await;
+}
 
 async fn messages_reach_every_subscribed_function_with_kafka_headers(broker: Broker) {
     let (topic, group) = (unique("orders"), unique("group"));
@@ -637,80 +667,6 @@ async fn async_mode_queues_the_calls_and_commits(broker: Broker) {
     assert_eq!(
         connector.metric("connector_invocations_total", &[("outcome", "queued")]),
         Some(2.0)
-    );
-    connector.stop().await;
-}
-
-/// Diagnostics, not a check: messages/s through the connector with an invoker that answers at
-/// once (no HTTP), on tansu. `cargo test -p courier-connector-kafka --release --test connector
-/// -- --ignored --nocapture throughput`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, run by hand"]
-async fn throughput_with_an_instant_invoker() {
-    if let Ok(filter) = std::env::var("COURIER_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .try_init();
-    }
-    let broker = match std::env::var("COURIER_TEST_KAFKA_BROKERS") {
-        Ok(servers) if servers == "mock" => Broker::mock(),
-        Ok(servers) => Broker::External(servers),
-        Err(_) => match Broker::tansu().await {
-            Some(b) => b,
-            None => return,
-        },
-    };
-    let (topic, group) = (unique("throughput"), unique("group"));
-    let partitions = 4;
-    let total = 20_000;
-    broker.create_topic(&topic, partitions).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.servers())
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "100000")
-        .create()
-        .expect("producer");
-    let mut pending = Vec::new();
-    for i in 0..total {
-        let record = FutureRecord::<(), _>::to(&topic)
-            .partition(i % partitions)
-            .payload(&b"0123456789abcdef0123456789abcdef"[..]);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
-    }
-    for p in pending {
-        p.await.expect("report").expect("delivered");
-    }
-    let invoker = RecordingInvoker::new();
-    let connector = Connector::start(
-        &broker,
-        &[&topic],
-        &group,
-        &invoker,
-        vec![function("f", &[("topic", &topic)])],
-        fast_config(),
-        &std::env::var("COURIER_TEST_KAFKA_EXTRA")
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>(),
-    );
-    wait_for("the first call", || (!invoker.calls().is_empty()).then_some(())).await;
-    let started = Instant::now();
-    let at_start = invoker.calls().len();
-    let mut last = 0;
-    wait_for("every call", || {
-        let n = invoker.calls().len();
-        if n / 2000 != last / 2000 {
-            eprintln!("  {n} calls after {:.2} s", started.elapsed().as_secs_f64());
-        }
-        last = n;
-        (n >= total as usize).then_some(())
-    })
-    .await;
-    let seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "throughput: {:.0} messages/s ({} in {seconds:.2} s)",
-        (total as usize - at_start) as f64 / seconds,
-        total as usize - at_start
     );
     connector.stop().await;
 }
