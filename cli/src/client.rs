@@ -58,10 +58,7 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     pub(crate) fn new(args: &GatewayArgs) -> Result<Self> {
-        let password = match &args.password {
-            Some(p) if !p.is_empty() => Some(p.clone()),
-            _ => crate::password::read(&args.data_dir)?,
-        };
+        let password = crate::password::given_or_read(args.password.clone(), &args.data_dir)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())

@@ -26,6 +26,15 @@ pub(crate) fn read(data_dir: &Path) -> Result<Option<String>> {
     }
 }
 
+/// The password given (flag or environment) unless empty, else the one stored in `data_dir`
+/// (for the processes that talk to a gateway: clients, the standalone worker and triggers).
+pub(crate) fn given_or_read(given: Option<String>, data_dir: &Path) -> Result<Option<String>> {
+    match given.filter(|p| !p.is_empty()) {
+        Some(p) => Ok(Some(p)),
+        None => read(data_dir),
+    }
+}
+
 /// The stored password, or a new random one written with mode 0600.
 pub(crate) fn load_or_generate(data_dir: &Path) -> Result<(String, bool)> {
     if let Some(existing) = read(data_dir)? {

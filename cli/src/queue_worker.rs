@@ -45,10 +45,7 @@ pub(crate) struct QueueWorkerArgs {
 }
 
 pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
-    let password = match args.password.clone().filter(|p| !p.is_empty()) {
-        Some(p) => Some(p),
-        None => crate::password::read(&args.data_dir)?,
-    };
+    let password = crate::password::given_or_read(args.password.clone(), &args.data_dir)?;
     let queue = courier_queue::open(
         &args.queue,
         QueueConfig {

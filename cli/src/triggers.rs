@@ -25,6 +25,7 @@ use courier_invoke::{
 };
 use courier_queue::{QueueConfig, WorkQueue};
 use courier_scheduler::{DispatchMode, SchedulerConfig};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +120,7 @@ async fn schedules(
 
 /// Running triggers.
 pub(crate) struct Triggers {
-    tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    tasks: Vec<Task>,
     stop: CancellationToken,
 }
 
@@ -166,104 +167,96 @@ pub(crate) async fn start_in_process(
             }
         });
     }
-    let invoker: Arc<dyn Invoker> = Arc::new(Fabric::new(caller, Some(queue)));
+    let inputs = Inputs {
+        catalog,
+        invoker: Arc::new(Fabric::new(caller, Some(queue))),
+        registry: registry.clone(),
+        stop: stop.clone(),
+    };
     let mut tasks = Vec::new();
     if !args.no_scheduler {
-        tasks.push(spawn_scheduler(
-            args.scheduler.config(data_dir),
-            &catalog,
-            invoker.clone(),
-            registry,
-            &stop,
-        ));
+        tasks.push(inputs.spawn_scheduler(args.scheduler.config(data_dir)));
         println!("  scheduler: on (functions with topic cron-function and a schedule annotation)");
     }
-    if !args.kafka.kafka_brokers.is_empty() {
+    if args.kafka.is_enabled() {
         println!("  kafka connector: {}", args.kafka.kafka_brokers.join(","));
-        tasks.push(spawn_kafka(
-            args.kafka,
-            &args.connector,
-            &catalog,
-            invoker.clone(),
-            registry,
-            &stop,
-        ));
+        tasks.push(inputs.spawn_kafka(args.kafka, &args.connector));
     }
-    if args.amqp.amqp_url.is_some() {
+    if args.amqp.is_enabled() {
         println!(
             "  amqp connector: queues {}",
             args.amqp.amqp_queues.join(",")
         );
-        tasks.push(spawn_amqp(
-            args.amqp,
-            &args.connector,
-            &catalog,
-            invoker,
-            registry,
-            &stop,
-        ));
+        tasks.push(inputs.spawn_amqp(args.amqp, &args.connector));
     }
     Ok(Triggers { tasks, stop })
 }
 
-fn spawn_scheduler(
-    config: SchedulerConfig,
-    catalog: &Catalog,
+/// What every trigger runs on.
+#[derive(Clone)]
+struct Inputs {
+    catalog: Catalog,
     invoker: Arc<dyn Invoker>,
-    registry: &prometheus::Registry,
-    stop: &CancellationToken,
-) -> (&'static str, JoinHandle<Result<()>>) {
-    let (list, registry, stop) = (catalog.watch(), registry.clone(), stop.clone());
-    let task = tokio::spawn(async move {
-        courier_scheduler::run(config, list, invoker, &registry, stop)
-            .await
-            .context("scheduler")
-    });
-    ("scheduler", task)
+    registry: prometheus::Registry,
+    stop: CancellationToken,
 }
 
-fn spawn_kafka(
-    args: KafkaArgs,
-    connector: &ConnectorArgs,
-    catalog: &Catalog,
-    invoker: Arc<dyn Invoker>,
-    registry: &prometheus::Registry,
-    stop: &CancellationToken,
-) -> (&'static str, JoinHandle<Result<()>>) {
-    let (config, list, registry, stop) = (
-        connector.config(),
-        catalog.watch(),
-        registry.clone(),
-        stop.clone(),
-    );
-    let task = tokio::spawn(async move {
-        courier_connector_kafka::run(args, config, list, invoker, &registry, stop)
-            .await
-            .context("kafka connector")
-    });
-    ("kafka", task)
-}
+/// A running trigger: its name and its task.
+type Task = (&'static str, JoinHandle<Result<()>>);
 
-fn spawn_amqp(
-    args: AmqpArgs,
-    connector: &ConnectorArgs,
-    catalog: &Catalog,
-    invoker: Arc<dyn Invoker>,
-    registry: &prometheus::Registry,
-    stop: &CancellationToken,
-) -> (&'static str, JoinHandle<Result<()>>) {
-    let (config, list, registry, stop) = (
-        connector.config(),
-        catalog.watch(),
-        registry.clone(),
-        stop.clone(),
-    );
-    let task = tokio::spawn(async move {
-        courier_connector_amqp::run(args, config, list, invoker, &registry, stop)
-            .await
-            .context("amqp connector")
-    });
-    ("amqp", task)
+impl Inputs {
+    /// Runs `trigger` on these inputs in a task of its own.
+    fn spawn<E, Fut>(
+        &self,
+        name: &'static str,
+        trigger: impl FnOnce(
+            watch::Receiver<courier_invoke::FunctionList>,
+            Arc<dyn Invoker>,
+            prometheus::Registry,
+            CancellationToken,
+        ) -> Fut,
+    ) -> Task
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let running = trigger(
+            self.catalog.watch(),
+            self.invoker.clone(),
+            self.registry.clone(),
+            self.stop.clone(),
+        );
+        (
+            name,
+            tokio::spawn(async move { running.await.context(name) }),
+        )
+    }
+
+    fn spawn_scheduler(&self, config: SchedulerConfig) -> Task {
+        self.spawn("scheduler", |list, invoker, registry, stop| async move {
+            courier_scheduler::run(config, list, invoker, &registry, stop).await
+        })
+    }
+
+    fn spawn_kafka(&self, args: KafkaArgs, connector: &ConnectorArgs) -> Task {
+        let config = connector.config();
+        self.spawn(
+            "kafka connector",
+            |list, invoker, registry, stop| async move {
+                courier_connector_kafka::run(args, config, list, invoker, &registry, stop).await
+            },
+        )
+    }
+
+    fn spawn_amqp(&self, args: AmqpArgs, connector: &ConnectorArgs) -> Task {
+        let config = connector.config();
+        self.spawn(
+            "amqp connector",
+            |list, invoker, registry, stop| async move {
+                courier_connector_amqp::run(args, config, list, invoker, &registry, stop).await
+            },
+        )
+    }
 }
 
 /// What every standalone trigger needs: the gateway, the queue, a password, an endpoint.
@@ -331,20 +324,10 @@ enum ConnectorSource {
     },
 }
 
-/// The pieces a standalone trigger runs on.
-struct Standalone {
-    catalog: Catalog,
-    invoker: Arc<dyn Invoker>,
-    registry: prometheus::Registry,
-    stop: CancellationToken,
-    data_dir: PathBuf,
-}
-
-async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Standalone> {
-    let password = match args.password.clone().filter(|p| !p.is_empty()) {
-        Some(p) => Some(p),
-        None => crate::password::read(&args.data_dir)?,
-    };
+/// The inputs of a standalone trigger, from its flags: the function list and calls through
+/// a gateway, queued calls and dead letters in the shared queue, its own `/metrics`.
+async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Inputs> {
+    let password = crate::password::given_or_read(args.password.clone(), &args.data_dir)?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
@@ -364,20 +347,16 @@ async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Standalone> {
     let endpoint = crate::component::serve(args.listen, registry.clone(), stop.clone()).await?;
     println!("  queue: {}", args.queue);
     println!("  metrics: http://{endpoint}/metrics");
-    Ok(Standalone {
+    Ok(Inputs {
         catalog,
         invoker,
         registry,
         stop,
-        data_dir: args.data_dir.clone(),
     })
 }
 
 /// Runs one trigger until SIGTERM or Ctrl-C, then drains it.
-async fn run_until_signal(
-    parts: Standalone,
-    task: (&'static str, JoinHandle<Result<()>>),
-) -> Result<()> {
+async fn run_until_signal(parts: Inputs, task: Task) -> Result<()> {
     let (name, mut handle) = task;
     tokio::select! {
         () = crate::up::wait_for_signal() => {
@@ -397,13 +376,7 @@ async fn run_until_signal(
 /// `courier scheduler`.
 pub(crate) async fn run_scheduler(args: SchedulerCommand) -> Result<()> {
     let parts = standalone(&args.standalone, "Scheduler").await?;
-    let task = spawn_scheduler(
-        args.scheduler.config(&parts.data_dir),
-        &parts.catalog,
-        parts.invoker.clone(),
-        &parts.registry,
-        &parts.stop,
-    );
+    let task = parts.spawn_scheduler(args.scheduler.config(&args.standalone.data_dir));
     run_until_signal(parts, task).await
 }
 
@@ -416,14 +389,7 @@ pub(crate) async fn run_connector(args: ConnectorCommand) -> Result<()> {
             kafka,
         } => {
             let parts = standalone(&s, "Kafka connector").await?;
-            let task = spawn_kafka(
-                kafka,
-                &connector,
-                &parts.catalog,
-                parts.invoker.clone(),
-                &parts.registry,
-                &parts.stop,
-            );
+            let task = parts.spawn_kafka(kafka, &connector);
             run_until_signal(parts, task).await
         }
         ConnectorSource::Amqp {
@@ -432,14 +398,7 @@ pub(crate) async fn run_connector(args: ConnectorCommand) -> Result<()> {
             amqp,
         } => {
             let parts = standalone(&s, "AMQP connector").await?;
-            let task = spawn_amqp(
-                amqp,
-                &connector,
-                &parts.catalog,
-                parts.invoker.clone(),
-                &parts.registry,
-                &parts.stop,
-            );
+            let task = parts.spawn_amqp(amqp, &connector);
             run_until_signal(parts, task).await
         }
     }

@@ -284,45 +284,36 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
 
     println!("  queued calls: {queue_url}");
     let stop_worker = CancellationToken::new();
-    let (worker_args, trigger_args) = match in_process {
-        Some((w, t)) => (Some(w), Some(t)),
-        None => (None, None),
-    };
-    let worker = match &worker_args {
-        Some(w) => {
-            // In one process the worker calls the gateway's proxy path directly (same
-            // readiness, scale-from-zero and metrics as over HTTP, one loopback hop less).
+    let (worker, triggers) = match in_process {
+        Some((worker_args, trigger_args)) => {
+            // In one process the worker and the triggers call the gateway's proxy path
+            // directly (same readiness, scale-from-zero and metrics as over HTTP, one loopback
+            // hop less).
+            let caller: Arc<dyn FunctionCaller> = Arc::new(InProcess(gateway.clone()));
             let worker = Worker::with_caller(
                 queue.clone(),
-                w.config(url.clone(), password.clone(), args.ack_wait),
+                worker_args.config(url.clone(), password.clone(), args.ack_wait),
                 WorkerMetrics::register(&registry)?,
-                Some(Arc::new(InProcess(gateway.clone()))),
+                Some(caller.clone()),
             )?;
-            Some(tokio::spawn(worker.run(stop_worker.clone())))
+            let worker = tokio::spawn(worker.run(stop_worker.clone()));
+            let triggers = crate::triggers::start_in_process(
+                trigger_args,
+                gateway.clone(),
+                caller,
+                queue.clone(),
+                &data_dir,
+                &registry,
+            )
+            .await?;
+            (Some(worker), Some(triggers))
         }
         None => {
             println!(
                 "  no queue worker here: run `courier queue-worker --queue {queue_url} --gateway {url}`"
             );
-            None
+            (None, None)
         }
-    };
-    let triggers = match trigger_args {
-        Some(t) => {
-            let caller: Arc<dyn FunctionCaller> = Arc::new(InProcess(gateway.clone()));
-            Some(
-                crate::triggers::start_in_process(
-                    t,
-                    gateway.clone(),
-                    caller,
-                    queue.clone(),
-                    &data_dir,
-                    &registry,
-                )
-                .await?,
-            )
-        }
-        None => None,
     };
     let shutdown = CancellationToken::new();
     let server = {
