@@ -27,6 +27,13 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# The bundled librdkafka (Kafka connector) builds with make and links OpenSSL and zlib.
+if ! command -v make >/dev/null || ! command -v pkg-config >/dev/null ||
+   ! pkg-config --exists openssl zlib; then
+  log "Installing build tools and headers for librdkafka (make, pkg-config, libssl-dev, zlib1g-dev)"
+  apt_install build-essential pkg-config libssl-dev zlib1g-dev
+fi
+
 if ! command -v bwrap >/dev/null; then
   log "Installing bubblewrap (function sandbox)"
   apt_install bubblewrap
