@@ -7,9 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::FunctionRef;
 use courier_core::queue::{DeadLetterRecord, QueueRequest};
-use courier_queue::{DeadLetter, Delivery, WorkQueue};
+use courier_queue::{Delivery, WorkQueue};
 use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -21,7 +20,7 @@ use crate::config::WorkerConfig;
 use crate::invoke::{self, Outcome};
 use crate::metrics::WorkerMetrics;
 use crate::policies::Policies;
-use courier_invoke::{FunctionCaller, GatewayHttp};
+use courier_invoke::{FunctionCaller, GatewayHttp, dead_letter_record, keep_dead_letter};
 
 /// How often `queue_worker_pending_messages` is refreshed.
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
@@ -157,16 +156,14 @@ impl Worker {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(call_id = %delivery.message.id, error = %e, "Queued message is not a QueueRequest; dead-lettered.");
-                        let record = DeadLetterRecord {
-                            call_id: delivery.message.id.clone(),
-                            function: String::new(),
-                            namespace: String::new(),
-                            attempts: delivery.attempt,
-                            last_status: None,
-                            error: format!("the queued message is not a QueueRequest: {e}"),
-                            failed_at: now_rfc3339(),
-                            request: None,
-                        };
+                        let record = dead_letter_record(
+                            &delivery.message.id,
+                            "",
+                            delivery.attempt,
+                            None,
+                            format!("the queued message is not a QueueRequest: {e}"),
+                            None,
+                        );
                         self.give_up(delivery, &record).await;
                         continue;
                     }
@@ -317,20 +314,14 @@ impl Worker {
                 .dead_letters
                 .with_label_values(&[function.as_str()])
                 .inc();
-            let (name, namespace) = match FunctionRef::parse_invocation(&function) {
-                Ok(f) => (f.name, f.namespace),
-                Err(_) => (function.clone(), String::new()),
-            };
-            let record = DeadLetterRecord {
-                call_id: call_id.clone(),
-                function: name,
-                namespace,
-                attempts: attempt,
-                last_status: outcome.status,
-                error: outcome.error.clone().unwrap_or_default(),
-                failed_at: now_rfc3339(),
-                request: Some(request),
-            };
+            let record = dead_letter_record(
+                &call_id,
+                &function,
+                attempt,
+                outcome.status,
+                outcome.error.clone().unwrap_or_default(),
+                Some(request),
+            );
             self.give_up(delivery, &record).await;
             return;
         }
@@ -345,12 +336,7 @@ impl Worker {
     /// letter cannot be stored, the delivery is left to come back after its lease rather than
     /// dropped.
     async fn give_up(&self, delivery: Delivery, record: &DeadLetterRecord) {
-        let letter = DeadLetter {
-            id: record.call_id.clone(),
-            failed_at_ms: now_ms(),
-            record: serde_json::to_vec(record).unwrap_or_default().into(),
-        };
-        if let Err(e) = self.queue.put_dead_letter(letter).await {
+        if let Err(e) = keep_dead_letter(&*self.queue, record).await {
             tracing::error!(call_id = %record.call_id, error = %e, "Could not keep the dead letter; the call will be delivered again after its lease.");
             return;
         }
@@ -393,19 +379,6 @@ fn log_dead_letter(call_id: &str, function: &str, attempts: u64, outcome: &Outco
         error = outcome.error.as_deref().unwrap_or(""),
         "Queued call failed after its last attempt; dead-lettered."
     );
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// A number in [0, 1) for backoff jitter.

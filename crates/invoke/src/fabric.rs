@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
-use courier_core::names::FunctionRef;
-use courier_core::queue::{DeadLetterRecord, GoUrl, QueueRequest, stored_headers};
-use courier_queue::{DeadLetter, Message, Published, WorkQueue};
+use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
+use courier_queue::{Message, Published, WorkQueue};
 use http::HeaderValue;
 
-use crate::{Answer, Call, Enqueued, FunctionCaller, InvokeError};
+use crate::{
+    Answer, Call, Enqueued, FunctionCaller, InvokeError, dead_letter_record, keep_dead_letter,
+};
 
 /// What a trigger (connector, scheduler) can do with a function call.
 #[async_trait::async_trait]
@@ -81,19 +82,6 @@ fn function_uri(call: &Call) -> String {
 
 fn call_id_header(id: &str) -> Result<HeaderValue, InvokeError> {
     HeaderValue::from_str(id).map_err(|_| InvokeError::Invalid(format!("call id {id:?}")))
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 /// The `QueueRequest` for `call` with id `id`, as the gateway's `/async-function` stores it.
@@ -183,30 +171,15 @@ impl Invoker for Fabric {
     ) -> Result<(), InvokeError> {
         let queue = self.queue()?;
         let id = call.id_or_new();
-        let (name, namespace) = match FunctionRef::parse_invocation(&call.function) {
-            Ok(f) => (f.name, f.namespace),
-            Err(_) => (call.function.clone(), String::new()),
-        };
-        let record = DeadLetterRecord {
-            call_id: id.clone(),
-            function: name,
-            namespace,
+        let record = dead_letter_record(
+            &id,
+            &call.function,
             attempts,
             last_status,
-            error: error.to_owned(),
-            failed_at: now_rfc3339(),
-            request: Some(queue_request(call, &id)?),
-        };
-        let record = serde_json::to_vec(&record)
-            .map_err(|e| InvokeError::Invalid(format!("encoding the dead letter: {e}")))?;
-        queue
-            .put_dead_letter(DeadLetter {
-                id,
-                failed_at_ms: now_ms(),
-                record: record.into(),
-            })
-            .await?;
-        Ok(())
+            error.to_owned(),
+            Some(queue_request(call, &id)?),
+        );
+        keep_dead_letter(&**queue, &record).await
     }
 }
 

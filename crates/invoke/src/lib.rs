@@ -18,11 +18,13 @@
 mod call;
 mod caller;
 mod catalog;
+mod dead_letter;
 mod error;
 mod fabric;
 
 pub use call::{Answer, Call, Enqueued};
 pub use caller::{FunctionCaller, GatewayHttp, MAX_RESPONSE_BYTES};
 pub use catalog::{Catalog, FunctionList, FunctionSource, GatewaySource, REFRESH_INTERVAL};
+pub use dead_letter::{dead_letter_record, keep_dead_letter};
 pub use error::InvokeError;
 pub use fabric::{Fabric, Invoker};
