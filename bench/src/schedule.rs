@@ -15,8 +15,9 @@
 //! system) and resident memory, both per 1,000 schedules.
 //!
 //! The baseline, measured first in the same run: one bare `tokio::time::sleep_until` loop that
-//! wakes at every whole second and records its own lateness, the floor any timer in this
-//! runtime can reach. The report gives the scheduler's lateness as a ratio to it.
+//! wakes at every whole second and records its own lateness, what a plain tokio sleep reaches
+//! (the scheduler waits more precisely for the instant itself). The report gives the
+//! scheduler's lateness as a ratio to it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,8 +28,10 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use courier_core::FunctionStatus;
-use courier_invoke::{Answer, Call, Enqueued, InvokeError, Invoker};
-use courier_scheduler::SchedulerConfig;
+use courier_invoke::{Answer, Call, Enqueued, Fabric, FunctionCaller, InvokeError, Invoker};
+use courier_queue::{QueueConfig, WorkQueue};
+use courier_scheduler::{SchedulerConfig, X_SCHEDULED_TIME};
+use http::HeaderValue;
 use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -52,29 +55,114 @@ pub(crate) struct ScheduleArgs {
     /// Skip the baseline.
     #[arg(long)]
     skip_baseline: bool,
+    /// Hand fires to a real queue instead of the recording fake: `embedded` (a fresh embedded
+    /// store in a temporary directory), `file:///path` or `nats://host:port` (JetStream). A
+    /// task acks every stored call at once, like a worker whose functions take no time, so the
+    /// overlap checks see the previous fires done. Lateness is then reported twice: when a
+    /// fire is handed to the queue, and when the queue has stored it.
+    #[arg(long)]
+    queue: Option<String>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
-/// An invoker that stores nothing and records how late each fire was handed over.
-#[derive(Default)]
+/// An invoker that stores nothing and records how late each fire was handed over. Its own
+/// work per fire is kept small (the scheduled time is parsed after the run, the sample buffer
+/// is allocated ahead) so that it measures the scheduler, not itself.
 struct LatenessRecorder {
-    /// (scheduled second, lateness in seconds), in hand-over order.
-    samples: Mutex<Vec<(i64, f64)>>,
+    /// (`X-Scheduled-Time`, wall clock at hand-over), in hand-over order.
+    samples: Mutex<Vec<(HeaderValue, DateTime<Utc>)>>,
+    /// The same when the real queue has stored the fire (`--queue`).
+    stored: Mutex<Vec<(HeaderValue, DateTime<Utc>)>>,
+    /// The real queue (`--queue`), behind the invoker every Courier process uses.
+    queue: Option<Fabric>,
+    /// How many samples the buffer holds without growing.
+    capacity: usize,
 }
 
 impl LatenessRecorder {
-    fn take(&self) -> Vec<(i64, f64)> {
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+    fn new(capacity: usize, queue: Option<Fabric>) -> Self {
+        Self {
+            samples: Mutex::new(Vec::with_capacity(capacity)),
+            stored: Mutex::new(Vec::with_capacity(if queue.is_some() {
+                capacity
+            } else {
+                0
+            })),
+            queue,
+            capacity,
+        }
     }
 
-    fn record(&self, scheduled: DateTime<Utc>) {
-        let late = (Utc::now() - scheduled).as_seconds_f64();
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((scheduled.timestamp(), late));
+    /// The hand-over samples so far as (scheduled second, lateness in seconds), emptying the
+    /// buffer.
+    fn take(&self) -> Result<Vec<(i64, f64)>> {
+        Self::drain(&self.samples, self.capacity)
+    }
+
+    /// The same for the stored samples (`--queue`).
+    fn take_stored(&self) -> Result<Vec<(i64, f64)>> {
+        Self::drain(&self.stored, self.capacity)
+    }
+
+    fn drain(
+        buffer: &Mutex<Vec<(HeaderValue, DateTime<Utc>)>>,
+        capacity: usize,
+    ) -> Result<Vec<(i64, f64)>> {
+        let fresh = Vec::with_capacity(capacity);
+        let samples = std::mem::replace(
+            &mut *buffer.lock().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
+        samples
+            .into_iter()
+            .map(|(scheduled, handed)| {
+                let scheduled = scheduled
+                    .to_str()
+                    .ok()
+                    .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                    .context("a fire with an unreadable X-Scheduled-Time")?;
+                Ok((
+                    scheduled.timestamp(),
+                    (handed - scheduled.to_utc()).as_seconds_f64(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The functions of the benchmark are never called (fires only go to the queue).
+struct NoFunctions;
+
+#[async_trait::async_trait]
+impl FunctionCaller for NoFunctions {
+    async fn call(&self, _request: http::Request<bytes::Bytes>) -> Result<Answer, String> {
+        Err("the benchmark only queues".to_owned())
+    }
+}
+
+/// Acks every call stored in `queue` as soon as it is fetched (a worker whose functions take
+/// no time), until `stop`.
+async fn ack_everything(queue: Arc<dyn WorkQueue>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let fetched = tokio::select! {
+            fetched = queue.fetch(1024, Duration::from_millis(200)) => fetched,
+            () = stop.cancelled() => return,
+        };
+        match fetched {
+            Ok(deliveries) => {
+                for delivery in deliveries {
+                    if let Err(e) = delivery.ack().await {
+                        eprintln!("ack failed: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("fetch failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -99,23 +187,45 @@ impl Invoker for LatenessRecorder {
         Err(InvokeError::Invalid("the benchmark only queues".to_owned()))
     }
 
-    async fn enqueue(&self, call: Call) -> Result<Enqueued, InvokeError> {
+    async fn enqueue(&self, mut call: Call) -> Result<Enqueued, InvokeError> {
+        let handed = Utc::now();
+        let Some(queue) = &self.queue else {
+            let scheduled = call
+                .headers
+                .remove(X_SCHEDULED_TIME)
+                .ok_or_else(|| InvokeError::Invalid("no X-Scheduled-Time".to_owned()))?;
+            self.samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((scheduled, handed));
+            return Ok(Enqueued {
+                call_id: call.call_id.unwrap_or_default(),
+                duplicate: false,
+                seq: None,
+            });
+        };
         let scheduled = call
             .headers
-            .get("x-scheduled-time")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .get(X_SCHEDULED_TIME)
+            .cloned()
             .ok_or_else(|| InvokeError::Invalid("no X-Scheduled-Time".to_owned()))?;
-        self.record(scheduled.to_utc());
-        Ok(Enqueued {
-            call_id: call.call_id.unwrap_or_default(),
-            duplicate: false,
-            seq: None,
-        })
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scheduled.clone(), handed));
+        let enqueued = queue.enqueue(call).await?;
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scheduled, Utc::now()));
+        Ok(enqueued)
     }
 
-    async fn is_outstanding(&self, _enqueued: &Enqueued) -> Result<bool, InvokeError> {
-        Ok(false)
+    async fn is_outstanding(&self, enqueued: &Enqueued) -> Result<bool, InvokeError> {
+        match &self.queue {
+            Some(queue) => queue.is_outstanding(enqueued).await,
+            None => Ok(false),
+        }
     }
 
     async fn dead_letter(
@@ -228,9 +338,33 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
 
     let list = Arc::new(functions(args.schedules, args.period));
     let (_catalog, rx) = tokio::sync::watch::channel(list);
-    let recorder = Arc::new(LatenessRecorder::default());
-    let registry = prometheus::Registry::new();
+    // Room for every fire of the warm-up or the measurement, with a margin.
+    let fires_per_second = args.schedules.div_ceil(args.period as usize);
+    let seconds = args.duration.as_secs().max(u64::from(args.period)) as usize + 10;
     let shutdown = CancellationToken::new();
+    // Kept until the end: the embedded store's directory.
+    let mut _store_dir = None;
+    let queue = match args.queue.as_deref() {
+        None => None,
+        Some(spec) => {
+            let url = if spec == "embedded" {
+                let dir = tempfile::tempdir().context("a directory for the embedded queue")?;
+                let url = format!("file://{}", dir.path().join("queue.redb").display());
+                _store_dir = Some(dir);
+                url
+            } else {
+                spec.to_owned()
+            };
+            let queue = courier_queue::open(&url, QueueConfig::default())
+                .await
+                .with_context(|| format!("open the queue {url}"))?;
+            tokio::spawn(ack_everything(queue.clone(), shutdown.clone()));
+            println!("queue: {url} (every stored call acked at once)");
+            Some(Fabric::new(Arc::new(NoFunctions), Some(queue)))
+        }
+    };
+    let recorder = Arc::new(LatenessRecorder::new(fires_per_second * seconds, queue));
+    let registry = prometheus::Registry::new();
     let rss_before = rss_bytes()?;
     let scheduler = {
         let invoker: Arc<dyn Invoker> = recorder.clone();
@@ -246,12 +380,15 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
         args.schedules, args.period, warm_up, args.duration
     );
     tokio::time::sleep(warm_up).await;
-    recorder.take();
+    recorder.take()?;
+    recorder.take_stored()?;
     let rss_after = rss_bytes()?;
     let cpu_start = cpu_seconds()?;
     tokio::time::sleep(args.duration).await;
     let cpu_used = cpu_seconds()? - cpu_start;
-    let samples = recorder.take();
+    let samples = recorder.take()?;
+    let stored = recorder.take_stored()?;
+    let stored = Lateness::of(stored.into_iter().map(|(_, late)| late).collect());
     let (wake, burst_end) = bursts(&samples);
     let wake = Lateness::of(wake).context("no fires were recorded")?;
     let burst_end = Lateness::of(burst_end).context("no fires were recorded")?;
@@ -299,9 +436,20 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
         "| last fire of each second (burst end), p50 / p99 | {:.3} / {:.3} ms | | |",
         burst_end.p50_ms, burst_end.p99_ms
     );
+    if let Some(stored) = stored {
+        println!(
+            "| stored by the queue, p50 / p99 / max | {:.3} / {:.3} / {:.3} ms | | |",
+            stored.p50_ms, stored.p99_ms, stored.max_ms
+        );
+    }
     println!("| fires/s | {fires_per_sec:.0} | 1 | |");
-    println!("| CPU per 1,000 schedules | {cpu_per_thousand_pct:.2} % of a core | | |");
-    println!("| RSS per 1,000 schedules | {rss_per_thousand_mib:.2} MiB | | |");
+    let with_queue = if args.queue.is_some() {
+        " (queue included)"
+    } else {
+        ""
+    };
+    println!("| CPU per 1,000 schedules{with_queue} | {cpu_per_thousand_pct:.2} % of a core | | |");
+    println!("| RSS per 1,000 schedules{with_queue} | {rss_per_thousand_mib:.2} MiB | | |");
     println!();
     let verdict = if lateness.p99_ms < 10.0 {
         "met"
@@ -330,6 +478,10 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
                 "cpu_seconds": cpu_used,
                 "cpu_percent_per_1000_schedules": cpu_per_thousand_pct,
                 "rss_mib_per_1000_schedules": rss_per_thousand_mib,
+                "queue": args.queue,
+                "stored_p50_ms": stored.map(|s| s.p50_ms),
+                "stored_p99_ms": stored.map(|s| s.p99_ms),
+                "stored_max_ms": stored.map(|s| s.max_ms),
             },
             "baseline": base.map(|b| json!({
                 "samples": b.samples,

@@ -46,7 +46,7 @@ pub(crate) struct SchedulerArgs {
     #[arg(long, env = "COURIER_SCHEDULE_CALL_TIMEOUT", default_value = "60s", value_parser = duration)]
     schedule_call_timeout: Duration,
     /// Fires handed to the queue (or called) at once; more wait their turn.
-    #[arg(long, env = "COURIER_SCHEDULE_MAX_CONCURRENT", default_value_t = 64,
+    #[arg(long, env = "COURIER_SCHEDULE_MAX_CONCURRENT", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     schedule_max_concurrent: u64,
     /// A fire handed over later than this after its time counts as missed (the function's

@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use courier_invoke::{Call, Enqueued, Invoker};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::IntCounter;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -21,6 +21,13 @@ use crate::view::format_time;
 
 /// The connector name fires carry in `X-Connector`.
 pub const CONNECTOR: &str = "courier-scheduler";
+
+/// `X-Topic`, `cron-function` on every fire.
+pub const X_TOPIC: HeaderName = HeaderName::from_static("x-topic");
+/// `X-Connector`, [`CONNECTOR`] on every fire.
+pub const X_CONNECTOR: HeaderName = HeaderName::from_static("x-connector");
+/// `X-Scheduled-Time`, the fire time in RFC 3339 (UTC).
+pub const X_SCHEDULED_TIME: HeaderName = HeaderName::from_static("x-scheduled-time");
 
 /// How often an enqueue that failed with a retryable error is tried in all.
 const ENQUEUE_ATTEMPTS: u32 = 3;
@@ -59,10 +66,10 @@ pub fn fire_call(function: &str, namespace: &str, scheduled: DateTime<Utc>) -> C
         format_time(scheduled)
     };
     let mut headers = HeaderMap::with_capacity(4);
-    headers.insert("x-topic", HeaderValue::from_static(CRON_TOPIC));
-    headers.insert("x-connector", HeaderValue::from_static(CONNECTOR));
+    headers.insert(X_TOPIC, HeaderValue::from_static(CRON_TOPIC));
+    headers.insert(X_CONNECTOR, HeaderValue::from_static(CONNECTOR));
     if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(shown)) {
-        headers.insert("x-scheduled-time", value);
+        headers.insert(X_SCHEDULED_TIME, value);
     }
     Call {
         function: format!("{function}.{namespace}"),
@@ -125,7 +132,7 @@ impl Drop for InFlight {
 pub(crate) struct Dispatcher {
     pub(crate) invoker: Arc<dyn Invoker>,
     pub(crate) metrics: Metrics,
-    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) permits: Semaphore,
     pub(crate) clock: Clock,
     pub(crate) mode: DispatchMode,
     pub(crate) call_timeout: Duration,
@@ -149,10 +156,14 @@ pub(crate) struct Fire {
     pub(crate) scheduled: DateTime<Utc>,
     /// A catch-up run for fires missed while the scheduler was down.
     pub(crate) catch_up: bool,
-    /// Ask the queue whether the previous fire is still outstanding (concurrency `forbid`).
+    /// Ask the queue whether the previous fire is still outstanding before handing this one
+    /// over (concurrency `forbid` in queue mode).
     pub(crate) forbid_overlap: bool,
     pub(crate) in_flight: InFlight,
 }
+
+/// Opens (`true`) at the instant the fires of a batch are due.
+pub(crate) type Gate = watch::Receiver<bool>;
 
 impl Fire {
     /// The call: the prepared one the first time, a fresh copy after that.
@@ -169,22 +180,85 @@ impl Dispatcher {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Dispatches fires that fell due together, concurrently, in one task: a burst of
-    /// thousands of fires on the same second costs a few spawns, not thousands.
-    pub(crate) async fn dispatch_batch(self: Arc<Self>, fires: Vec<Fire>) {
-        futures_util::future::join_all(fires.into_iter().map(|fire| self.clone().dispatch(fire)))
-            .await;
+    /// Dispatches fires that fall due together, concurrently, in one task: a burst of
+    /// thousands of fires on the same second costs a few spawns, not thousands. Started ahead
+    /// of the fires' instant: the overlap checks that ask the queue run first, then the fires
+    /// wait for `gate` to open (at their instant) and are handed over.
+    pub(crate) async fn dispatch_batch(self: Arc<Self>, fires: Vec<Fire>, mut gate: Gate) {
+        let fires: Vec<Fire> =
+            futures_util::future::join_all(fires.into_iter().map(|fire| self.check(fire)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+        if fires.is_empty() {
+            return;
+        }
+        let opened = tokio::select! {
+            biased;
+            open = gate.wait_for(|open| *open) => open.is_ok(),
+            () = self.cancel.cancelled() => false,
+        };
+        if !opened {
+            for fire in &fires {
+                self.fail(fire, "the scheduler stopped before the fire's time");
+            }
+            return;
+        }
+        futures_util::future::join_all(fires.into_iter().map(|fire| self.hand_over(fire))).await;
     }
 
-    async fn dispatch(self: Arc<Self>, fire: Fire) {
-        let permit = tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit,
-            () = self.cancel.cancelled() => {
-                self.fail(&fire, "the scheduler stopped before the fire was handed over");
-                return;
-            }
+    /// Waits for a permit to call the invoker; `None` when the scheduler stops first.
+    async fn permit(&self, fire: &Fire) -> Option<SemaphorePermit<'_>> {
+        // A free permit is taken without waiting (the usual case, and no cancellation waiter
+        // is registered for it: a burst of fires would contend on the token's lock).
+        match self.permits.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::Closed) => None,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                biased;
+                permit = self.permits.acquire() => permit.ok(),
+                () = self.cancel.cancelled() => {
+                    self.fail(fire, "the scheduler stopped before the fire was handed over");
+                    None
+                }
+            },
+        }
+    }
+
+    /// Concurrency `forbid` in queue mode: asks the queue whether the schedule's previous fire
+    /// is still outstanding; the fire is dropped (and counted as skipped) when it is.
+    async fn check(&self, fire: Fire) -> Option<Fire> {
+        if !fire.forbid_overlap {
+            return Some(fire);
+        }
+        let Some(previous) = fire.in_flight.0.last_enqueued() else {
+            return Some(fire);
         };
-        let Ok(_permit) = permit else {
+        let _permit = self.permit(&fire).await?;
+        match self.invoker.is_outstanding(&previous).await {
+            Ok(false) => Some(fire),
+            Ok(true) => {
+                self.metrics.skipped(
+                    &fire.label,
+                    fire.scheduled,
+                    SkipReason::Overlap,
+                    "the previous fire is still queued or running",
+                );
+                None
+            }
+            Err(e) => {
+                self.fail(
+                    &fire,
+                    &format!("cannot tell whether the previous fire is outstanding: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    async fn hand_over(&self, fire: Fire) {
+        let Some(_permit) = self.permit(&fire).await else {
             return;
         };
         match self.mode {
@@ -195,29 +269,6 @@ impl Dispatcher {
 
     async fn enqueue(&self, mut fire: Fire) {
         let slot = fire.in_flight.0.clone();
-        if fire.forbid_overlap
-            && let Some(previous) = slot.last_enqueued()
-        {
-            match self.invoker.is_outstanding(&previous).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    self.metrics.skipped(
-                        &fire.label,
-                        fire.scheduled,
-                        SkipReason::Overlap,
-                        "the previous fire is still queued or running",
-                    );
-                    return;
-                }
-                Err(e) => {
-                    self.fail(
-                        &fire,
-                        &format!("cannot tell whether the previous fire is outstanding: {e}"),
-                    );
-                    return;
-                }
-            }
-        }
         self.metrics
             .handing_over(fire.scheduled, self.clock.now(), fire.catch_up);
         let mut backoff = ENQUEUE_BACKOFF;

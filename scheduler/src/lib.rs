@@ -18,17 +18,23 @@
 //!   a gap together fire once); a local time repeated by fall-back fires at its first
 //!   occurrence only. `@every` is aligned to the Unix epoch, so replicas agree.
 //! - The **timer loop** ([`run`]): one task holds every schedule in a time-ordered set and
-//!   sleeps until the earliest fire (`sleep_until`; no polling); it follows the function
-//!   catalog (`watch::Receiver::changed`), recomputing only schedules whose annotations
-//!   changed. Due fires are handed to spawned dispatch tasks, up to 64 per task, with at most
-//!   [`SchedulerConfig::max_concurrent_dispatches`] calls to the invoker at once; the loop
+//!   sleeps until 50 ms before the earliest fire (`sleep_until`; no polling); it follows the
+//!   function catalog (`watch::Receiver::changed`), recomputing only schedules whose
+//!   annotations changed. On waking it makes the fires due at that instant ready: spawned
+//!   dispatch tasks, up to 64 fires each, which run the overlap checks that ask the queue
+//!   and then wait; at the instant itself ([`Clock::wait_until`]: a sleep to 2 ms before,
+//!   then yielding to the runtime, since a tokio sleep can be a millisecond late) the loop
+//!   opens their gate and they hand the fires over, with at most
+//!   [`SchedulerConfig::max_concurrent_dispatches`] calls to the invoker at once. The loop
 //!   never awaits them, and computes next fire times (and builds the next calls) only after
-//!   yielding to them, so a burst of thousands of fires on one second goes out at once. A fire
+//!   yielding to them, 64 at a time, so a burst of thousands of fires on one second goes out
+//!   at once. A fire
 //!   is an empty-body call with `X-Topic: cron-function`, `X-Connector: courier-scheduler`,
 //!   `X-Scheduled-Time: <RFC 3339>` and a call id derived from (function, namespace, time)
 //!   ([`call_id`]), so every replica's fire of the same time is stored once by the queue.
 //! - **Policies** ([`policy`]): `com.courier.schedule.concurrency: forbid|allow` (forbid, the
-//!   default, skips a fire while the previous one is outstanding) and
+//!   default, skips a fire while the previous one is outstanding, as seen while the fire is
+//!   made ready, up to 50 ms before its time) and
 //!   `com.courier.schedule.missed: skip|once` (once: one catch-up run for fires missed while
 //!   the scheduler was down).
 //! - The **state file** ([`state`]): per schedule, the last fire handled, replaced atomically
@@ -63,7 +69,7 @@ pub mod state;
 pub mod view;
 
 pub use clock::Clock;
-pub use dispatch::{CONNECTOR, call_id, fire_call};
+pub use dispatch::{CONNECTOR, X_CONNECTOR, X_SCHEDULED_TIME, X_TOPIC, call_id, fire_call};
 pub use error::{Error, Result};
 pub use expression::{Expression, ExpressionError};
 pub use policy::{Concurrency, Missed, ScheduleSpec, validate};

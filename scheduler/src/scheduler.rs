@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::dispatch::{Dispatcher, Fire, InFlight, Slot, fire_call};
+use crate::dispatch::{Dispatcher, Fire, Gate, InFlight, Slot, fire_call};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, SkipReason};
 use crate::policy::{
@@ -29,6 +29,10 @@ use crate::state::{self, State, StateStore};
 
 /// Fires due together are handed to one dispatch task per this many.
 const DISPATCH_BATCH: usize = 64;
+
+/// How long before a fire time the loop wakes to make its fires ready (overlap and dispatch
+/// checks, the batches), so that at the instant itself they only need to be handed out.
+const PREPARE_LEAD: Duration = Duration::from_millis(50);
 
 /// Missed fires counted one by one before the rest are jumped over (a per-second schedule
 /// down for a day has 86,400).
@@ -69,7 +73,9 @@ pub struct SchedulerConfig {
     pub state_path: Option<PathBuf>,
     /// Sync mode: how long one call may take (default 60 s).
     pub call_timeout: Duration,
-    /// How many fires are handed to the invoker at once (default 64); more wait their turn.
+    /// How many fires are handed to the invoker at once (default 1,024: a burst of a thousand
+    /// fires on one second reaches the queue together, where the embedded queue commits it in
+    /// one group commit, instead of 64 at a time); more wait their turn.
     pub max_concurrent_dispatches: usize,
     /// How many dispatches may exist at once, running or waiting (default 4,096); a fire
     /// beyond that is skipped with reason `error`.
@@ -92,7 +98,7 @@ impl Default for SchedulerConfig {
             mode: DispatchMode::Queue,
             state_path: None,
             call_timeout: Duration::from_secs(60),
-            max_concurrent_dispatches: 64,
+            max_concurrent_dispatches: 1024,
             max_pending_dispatches: 4096,
             missed_after: Duration::from_secs(5),
             state_flush_interval: Duration::from_secs(1),
@@ -139,10 +145,11 @@ pub async fn run(
     );
     let mut catalog_open = true;
     loop {
-        if !timer.handled.is_empty() {
-            // Let the dispatch tasks just spawned run before computing next fire times.
+        // Let the dispatch tasks just spawned run before computing next fire times, and
+        // compute them a batch at a time so a burst's hand-over never waits behind them.
+        while !timer.handled.is_empty() {
             tokio::task::yield_now().await;
-            timer.reschedule_handled();
+            timer.reschedule_handled(DISPATCH_BATCH);
         }
         let wake = timer.wake_at();
         let flush = timer.flush_at;
@@ -150,10 +157,16 @@ pub async fn run(
             biased;
             () = shutdown.cancelled() => break,
             () = sleep_until(wake) => {
-                // Batch by batch, yielding in between so each batch starts going out while
-                // the rest of a burst is still being handled.
-                while timer.fire_due() {
-                    tokio::task::yield_now().await;
+                if let Some(due) = timer.due_soon() {
+                    // Everything due at `due` is made ready ahead, batch by batch (each batch
+                    // task starts with the overlap checks that ask the queue), yielding in
+                    // between; the batches go out together at the instant itself.
+                    let (open, gate) = watch::channel(false);
+                    while timer.prepare(due, &gate) {
+                        tokio::task::yield_now().await;
+                    }
+                    timer.clock.wait_until(due).await;
+                    open.send_replace(true);
                 }
             }
             changed = catalog.changed(), if catalog_open => match changed {
@@ -173,7 +186,7 @@ pub async fn run(
             }
         }
     }
-    timer.reschedule_handled();
+    timer.reschedule_handled(usize::MAX);
     timer.drain().await;
     if let Some(writer) = writer {
         writer.finish(timer.state).await;
@@ -282,7 +295,7 @@ impl Timer {
         let dispatcher = Arc::new(Dispatcher {
             invoker,
             metrics,
-            permits: Arc::new(Semaphore::new(config.max_concurrent_dispatches.max(1))),
+            permits: Semaphore::new(config.max_concurrent_dispatches.max(1)),
             clock: config.clock,
             mode: config.mode,
             call_timeout: config.call_timeout,
@@ -305,8 +318,21 @@ impl Timer {
         }
     }
 
+    /// When the loop wakes next: [`PREPARE_LEAD`] before the earliest fire.
     fn wake_at(&self) -> Option<Instant> {
-        self.queue.first().map(|(at, _)| self.clock.deadline(*at))
+        let lead = chrono::Duration::from_std(PREPARE_LEAD).unwrap_or_default();
+        self.queue
+            .first()
+            .map(|(at, _)| self.clock.deadline(*at - lead))
+    }
+
+    /// The instant to hand out next when it is at most [`PREPARE_LEAD`] away (or past); `None`
+    /// when the loop woke early (the sleep is capped) and should sleep again.
+    fn due_soon(&self) -> Option<DateTime<Utc>> {
+        let (first, _) = self.queue.first()?;
+        let now = self.clock.now();
+        let lead = chrono::Duration::from_std(PREPARE_LEAD).unwrap_or_default();
+        (*first - lead <= now).then(|| (*first).max(now))
     }
 
     /// Brings the schedules in line with the function list; only new, changed and removed
@@ -427,16 +453,16 @@ impl Timer {
         }
     }
 
-    /// Handles fires due by now, up to one batch ([`DISPATCH_BATCH`]) handed to a dispatch
-    /// task; true when more are due. Their schedules' next times are computed later, after the
-    /// loop has yielded to the dispatch tasks ([`Timer::reschedule_handled`]), so a burst of
-    /// fires due at the same instant (thousands of schedules on the same second) goes out at
-    /// once.
-    fn fire_due(&mut self) -> bool {
+    /// Makes fires due by `due` ready, up to one batch ([`DISPATCH_BATCH`]) handed to a
+    /// dispatch task that waits for `gate`; true when more are due. Their schedules' next
+    /// times are computed later, after the loop has yielded to the dispatch tasks
+    /// ([`Timer::reschedule_handled`]), so a burst of fires due at the same instant (thousands
+    /// of schedules on the same second) goes out at once.
+    fn prepare(&mut self, due: DateTime<Utc>, gate: &Gate) -> bool {
         let now = self.clock.now();
         let mut more = false;
         while let Some((at, key)) = self.queue.pop_first() {
-            if at > now {
+            if at > due {
                 self.queue.insert((at, key));
                 break;
             }
@@ -444,26 +470,22 @@ impl Timer {
                 self.handled.push(done);
             }
             if self.batch.len() >= DISPATCH_BATCH {
-                more = self.queue.first().is_some_and(|(next, _)| *next <= now);
+                more = self.queue.first().is_some_and(|(next, _)| *next <= due);
                 break;
             }
         }
-        self.spawn_batch();
-        more
-    }
-
-    /// Hands the fires collected so far to a dispatch task.
-    fn spawn_batch(&mut self) {
         if !self.batch.is_empty() {
             let fires = std::mem::take(&mut self.batch);
             self.tracker
-                .spawn(self.dispatcher.clone().dispatch_batch(fires));
+                .spawn(self.dispatcher.clone().dispatch_batch(fires, gate.clone()));
         }
+        more
     }
 
-    /// Puts the schedules of the fires just handled back in the set.
-    fn reschedule_handled(&mut self) {
-        let handled = std::mem::take(&mut self.handled);
+    /// Puts the schedules of up to `count` fires just handled back in the set.
+    fn reschedule_handled(&mut self, count: usize) {
+        let keep = self.handled.len().saturating_sub(count);
+        let handled: Vec<Handled> = self.handled.drain(keep..).collect();
         for done in handled {
             self.reschedule(done);
         }
@@ -652,7 +674,7 @@ fn dispatch_fire(
         fires: entry.fires.clone(),
         scheduled,
         catch_up,
-        forbid_overlap: forbid,
+        forbid_overlap: forbid && config.mode == DispatchMode::Queue,
         in_flight: InFlight::enter(&entry.slot, &dispatcher.in_flight),
     };
     batch.push(fire);
