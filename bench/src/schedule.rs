@@ -19,7 +19,7 @@
 //! (the scheduler waits more precisely for the instant itself). The report gives the
 //! scheduler's lateness as a ratio to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +28,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use courier_core::FunctionStatus;
-use courier_invoke::{Answer, Call, Enqueued, Fabric, FunctionCaller, InvokeError, Invoker};
+use courier_invoke::{
+    Answer, Call, Enqueued, Fabric, FunctionCaller, InvokeError, Invoker, ReadyCall,
+};
 use courier_queue::{QueueConfig, WorkQueue};
 use courier_scheduler::{SchedulerConfig, X_SCHEDULED_TIME};
 use http::HeaderValue;
@@ -77,6 +79,8 @@ struct LatenessRecorder {
     stored: Mutex<Vec<(HeaderValue, DateTime<Utc>)>>,
     /// The real queue (`--queue`), behind the invoker every Courier process uses.
     queue: Option<Fabric>,
+    /// `X-Scheduled-Time` of the fires made ready ahead (`--queue`), by call id.
+    made_ready: Mutex<HashMap<String, HeaderValue>>,
     /// How many samples the buffer holds without growing.
     capacity: usize,
 }
@@ -91,6 +95,7 @@ impl LatenessRecorder {
                 0
             })),
             queue,
+            made_ready: Mutex::default(),
             capacity,
         }
     }
@@ -214,6 +219,57 @@ impl Invoker for LatenessRecorder {
             .unwrap_or_else(|p| p.into_inner())
             .push((scheduled.clone(), handed));
         let enqueued = queue.enqueue(call).await?;
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scheduled, Utc::now()));
+        Ok(enqueued)
+    }
+
+    /// With a real queue, the scheduler's fires are encoded ahead: remember each one's
+    /// scheduled time by call id, for the hand-over.
+    fn ready(&self, call: Call) -> Result<ReadyCall, InvokeError> {
+        let Some(queue) = &self.queue else {
+            return Ok(ReadyCall::new(call));
+        };
+        let scheduled = call
+            .headers
+            .get(X_SCHEDULED_TIME)
+            .cloned()
+            .ok_or_else(|| InvokeError::Invalid("no X-Scheduled-Time".to_owned()))?;
+        let id = call
+            .call_id
+            .clone()
+            .ok_or_else(|| InvokeError::Invalid("no call id".to_owned()))?;
+        self.made_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, scheduled);
+        queue.ready(call)
+    }
+
+    async fn enqueue_ready(&self, ready: ReadyCall) -> Result<Enqueued, InvokeError> {
+        let handed = Utc::now();
+        let Some(queue) = &self.queue else {
+            let call = ready
+                .into_call()
+                .ok_or_else(|| InvokeError::Invalid("encoded without a queue".to_owned()))?;
+            return self.enqueue(call).await;
+        };
+        let scheduled = ready
+            .call_id()
+            .and_then(|id| {
+                self.made_ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id)
+            })
+            .ok_or_else(|| InvokeError::Invalid("a fire not made ready here".to_owned()))?;
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scheduled.clone(), handed));
+        let enqueued = queue.enqueue_ready(ready).await?;
         self.stored
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use courier_invoke::{Call, Enqueued, Invoker};
+use courier_invoke::{Call, Enqueued, Invoker, ReadyCall};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::IntCounter;
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError, watch};
@@ -160,6 +160,8 @@ pub(crate) struct Fire {
     /// over (concurrency `forbid` in queue mode).
     pub(crate) forbid_overlap: bool,
     pub(crate) in_flight: InFlight,
+    /// Queue mode: the call made ready (encoded) before the fire's instant.
+    pub(crate) ready: Option<ReadyCall>,
 }
 
 /// Opens (`true`) at the instant the fires of a batch are due.
@@ -190,6 +192,7 @@ impl Dispatcher {
                 .await
                 .into_iter()
                 .flatten()
+                .filter_map(|fire| self.make_ready(fire))
                 .collect();
         if fires.is_empty() {
             return;
@@ -257,6 +260,24 @@ impl Dispatcher {
         }
     }
 
+    /// Queue mode: has the invoker encode the fire's call now, ahead of its instant. A call
+    /// that cannot be encoded fails the fire (it would fail at the instant too).
+    fn make_ready(&self, mut fire: Fire) -> Option<Fire> {
+        if self.mode != DispatchMode::Queue {
+            return Some(fire);
+        }
+        match self.invoker.ready(fire.call()) {
+            Ok(ready) => {
+                fire.ready = Some(ready);
+                Some(fire)
+            }
+            Err(e) => {
+                self.fail(&fire, &format!("cannot encode the call: {e}"));
+                None
+            }
+        }
+    }
+
     async fn hand_over(&self, fire: Fire) {
         let Some(_permit) = self.permit(&fire).await else {
             return;
@@ -273,9 +294,13 @@ impl Dispatcher {
             .handing_over(fire.scheduled, self.clock.now(), fire.catch_up);
         let mut backoff = ENQUEUE_BACKOFF;
         for attempt in 1..=ENQUEUE_ATTEMPTS {
-            // Built afresh for each attempt (the invoker takes the call): no copy kept for the
-            // rare retry.
-            match self.invoker.enqueue(fire.call()).await {
+            // The call made ready ahead the first time; built afresh for a retry (the invoker
+            // takes the call): no copy kept for the rare retry.
+            let outcome = match fire.ready.take() {
+                Some(ready) => self.invoker.enqueue_ready(ready).await,
+                None => self.invoker.enqueue(fire.call()).await,
+            };
+            match outcome {
                 Ok(enqueued) => {
                     if enqueued.duplicate {
                         self.metrics.skipped(

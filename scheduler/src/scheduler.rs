@@ -676,6 +676,7 @@ fn dispatch_fire(
         catch_up,
         forbid_overlap: forbid && config.mode == DispatchMode::Queue,
         in_flight: InFlight::enter(&entry.slot, &dispatcher.in_flight),
+        ready: None,
     };
     batch.push(fire);
 }

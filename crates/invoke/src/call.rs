@@ -35,6 +35,44 @@ impl Call {
     }
 }
 
+/// A call made ready for [`Invoker::enqueue_ready`](crate::Invoker::enqueue_ready) ahead of
+/// its time: encoded for the queue when the invoker can do that early (the scheduler makes a
+/// burst of fires ready before their instant, so that handing them over costs little).
+#[derive(Debug)]
+pub struct ReadyCall(pub(crate) Ready);
+
+#[derive(Debug)]
+pub(crate) enum Ready {
+    /// Nothing done ahead.
+    Call(Call),
+    /// The queue message, built ahead.
+    Encoded { call_id: String, payload: Bytes },
+}
+
+impl ReadyCall {
+    /// A call with nothing done ahead (what [`Invoker::ready`](crate::Invoker::ready) makes
+    /// unless the invoker does better).
+    pub fn new(call: Call) -> Self {
+        Self(Ready::Call(call))
+    }
+
+    /// The call itself when nothing was done ahead (`None` once encoded).
+    pub fn into_call(self) -> Option<Call> {
+        match self.0 {
+            Ready::Call(call) => Some(call),
+            Ready::Encoded { .. } => None,
+        }
+    }
+
+    /// The call id, when known ahead.
+    pub fn call_id(&self) -> Option<&str> {
+        match &self.0 {
+            Ready::Call(call) => call.call_id.as_deref(),
+            Ready::Encoded { call_id, .. } => Some(call_id),
+        }
+    }
+}
+
 /// What a function answered: status, headers and the whole body (bounded).
 #[derive(Debug, Clone)]
 pub struct Answer {

@@ -9,8 +9,10 @@ use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
 use courier_queue::{Message, Published, WorkQueue};
 use http::HeaderValue;
 
+use crate::call::Ready;
 use crate::{
-    Answer, Call, Enqueued, FunctionCaller, InvokeError, dead_letter_record, keep_dead_letter,
+    Answer, Call, Enqueued, FunctionCaller, InvokeError, ReadyCall, dead_letter_record,
+    keep_dead_letter,
 };
 
 /// What a trigger (connector, scheduler) can do with a function call.
@@ -26,6 +28,23 @@ pub trait Invoker: Send + Sync + 'static {
     /// dead letters. Returns once stored; the same call id within the queue's dedup window is
     /// stored once (`duplicate: true`).
     async fn enqueue(&self, call: Call) -> Result<Enqueued, InvokeError>;
+
+    /// Does ahead what [`Invoker::enqueue`] would do before reaching the queue (encoding the
+    /// `QueueRequest`), for [`Invoker::enqueue_ready`] to finish later. The default does
+    /// nothing ahead. A call made ready carries the `X-Start-Time` of this moment.
+    fn ready(&self, call: Call) -> Result<ReadyCall, InvokeError> {
+        Ok(ReadyCall::new(call))
+    }
+
+    /// [`Invoker::enqueue`] for a call made ready with [`Invoker::ready`] (of this invoker).
+    async fn enqueue_ready(&self, ready: ReadyCall) -> Result<Enqueued, InvokeError> {
+        match ready.0 {
+            Ready::Call(call) => self.enqueue(call).await,
+            Ready::Encoded { call_id, .. } => Err(InvokeError::Invalid(format!(
+                "call {call_id} was made ready by another invoker"
+            ))),
+        }
+    }
 
     /// Whether a queued call is still waiting, running or waiting for a retry (false once it
     /// was acknowledged or dead-lettered, and when the queue cannot tell).
@@ -137,19 +156,36 @@ impl Invoker for Fabric {
     }
 
     async fn enqueue(&self, call: Call) -> Result<Enqueued, InvokeError> {
-        let queue = self.queue()?;
-        let id = call.id_or_new();
-        let request = queue_request(&call, &id)?;
+        let ready = self.ready(call)?;
+        self.enqueue_ready(ready).await
+    }
+
+    fn ready(&self, call: Call) -> Result<ReadyCall, InvokeError> {
+        self.queue()?;
+        let call_id = call.id_or_new();
+        let request = queue_request(&call, &call_id)?;
         let payload = serde_json::to_vec(&request)
             .map_err(|e| InvokeError::Invalid(format!("encoding the queued call: {e}")))?;
-        let receipt = queue
+        Ok(ReadyCall(Ready::Encoded {
+            call_id,
+            payload: payload.into(),
+        }))
+    }
+
+    async fn enqueue_ready(&self, ready: ReadyCall) -> Result<Enqueued, InvokeError> {
+        let (call_id, payload) = match ready.0 {
+            Ready::Encoded { call_id, payload } => (call_id, payload),
+            Ready::Call(call) => return self.enqueue(call).await,
+        };
+        let receipt = self
+            .queue()?
             .publish_tracked(Message {
-                id: id.clone(),
-                payload: payload.into(),
+                id: call_id.clone(),
+                payload,
             })
             .await?;
         Ok(Enqueued {
-            call_id: id,
+            call_id,
             duplicate: receipt.published == Published::Duplicate,
             seq: receipt.seq,
         })

@@ -22,7 +22,7 @@ mod dead_letter;
 mod error;
 mod fabric;
 
-pub use call::{Answer, Call, Enqueued};
+pub use call::{Answer, Call, Enqueued, ReadyCall};
 pub use caller::{FunctionCaller, GatewayHttp, MAX_RESPONSE_BYTES};
 pub use catalog::{Catalog, FunctionList, FunctionSource, GatewaySource, REFRESH_INTERVAL};
 pub use dead_letter::{dead_letter_record, keep_dead_letter};

@@ -69,6 +69,59 @@ async fn a_queued_call_is_an_openfaas_queue_request_stored_once() {
 }
 
 #[tokio::test]
+async fn a_call_made_ready_ahead_is_stored_like_an_enqueued_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = embedded_queue(&dir).await;
+    let fabric = Fabric::new(unreachable_gateway(), Some(queue.clone()));
+
+    let ready = fabric.ready(call("fire-2")).expect("encode");
+    assert_eq!(ready.call_id(), Some("fire-2"));
+    assert!(
+        ready.into_call().is_none(),
+        "encoded ahead, not kept as a call"
+    );
+    // Nothing reaches the queue until the hand-over.
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+
+    let stored = fabric
+        .enqueue_ready(fabric.ready(call("fire-2")).expect("encode"))
+        .await
+        .expect("enqueue");
+    assert_eq!(stored.call_id, "fire-2");
+    assert!(!stored.duplicate);
+    let again = fabric.enqueue(call("fire-2")).await.expect("enqueue again");
+    assert!(
+        again.duplicate,
+        "the same call id, however it was handed over"
+    );
+    assert!(fabric.is_outstanding(&stored).await.expect("outstanding"));
+
+    let delivery = queue
+        .fetch(1, Duration::from_secs(2))
+        .await
+        .expect("fetch")
+        .pop()
+        .expect("one delivery");
+    let request: QueueRequest =
+        serde_json::from_slice(&delivery.message.payload).expect("a QueueRequest");
+    assert_eq!(request.function, "echo.team");
+    assert_eq!(request.body, b"payload");
+    assert_eq!(request.header["X-Call-Id"], ["fire-2"]);
+    assert_eq!(request.header["X-Topic"], ["orders"]);
+    assert!(request.header.contains_key("X-Start-Time"));
+    delivery.ack().await.expect("ack");
+}
+
+#[tokio::test]
+async fn without_a_queue_nothing_is_made_ready() {
+    let fabric = Fabric::new(unreachable_gateway(), None);
+    assert!(matches!(
+        fabric.ready(call("fire-3")),
+        Err(InvokeError::NoQueue)
+    ));
+}
+
+#[tokio::test]
 async fn a_dead_letter_keeps_the_request_attempts_and_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = embedded_queue(&dir).await;
