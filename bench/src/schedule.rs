@@ -14,6 +14,10 @@
 //! 30 s) and reports lateness p50/p99/max (target: p99 < 10 ms), CPU time (getrusage, user +
 //! system) and resident memory, both per 1,000 schedules.
 //!
+//! With `--queue embedded|file:///path|nats://host:port` the fires go to a real queue through
+//! `Fabric` (a task acks every stored call at once), and lateness is also reported when the
+//! queue has stored each fire.
+//!
 //! The baseline, measured first in the same run: one bare `tokio::time::sleep_until` loop that
 //! wakes at every whole second and records its own lateness, what a plain tokio sleep reaches
 //! (the scheduler waits more precisely for the instant itself). The report gives the

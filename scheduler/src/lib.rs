@@ -21,10 +21,11 @@
 //!   sleeps until 50 ms before the earliest fire (`sleep_until`; no polling); it follows the
 //!   function catalog (`watch::Receiver::changed`), recomputing only schedules whose
 //!   annotations changed. On waking it makes the fires due at that instant ready: spawned
-//!   dispatch tasks, up to 64 fires each, which run the overlap checks that ask the queue
+//!   dispatch tasks, up to 64 fires each, which run the overlap checks that ask the queue,
+//!   have the invoker encode each call for the queue ([`courier_invoke::Invoker::ready`]),
 //!   and then wait; at the instant itself ([`Clock::wait_until`]: a sleep to 2 ms before,
 //!   then yielding to the runtime, since a tokio sleep can be a millisecond late) the loop
-//!   opens their gate and they hand the fires over, with at most
+//!   opens their gate and they hand the fires over (`enqueue_ready`), with at most
 //!   [`SchedulerConfig::max_concurrent_dispatches`] calls to the invoker at once. The loop
 //!   never awaits them, and computes next fire times (and builds the next calls) only after
 //!   yielding to them, 64 at a time, so a burst of thousands of fires on one second goes out
