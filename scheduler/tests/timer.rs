@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use courier_core::FunctionStatus;
-use courier_invoke::{Answer, Call, Enqueued, FunctionList, InvokeError, Invoker};
+use courier_invoke::{Answer, Call, Enqueued, FunctionList, InvokeError, Invoker, ReadyCall};
 use courier_scheduler::{Clock, DispatchMode, SchedulerConfig, State, StateStore, call_id};
 use prometheus::Registry;
 use tokio::sync::watch;
@@ -50,6 +50,10 @@ struct FakeInvoker {
     stored: Mutex<HashSet<String>>,
     outstanding: AtomicBool,
     call_duration: Duration,
+    /// When each call was made ready ahead (`Invoker::ready`), by call id.
+    readied: Mutex<Vec<(String, DateTime<Utc>)>>,
+    /// Make `ready` fail, as an invoker that cannot encode the call would.
+    refuse_ready: AtomicBool,
 }
 
 impl FakeInvoker {
@@ -64,6 +68,8 @@ impl FakeInvoker {
             stored: Mutex::default(),
             outstanding: AtomicBool::new(false),
             call_duration,
+            readied: Mutex::default(),
+            refuse_ready: AtomicBool::new(false),
         })
     }
 
@@ -117,6 +123,17 @@ impl Invoker for FakeInvoker {
             duplicate,
             seq: Some(1),
         })
+    }
+
+    fn ready(&self, call: Call) -> Result<ReadyCall, InvokeError> {
+        if self.refuse_ready.load(Ordering::SeqCst) {
+            return Err(InvokeError::Invalid("cannot encode".to_owned()));
+        }
+        self.readied
+            .lock()
+            .unwrap()
+            .push((call.call_id.clone().unwrap_or_default(), self.clock.now()));
+        Ok(ReadyCall::new(call))
     }
 
     async fn is_outstanding(&self, _enqueued: &Enqueued) -> Result<bool, InvokeError> {
@@ -265,6 +282,51 @@ async fn fires_land_on_their_scheduled_instants_with_the_cron_headers() {
             "{s:?} handed over {late} after its time"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fire_is_made_ready_ahead_and_handed_over_at_its_instant() {
+    let clock = Clock::following_tokio(start_time());
+    let invoker = FakeInvoker::new(clock);
+    let harness = Harness::start(
+        vec![scheduled_function("tick", "*/2 * * * * *", &[])],
+        config(clock),
+        invoker,
+    );
+    pass(Duration::from_millis(4_500)).await;
+    let invoker = harness.stop().await;
+    let seen = invoker.seen();
+    let readied = invoker.readied.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(readied.len(), 2, "{readied:?}");
+    for (s, (id, when)) in seen.iter().zip(&readied) {
+        assert_eq!(&s.call_id, id);
+        let ahead = at(&s.scheduled) - *when;
+        assert!(
+            ahead > chrono::TimeDelta::zero() && ahead <= chrono::TimeDelta::milliseconds(50),
+            "made ready {ahead} before its time"
+        );
+        assert_eq!(s.at, at(&s.scheduled), "handed over at its instant");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_cannot_be_made_ready_is_a_failed_fire_not_a_silent_drop() {
+    let clock = Clock::following_tokio(start_time());
+    let invoker = FakeInvoker::new(clock);
+    invoker.refuse_ready.store(true, Ordering::SeqCst);
+    let harness = Harness::start(
+        vec![scheduled_function("tick", "* * * * * *", &[])],
+        config(clock),
+        invoker.clone(),
+    );
+    pass(Duration::from_millis(2_000)).await; // :01 and :02
+    let error = [("function_name", "tick.openfaas-fn"), ("reason", "error")];
+    assert_eq!(harness.counter("scheduler_skips_total", &error), 2.0);
+    invoker.refuse_ready.store(false, Ordering::SeqCst);
+    pass(Duration::from_millis(1_000)).await; // :03 goes out
+    let invoker = harness.stop().await;
+    assert_eq!(invoker.scheduled_times(), ["2026-01-01T10:00:03Z"]);
 }
 
 #[tokio::test(start_paused = true)]
