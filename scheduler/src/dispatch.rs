@@ -184,8 +184,9 @@ impl Dispatcher {
 
     /// Dispatches fires that fall due together, concurrently, in one task: a burst of
     /// thousands of fires on the same second costs a few spawns, not thousands. Started ahead
-    /// of the fires' instant: the overlap checks that ask the queue run first, then the fires
-    /// wait for `gate` to open (at their instant) and are handed over.
+    /// of the fires' instant: the overlap checks that ask the queue run first, the invoker
+    /// makes each call ready (encoded), then the fires wait for `gate` to open (at their
+    /// instant) and are handed over.
     pub(crate) async fn dispatch_batch(self: Arc<Self>, fires: Vec<Fire>, mut gate: Gate) {
         let fires: Vec<Fire> =
             futures_util::future::join_all(fires.into_iter().map(|fire| self.check(fire)))
