@@ -23,15 +23,22 @@ use courier_core::ProviderError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Kubernetes API refused the call or could not be reached (this includes finding no
-    /// in-cluster or kubeconfig configuration).
+    /// in-cluster or kubeconfig configuration). Not a `source`: kube's message already says
+    /// its causes, and chaining them too would print each several times.
     #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(kube::Error),
     /// The API server did not answer within the request timeout.
     #[error("the Kubernetes API did not answer within {0:?}")]
     Timeout(Duration),
     /// At start-up, the watches did not list every served namespace in time.
     #[error("the function and endpoint watches did not sync within {0:?}")]
     NotSynced(Duration),
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Self::Kube(error)
+    }
 }
 
 /// What a call was about, when the caller named one object: a 404 or 409 about it is reported
@@ -190,6 +197,31 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "name": name, "kind": kind })).unwrap(),
         );
         Error::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    /// The error and its sources, joined the way `courier` prints an error (`{:#}`).
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_kube_error_is_told_once() {
+        // kube's own message already includes its causes; chaining them as sources printed
+        // them again (a missing kubeconfig was reported four times in one line).
+        let error = api_error(500, "InternalError");
+        assert_eq!(chain(&error), error.to_string());
+        assert!(
+            error
+                .to_string()
+                .starts_with("Kubernetes API: ApiError: the message")
+        );
     }
 
     const ECHO: Target<'static> = Target {
