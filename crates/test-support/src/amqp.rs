@@ -9,13 +9,14 @@
 //! When it cannot be reached, [`broker_url`] prints a skip line and the test returns early,
 //! unless `COURIER_TEST_REQUIRE_BROKERS=1`, which makes it a failure.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::server::{brokers_required, print_skip};
 
 /// The broker used when `COURIER_TEST_AMQP_URL` is not set.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -202,18 +203,6 @@ async fn accept_loop(
             // Dropping both ends closes them: the client sees its connection reset.
         });
     }
-}
-
-fn brokers_required() -> bool {
-    std::env::var("COURIER_TEST_REQUIRE_BROKERS").is_ok_and(|v| v == "1")
-}
-
-/// Straight to stderr: the test harness would swallow `eprintln!` of a test that passes.
-fn print_skip(reason: &str) {
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n*** SKIPPED: {reason}\n*** (COURIER_TEST_REQUIRE_BROKERS=1 makes this a failure)\n"
-    );
 }
 
 #[cfg(test)]

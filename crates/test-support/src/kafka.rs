@@ -12,8 +12,6 @@
 //! with their own client's admin API.
 
 use std::fs;
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -22,14 +20,13 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
+use crate::server::{brokers_required, on_free_port, print_skip};
+
 /// How long a broker may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Pause between two connection attempts while it starts.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// How many free ports to try when another process takes the one picked first.
-const PORT_ATTEMPTS: usize = 5;
 
 /// One tansu broker process; killed when this is dropped.
 pub struct TansuBroker {
@@ -72,22 +69,12 @@ impl TansuBroker {
             .prefix("courier-tansu-")
             .tempdir()
             .expect("create a temporary directory for tansu");
-        let mut failures = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port();
-            match spawn(binary, port, dir.path()).await {
-                Ok(child) => {
-                    return Self {
-                        child: Some(child),
-                        port,
-                        dir,
-                    };
-                }
-                Err(log) if log.contains("in use") => failures.push(log),
-                Err(log) => panic!("tansu did not start:\n{log}"),
-            }
+        let (child, port) = on_free_port("tansu", |port| spawn(binary, port, dir.path())).await;
+        Self {
+            child: Some(child),
+            port,
+            dir,
         }
-        panic!("tansu found no free port:\n{}", failures.join("\n---\n"));
     }
 
     /// The bootstrap servers, `127.0.0.1:<port>`.
@@ -158,13 +145,6 @@ async fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, String> {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("find a free port")
-        .port()
-}
-
 fn missing_binary_message() -> String {
     "no tansu binary found; install one with `cargo install tansu --locked --features dynostore` \
      (scripts/test.sh does), or point COURIER_TANSU at the binary"
@@ -199,16 +179,4 @@ fn find_binary() -> Option<PathBuf> {
         .chain(path_dirs)
         .map(|dir| dir.join("tansu"))
         .find(|candidate| candidate.is_file())
-}
-
-fn brokers_required() -> bool {
-    std::env::var("COURIER_TEST_REQUIRE_BROKERS").is_ok_and(|v| v == "1")
-}
-
-/// Straight to stderr: the test harness would swallow `eprintln!` of a test that passes.
-fn print_skip(reason: &str) {
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n*** SKIPPED: {reason}\n*** (COURIER_TEST_REQUIRE_BROKERS=1 makes this a failure)\n"
-    );
 }

@@ -6,3 +6,4 @@
 pub mod amqp;
 pub mod kafka;
 pub mod nats;
+mod server;

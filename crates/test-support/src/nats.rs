@@ -10,8 +10,7 @@
 //! `COURIER_TEST_REQUIRE_BROKERS=1` (set by `scripts/test.sh`), which makes it a failure.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -19,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
+
+use crate::server::{brokers_required, on_free_port, print_skip};
 
 /// The oldest server the backend supports (async-nats is built with `server_2_10`).
 const MIN_VERSION: (u32, u32) = (2, 10);
@@ -28,9 +29,6 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Pause between two looks at the server's log.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
-
-/// How many free ports to try when another process takes the one picked first.
-const PORT_ATTEMPTS: usize = 5;
 
 /// One nats-server process and its store; the process is killed when this is dropped.
 pub struct NatsServer {
@@ -52,13 +50,7 @@ impl NatsServer {
             Some(binary) => Some(Self::start_with(binary).await),
             None if brokers_required() => panic!("{}", missing_binary_message()),
             None => {
-                // Straight to stderr: the test harness would swallow `eprintln!` of a test
-                // that passes.
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "\n*** SKIPPED: {}\n*** (COURIER_TEST_REQUIRE_BROKERS=1 makes this a failure)\n",
-                    missing_binary_message()
-                );
+                print_skip(&missing_binary_message());
                 None
             }
         }
@@ -80,27 +72,14 @@ impl NatsServer {
             .prefix("courier-nats-")
             .tempdir()
             .expect("create a temporary directory for nats-server");
-        let mut failures = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port();
-            match spawn(binary, port, dir.path()).await {
-                Ok(child) => {
-                    return Self {
-                        child: Some(child),
-                        binary: binary.to_owned(),
-                        port,
-                        dir,
-                    };
-                }
-                // Another process took the port between our probe and the server's bind.
-                Err(log) if log.contains("address already in use") => failures.push(log),
-                Err(log) => panic!("nats-server did not start:\n{log}"),
-            }
+        let (child, port) =
+            on_free_port("nats-server", |port| spawn(binary, port, dir.path())).await;
+        Self {
+            child: Some(child),
+            binary: binary.to_owned(),
+            port,
+            dir,
         }
-        panic!(
-            "nats-server found no free port:\n{}",
-            failures.join("\n---\n")
-        );
     }
 
     /// The client URL, `nats://127.0.0.1:<port>`.
@@ -234,17 +213,6 @@ fn read_from(path: &Path, offset: u64) -> String {
         let _ = file.read_to_string(&mut text);
     }
     text
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("find a free port")
-        .port()
-}
-
-fn brokers_required() -> bool {
-    std::env::var("COURIER_TEST_REQUIRE_BROKERS").is_ok_and(|v| v == "1")
 }
 
 fn missing_binary_message() -> String {
