@@ -184,10 +184,7 @@ fn bursts(samples: &[(i64, f64)]) -> (Vec<f64>, Vec<f64>) {
         e.0 = e.0.min(late);
         e.1 = e.1.max(late);
     }
-    per_second
-        .values()
-        .map(|&(first, last)| (first, last))
-        .unzip()
+    per_second.values().copied().unzip()
 }
 
 #[async_trait::async_trait]
@@ -197,37 +194,25 @@ impl Invoker for LatenessRecorder {
     }
 
     async fn enqueue(&self, mut call: Call) -> Result<Enqueued, InvokeError> {
+        if self.queue.is_some() {
+            // Only a retry comes here with a real queue (the scheduler makes fires ready first).
+            let ready = self.ready(call)?;
+            return self.enqueue_ready(ready).await;
+        }
         let handed = Utc::now();
-        let Some(queue) = &self.queue else {
-            let scheduled = call
-                .headers
-                .remove(X_SCHEDULED_TIME)
-                .ok_or_else(|| InvokeError::Invalid("no X-Scheduled-Time".to_owned()))?;
-            self.samples
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((scheduled, handed));
-            return Ok(Enqueued {
-                call_id: call.call_id.unwrap_or_default(),
-                duplicate: false,
-                seq: None,
-            });
-        };
         let scheduled = call
             .headers
-            .get(X_SCHEDULED_TIME)
-            .cloned()
+            .remove(X_SCHEDULED_TIME)
             .ok_or_else(|| InvokeError::Invalid("no X-Scheduled-Time".to_owned()))?;
         self.samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((scheduled.clone(), handed));
-        let enqueued = queue.enqueue(call).await?;
-        self.stored
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((scheduled, Utc::now()));
-        Ok(enqueued)
+            .push((scheduled, handed));
+        Ok(Enqueued {
+            call_id: call.call_id.unwrap_or_default(),
+            duplicate: false,
+            seq: None,
+        })
     }
 
     /// With a real queue, the scheduler's fires are encoded ahead: remember each one's

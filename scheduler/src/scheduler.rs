@@ -34,6 +34,11 @@ const DISPATCH_BATCH: usize = 64;
 /// checks, the batches), so that at the instant itself they only need to be handed out.
 const PREPARE_LEAD: Duration = Duration::from_millis(50);
 
+/// [`PREPARE_LEAD`] on the wall clock.
+fn prepare_lead() -> chrono::Duration {
+    chrono::Duration::from_std(PREPARE_LEAD).unwrap_or_default()
+}
+
 /// Missed fires counted one by one before the rest are jumped over (a per-second schedule
 /// down for a day has 86,400).
 const MAX_MISSED_WALK: u64 = 100_000;
@@ -320,10 +325,9 @@ impl Timer {
 
     /// When the loop wakes next: [`PREPARE_LEAD`] before the earliest fire.
     fn wake_at(&self) -> Option<Instant> {
-        let lead = chrono::Duration::from_std(PREPARE_LEAD).unwrap_or_default();
         self.queue
             .first()
-            .map(|(at, _)| self.clock.deadline(*at - lead))
+            .map(|(at, _)| self.clock.deadline(*at - prepare_lead()))
     }
 
     /// The instant to hand out next when it is at most [`PREPARE_LEAD`] away (or past); `None`
@@ -331,8 +335,7 @@ impl Timer {
     fn due_soon(&self) -> Option<DateTime<Utc>> {
         let (first, _) = self.queue.first()?;
         let now = self.clock.now();
-        let lead = chrono::Duration::from_std(PREPARE_LEAD).unwrap_or_default();
-        (*first - lead <= now).then(|| (*first).max(now))
+        (*first - prepare_lead() <= now).then(|| (*first).max(now))
     }
 
     /// Brings the schedules in line with the function list; only new, changed and removed
