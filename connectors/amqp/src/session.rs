@@ -188,8 +188,7 @@ impl Session<'_> {
                     )
                     .await?;
                 }
-                let _ =
-                    tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "ok".into())).await;
+                close(&channel).await;
             }
         }
         Ok(())
@@ -201,23 +200,14 @@ impl Session<'_> {
 async fn ensure_queue(connection: &Connection, queue: &str) -> Result<(), SessionError> {
     let what = format!("queue {queue}");
     let channel = open_channel(connection, &what).await?;
-    let passive = tokio::time::timeout(
-        OPERATION_TIMEOUT,
-        channel.queue_declare(
-            queue.into(),
-            QueueDeclareOptions::default().passive(),
-            FieldTable::default(),
-        ),
-    )
-    .await;
-    match passive {
-        Ok(Ok(_)) => {
-            let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "ok".into())).await;
-            return Ok(());
-        }
-        Ok(Err(e)) if is_not_found(&e) => {}
-        Ok(Err(e)) => return Err(setup(&what, e)),
-        Err(_) => return Err(setup(&what, "timed out")),
+    let passive = channel.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default().passive(),
+        FieldTable::default(),
+    );
+    if exists(&what, passive).await? {
+        close(&channel).await;
+        return Ok(());
     }
     // The failed passive declare closed that channel.
     let channel = open_channel(connection, &what).await?;
@@ -231,7 +221,7 @@ async fn ensure_queue(connection: &Connection, queue: &str) -> Result<(), Sessio
     )
     .await?;
     tracing::info!(queue, "AMQP queue declared (durable).");
-    let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "ok".into())).await;
+    close(&channel).await;
     Ok(())
 }
 
@@ -248,24 +238,18 @@ async fn ensure_exchange(
         ExchangeType::Fanout => ExchangeKind::Fanout,
     };
     let channel = open_channel(connection, &what).await?;
-    let passive = tokio::time::timeout(
-        OPERATION_TIMEOUT,
-        channel.exchange_declare(
-            exchange.into(),
-            kind.clone(),
-            ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await;
-    match passive {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) if is_not_found(&e) => {}
-        Ok(Err(e)) => return Err(setup(&what, e)),
-        Err(_) => return Err(setup(&what, "timed out")),
+    let passive = channel.exchange_declare(
+        exchange.into(),
+        kind.clone(),
+        ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    );
+    if exists(&what, passive).await? {
+        close(&channel).await;
+        return Ok(());
     }
     let channel = open_channel(connection, &what).await?;
     op(
@@ -282,7 +266,27 @@ async fn ensure_exchange(
     )
     .await?;
     tracing::info!(exchange, "AMQP exchange declared (durable).");
+    close(&channel).await;
     Ok(())
+}
+
+/// Runs a passive declare: whether the object exists (a 404 says it does not, and closes
+/// the channel it ran on).
+async fn exists<T>(
+    what: &str,
+    passive: impl Future<Output = lapin::Result<T>>,
+) -> Result<bool, SessionError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, passive).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) if is_not_found(&e) => Ok(false),
+        Ok(Err(e)) => Err(setup(what, e)),
+        Err(_) => Err(setup(what, "timed out")),
+    }
+}
+
+/// Closes a channel used for set-up (a close that fails or hangs changes nothing).
+async fn close(channel: &Channel) {
+    let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "ok".into())).await;
 }
 
 fn is_not_found(e: &lapin::Error) -> bool {
