@@ -221,26 +221,7 @@ impl Harness {
 }
 
 fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|family| family.name() == name)
-        .flat_map(|family| family.get_metric())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| {
-            if m.get_histogram().get_sample_count() > 0 {
-                m.get_histogram().get_sample_count() as f64
-            } else {
-                m.get_counter().get_value()
-            }
-        })
-        .sum()
+    courier_test_support::metrics::sample(registry, name, labels).unwrap_or(0.0)
 }
 
 fn config(clock: Clock) -> SchedulerConfig {

@@ -176,27 +176,7 @@ impl Connector {
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut total = None;
-        for family in self.registry.gather() {
-            if family.name() != name {
-                continue;
-            }
-            for m in family.get_metric() {
-                let matches = labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                });
-                if matches {
-                    let value = match family.get_field_type() {
-                        prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
-                        _ => m.get_counter().get_value(),
-                    };
-                    *total.get_or_insert(0.0) += value;
-                }
-            }
-        }
-        total
+        courier_test_support::metrics::sample(&self.registry, name, labels)
     }
 }
 
