@@ -13,9 +13,12 @@
 //! the same closed-loop load generator (N keep-alive HTTP/1.1 connections,
 //! 128-byte POSTs), interleaved over several rounds (a, b, c, a, b, c, ...):
 //!
-//! - **a `direct`**: straight to a fast hyper upstream (`courier-bench upstream`);
-//! - **b `proxy`**: through a minimal pooled hyper reverse proxy
-//!   (`courier-bench proxy`), the practical limit for any proxy;
+//! - **a `direct`**: straight to the upstream: a fast hyper server (`courier-bench
+//!   upstream`) and, in a second set of rounds, nginx answering `200 ok` (`courier-bench
+//!   nginx`; `--upstream hyper|nginx` picks one);
+//! - **b `proxy`**: through the leanest pooled hyper reverse proxy
+//!   (`courier-bench proxy`, a copy of `shared/bench/bare-proxy`), the practical limit for
+//!   any proxy;
 //! - **c `courier`**: through `courier up` to the same upstream deployed as an
 //!   HTTP-mode function.
 //!
@@ -42,6 +45,7 @@ mod async_path;
 mod children;
 mod connector;
 mod load;
+mod nginx;
 mod proxy;
 mod report;
 mod schedule;
@@ -52,6 +56,11 @@ mod upstream;
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
+
+/// The courier binary's allocator (see its `main.rs` and BENCHMARKS.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +81,17 @@ enum Command {
         #[arg(long, env = "PORT", default_value_t = 8080)]
         port: u16,
     },
-    /// The baseline: a minimal pooled hyper reverse proxy, nothing else.
+    /// nginx in the foreground on 127.0.0.1:PORT answering `200 ok` to anything (the issue's
+    /// upstream); its config and logs go to --dir.
+    Nginx {
+        /// Port to listen on (OpenFaaS-style runtimes pass it in PORT).
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        /// Where the config, pid file and error log are written.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// The baseline: the leanest pooled hyper reverse proxy (a copy of shared/bench/bare-proxy).
     Proxy {
         /// Address to listen on.
         #[arg(long)]
@@ -98,6 +117,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Upstream { port } => multi_thread(None)?.block_on(upstream::run(port)),
+        Command::Nginx { port, dir } => nginx::exec(port, &dir),
         Command::Proxy { listen, upstream } => {
             multi_thread(None)?.block_on(proxy::run(listen, upstream))
         }

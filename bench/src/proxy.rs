@@ -1,105 +1,57 @@
-//! The baseline: a minimal pooled hyper reverse proxy, the practical limit
-//! for any proxy in front of the upstream.
+//! The baseline: the leanest pooled hyper reverse proxy, a copy of the team's reference
+//! `shared/bench/bare-proxy` (35 lines) and nothing more, so that the ratio Courier is held to
+//! is against the physical limit of a Rust proxy rather than a slower stand-in.
 //!
-//! One `hyper_util` legacy `Client` (keep-alive pool, `TCP_NODELAY`) is
-//! built once; each request keeps its method, path, query, headers (minus
-//! hop-by-hop ones) and streamed body, and the upstream response is streamed
-//! back as is. Nothing else: no routing, auth, metrics or logging.
+//! Exactly as there: HTTP/1.1 only (no h2c detection), `TCP_NODELAY` on both sides, one
+//! pooled legacy `Client` (up to 1,024 idle connections) built once, the request's path and
+//! query re-aimed at the upstream with `format!`, bodies streamed both ways. No header
+//! rewriting, routing, metrics, timeouts or logging. Its workspace build shares Courier's
+//! release profile, so the two are compiled alike.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
-
-use bytes::Bytes;
-use http::{
-    HeaderMap, Request, Response, StatusCode, Uri, header,
-    uri::{Authority, PathAndQuery},
-};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
-type Upstream = Client<HttpConnector, Incoming>;
-type ProxyBody = Either<Incoming, Full<Bytes>>;
-
 pub(crate) async fn run(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Upstream = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
-    let authority: Authority = upstream.to_string().parse()?;
-
+    let upstream: &'static str = Box::leak(upstream.to_string().into_boxed_str());
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(conn);
     let listener = TcpListener::bind(listen).await?;
     eprintln!(
         "proxy listening on {} -> {upstream}",
         listener.local_addr()?
     );
-    crate::server::serve(listener, move |req| {
-        forward(client.clone(), authority.clone(), req)
-    })
-    .await
-}
-
-async fn forward(
-    client: Upstream,
-    upstream: Authority,
-    mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let path_and_query = req.uri().path_and_query().cloned();
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(upstream);
-    parts.path_and_query = Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
-    *req.uri_mut() = match Uri::from_parts(parts) {
-        Ok(uri) => uri,
-        Err(_) => return Ok(error(StatusCode::BAD_REQUEST)),
-    };
-    strip_hop_by_hop(req.headers_mut());
-
-    match client.request(req).await {
-        Ok(response) => {
-            let mut response = response.map(Either::Left);
-            strip_hop_by_hop(response.headers_mut());
-            Ok(response)
-        }
-        Err(_) => Ok(error(StatusCode::BAD_GATEWAY)),
+    crate::server::exit_when_orphaned();
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true).ok();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                let client = client.clone();
+                async move {
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                        .to_string();
+                    *req.uri_mut() = Uri::try_from(format!("http://{upstream}{pq}"))
+                        .expect("a valid path and query stays valid behind an authority");
+                    client.request(req).await
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
     }
-}
-
-fn error(status: StatusCode) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
-    *response.status_mut() = status;
-    response
-}
-
-/// Removes the headers that describe one connection rather than the message
-/// (RFC 9110 §7.6.1), including those named by `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect();
-    for name in named {
-        headers.remove(name.as_str());
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }

@@ -49,7 +49,7 @@ where
 
 /// Exits the process once its parent has gone (it is then re-parented), so
 /// that servers started by the orchestrator or by Courier never outlive them.
-fn exit_when_orphaned() {
+pub(crate) fn exit_when_orphaned() {
     let parent = std::os::unix::process::parent_id();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));

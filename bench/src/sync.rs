@@ -55,6 +55,37 @@ pub(crate) struct SyncArgs {
     /// Worker threads of the load generator's runtime [default: one per CPU].
     #[arg(long)]
     pub(crate) load_threads: Option<usize>,
+    /// The upstreams to measure against, one after the other: `hyper` (this binary's fast
+    /// upstream) and/or `nginx` (Debian's nginx answering `200 ok`; must be installed).
+    #[arg(long, value_delimiter = ',', default_value = "hyper,nginx")]
+    upstream: Vec<UpstreamKind>,
+}
+
+/// What answers the requests at the end of every path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(crate) enum UpstreamKind {
+    /// `courier-bench upstream`: hyper answering 200 and 64 bytes.
+    Hyper,
+    /// `courier-bench nginx`: nginx (one worker) answering `200 ok`.
+    Nginx,
+}
+
+impl UpstreamKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hyper => "hyper",
+            Self::Nginx => "nginx",
+        }
+    }
+
+    /// The arguments after this executable that run the upstream on `$PORT`, keeping its files
+    /// under `dir`.
+    fn command(self, dir: &Path) -> Vec<String> {
+        match self {
+            Self::Hyper => vec!["upstream".into()],
+            Self::Nginx => vec!["nginx".into(), "--dir".into(), dir.display().to_string()],
+        }
+    }
 }
 
 /// One variant's target: where the load generator connects and what it asks for.
@@ -92,9 +123,6 @@ pub(crate) async fn run(args: SyncArgs, load: Handle) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     children.shutdown().await;
-    if result.is_err() {
-        print_log_tail(&scratch.path().join("courier.log"));
-    }
     result
 }
 
@@ -106,8 +134,64 @@ async fn bench(
     children: &mut Children,
     load: &Handle,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.upstream.is_empty(), "--upstream names no upstream");
+    if args.upstream.contains(&UpstreamKind::Nginx) {
+        crate::nginx::binary()?;
+    }
+    println!(
+        "sync: {} connections, {} recorded + {} warm-up per run, {} rounds, {}-byte POST bodies",
+        args.connections,
+        humantime::format_duration(args.duration),
+        humantime::format_duration(args.warmup),
+        args.rounds,
+        args.body_size,
+    );
+    let mut reports = serde_json::Map::new();
+    for &kind in &args.upstream {
+        println!("\n## upstream: {}\n", kind.name());
+        let dir = scratch.join(kind.name());
+        std::fs::create_dir_all(&dir)?;
+        let runs = bench_upstream(args, kind, exe, courier, &dir, children, load).await;
+        children.shutdown().await;
+        if runs.is_err() {
+            print_log_tail(&dir.join("courier.log"));
+        }
+        let runs = runs?;
+        let report = Report::new(&runs);
+        println!("\n{}", report.markdown());
+        reports.insert(kind.name().to_owned(), report.json(&runs, json!({})));
+    }
+    if let Some(out) = &args.out {
+        let config = json!({
+            "connections": args.connections,
+            "duration_s": args.duration.as_secs_f64(),
+            "warmup_s": args.warmup.as_secs_f64(),
+            "rounds": args.rounds,
+            "body_bytes": args.body_size,
+            "load_threads": args.load_threads,
+            "cpus": std::thread::available_parallelism().map(usize::from).ok(),
+            "courier": courier.map(|path| path.display().to_string()),
+        });
+        let text =
+            serde_json::to_string_pretty(&json!({ "config": config, "upstreams": reports }))?;
+        std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts `kind`'s upstream, the baseline proxy in front of it and Courier with the same
+/// upstream deployed as a function, then runs the interleaved rounds.
+async fn bench_upstream(
+    args: &SyncArgs,
+    kind: UpstreamKind,
+    exe: &Path,
+    courier: Option<&Path>,
+    dir: &Path,
+    children: &mut Children,
+    load: &Handle,
+) -> anyhow::Result<Vec<Run>> {
     let http = control_client()?;
-    let upstream = start_upstream(&http, children, exe).await?;
+    let upstream = start_upstream_kind(&http, children, exe, kind, dir).await?;
 
     let proxy = free_addr()?;
     let id = children.spawn(
@@ -134,7 +218,12 @@ async fn bench(
     ];
     let body = Bytes::from(vec![b'x'; args.body_size]);
     if let Some(courier) = courier {
-        let addr = start_courier(&http, children, courier, exe, scratch, &body).await?;
+        let fprocess = std::iter::once(exe.display().to_string())
+            .chain(kind.command(&dir.join("function")))
+            .map(|word| shell_quote(&word))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let addr = start_courier(&http, children, courier, &fprocess, dir, &body).await?;
         targets.push(Target {
             variant: Variant::Courier,
             addr,
@@ -142,14 +231,6 @@ async fn bench(
         });
     }
 
-    println!(
-        "sync: {} connections, {} recorded + {} warm-up per run, {} rounds, {}-byte POST bodies",
-        args.connections,
-        humantime::format_duration(args.duration),
-        humantime::format_duration(args.warmup),
-        args.rounds,
-        args.body_size,
-    );
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for target in &targets {
@@ -172,41 +253,24 @@ async fn bench(
             runs.push(run);
         }
     }
-
-    let report = Report::new(&runs);
-    println!("\n{}", report.markdown());
-    if let Some(out) = &args.out {
-        let config = json!({
-            "connections": args.connections,
-            "duration_s": args.duration.as_secs_f64(),
-            "warmup_s": args.warmup.as_secs_f64(),
-            "rounds": args.rounds,
-            "body_bytes": args.body_size,
-            "load_threads": args.load_threads,
-            "cpus": std::thread::available_parallelism().map(usize::from).ok(),
-            "courier": courier.map(|path| path.display().to_string()),
-        });
-        let text = serde_json::to_string_pretty(&report.json(&runs, config))?;
-        std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    Ok(runs)
 }
 
-/// Starts `courier up`, deploys the upstream as the HTTP-mode function
-/// [`FUNCTION`], waits for a ready replica and warms it up. Returns the
-/// gateway's address.
+/// Starts `courier up` (state and log under `dir`), deploys `fprocess` as the HTTP-mode
+/// function [`FUNCTION`], waits for a ready replica and warms it up. Returns the gateway's
+/// address.
 async fn start_courier(
     http: &reqwest::Client,
     children: &mut Children,
     courier: &Path,
-    exe: &Path,
-    scratch: &Path,
+    fprocess: &str,
+    dir: &Path,
     body: &Bytes,
 ) -> anyhow::Result<SocketAddr> {
     let addr = free_addr()?;
-    let data_dir = scratch.join("data");
+    let data_dir = dir.join("data");
     std::fs::create_dir_all(&data_dir)?;
-    let log = std::fs::File::create(scratch.join("courier.log"))?;
+    let log = std::fs::File::create(dir.join("courier.log"))?;
     let id = children.spawn(
         "courier",
         Command::new(courier)
@@ -219,13 +283,12 @@ async fn start_courier(
     )?;
     let base = format!("http://{addr}");
     wait_ok(http, children, id, &format!("{base}/healthz")).await?;
-    deploy(http, children, id, &base, exe, body).await?;
+    deploy_process(http, children, id, &base, fprocess, body).await?;
     Ok(addr)
 }
 
-/// Deploys the upstream into the Courier at `base` (child `id`) as the
-/// HTTP-mode function [`FUNCTION`], waits for a ready replica and warms it up
-/// with 100 synchronous calls.
+/// Deploys the hyper upstream into the Courier at `base` (child `id`) as the HTTP-mode
+/// function [`FUNCTION`], waits for a ready replica and warms it up with 100 synchronous calls.
 pub(crate) async fn deploy(
     http: &reqwest::Client,
     children: &mut Children,
@@ -234,10 +297,24 @@ pub(crate) async fn deploy(
     exe: &Path,
     body: &Bytes,
 ) -> anyhow::Result<()> {
+    let fprocess = format!("{} upstream", shell_quote(&exe.display().to_string()));
+    deploy_process(http, children, id, base, &fprocess, body).await
+}
+
+/// Deploys `fprocess` as the HTTP-mode function [`FUNCTION`] into the Courier at `base`
+/// (child `id`), waits for a ready replica and warms it up with 100 synchronous calls.
+async fn deploy_process(
+    http: &reqwest::Client,
+    children: &mut Children,
+    id: ChildId,
+    base: &str,
+    fprocess: &str,
+    body: &Bytes,
+) -> anyhow::Result<()> {
     let spec = json!({
         "service": FUNCTION,
         "image": "bench:latest",
-        "envProcess": format!("{} upstream", shell_quote(&exe.display().to_string())),
+        "envProcess": fprocess,
         "envVars": { "mode": "http" },
     });
     let response = http
@@ -305,11 +382,24 @@ pub(crate) async fn start_upstream(
     children: &mut Children,
     exe: &Path,
 ) -> anyhow::Result<SocketAddr> {
+    start_upstream_kind(http, children, exe, UpstreamKind::Hyper, Path::new(".")).await
+}
+
+/// Starts `kind`'s upstream as a child on a free port (its files under `dir`) and waits until
+/// it answers.
+async fn start_upstream_kind(
+    http: &reqwest::Client,
+    children: &mut Children,
+    exe: &Path,
+    kind: UpstreamKind,
+    dir: &Path,
+) -> anyhow::Result<SocketAddr> {
     let upstream = free_addr()?;
     let id = children.spawn(
         "upstream",
         Command::new(exe)
-            .args(["upstream", "--port", &upstream.port().to_string()])
+            .args(kind.command(dir))
+            .env("PORT", upstream.port().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
     )?;
