@@ -17,6 +17,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the gateway's proxy, the worker and the scheduler all
+/// allocate per request; see BENCHMARKS.md ("Allocator") for the measurements behind it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Courier: an OpenFaaS-compatible, event-driven function invocation fabric.
 #[derive(Debug, Parser)]
 #[command(name = "courier", version, about, propagate_version = true)]
