@@ -2,7 +2,6 @@
 //! The request and response bodies stream through a pooled client; nothing is buffered.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +11,7 @@ use courier_core::headers::{
     X_CALL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME, strip_hop_by_hop,
 };
 use courier_core::{FunctionRef, ProviderError};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Uri, header};
 use http::{Request, Response};
 use http_body_util::{Either, Full};
@@ -101,20 +101,31 @@ pub(crate) fn existing_function(gateway: &Gateway, segment: &str) -> Result<Func
 }
 
 /// Handles one invocation; the request body is hyper's own, never boxed or buffered.
+/// `forwarded_for` is the caller's address, made into a header value once per connection.
 pub(crate) async fn invoke(
     gateway: &Gateway,
-    peer: SocketAddr,
+    forwarded_for: Option<HeaderValue>,
     request: Request<UpstreamBody>,
 ) -> Response<GatewayBody> {
     let started = Instant::now();
     let (segment, rest) = split_path(request.uri().path());
-    let rest = rest.to_owned();
     let route = match gateway.routes.get(gateway, segment) {
         Ok(route) => route,
         Err(e) => return e.into_response().map(Either::Right),
     };
+    let path_and_query = match upstream_path(rest, request.uri().query()) {
+        Ok(path_and_query) => path_and_query,
+        Err(e) => return e.into_response().map(Either::Right),
+    };
     route.metrics.started();
-    let response = forward(gateway, &route.function, &rest, peer, request).await;
+    let response = forward(
+        gateway,
+        &route.function,
+        path_and_query,
+        forwarded_for,
+        request,
+    )
+    .await;
     let response = response.unwrap_or_else(|e| e.into_response().map(Either::Right));
     route.metrics.completed(
         &gateway.metrics,
@@ -124,11 +135,27 @@ pub(crate) async fn invoke(
     response
 }
 
+/// The path and query the function is asked for: what follows the function's name, and the
+/// caller's query as it came.
+fn upstream_path(rest: &str, query: Option<&str>) -> Result<PathAndQuery, ApiError> {
+    let path_and_query = match query {
+        Some(query) => {
+            let mut text = String::with_capacity(rest.len() + 1 + query.len());
+            text.push_str(rest);
+            text.push('?');
+            text.push_str(query);
+            PathAndQuery::from_maybe_shared(Bytes::from(text))
+        }
+        None => PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(rest.as_bytes())),
+    };
+    path_and_query.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))
+}
+
 async fn forward(
     gateway: &Gateway,
     function: &FunctionRef,
-    rest: &str,
-    peer: SocketAddr,
+    path_and_query: PathAndQuery,
+    forwarded_for: Option<HeaderValue>,
     request: Request<UpstreamBody>,
 ) -> Result<Response<GatewayBody>, ApiError> {
     let start_nanos = SystemTime::now()
@@ -139,16 +166,12 @@ async fn forward(
     let endpoint = readiness::endpoint(gateway, function).await?;
 
     let (mut parts, body) = request.into_parts();
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
-    };
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.authority);
+    uri.path_and_query = Some(path_and_query);
+    parts.uri =
+        Uri::from_parts(uri).map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     // Replicas speak HTTP/1.1 whatever the caller used (h2c included).
     parts.version = http::Version::HTTP_11;
     let headers = &mut parts.headers;
@@ -168,10 +191,10 @@ async fn forward(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    if !headers.contains_key(X_FORWARDED_FOR)
-        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
+    if let Some(forwarded_for) = forwarded_for
+        && !headers.contains_key(X_FORWARDED_FOR)
     {
-        headers.insert(X_FORWARDED_FOR, v);
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
     }
     let upstream = http::Request::from_parts(parts, body);
     let timeout = gateway.config.upstream_timeout;
@@ -201,6 +224,16 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_function_gets_the_rest_of_the_path_and_the_query_as_sent() {
+        assert_eq!(upstream_path("/", None).unwrap().as_str(), "/");
+        assert_eq!(
+            upstream_path("/a/b", Some("x=1&y=%20")).unwrap().as_str(),
+            "/a/b?x=1&y=%20"
+        );
+        assert_eq!(upstream_path("/", Some("")).unwrap().as_str(), "/?");
+    }
 
     #[test]
     fn path_splits_into_name_and_rest() {

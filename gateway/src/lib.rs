@@ -144,8 +144,8 @@ impl Gateway {
         request: http::Request<bytes::Bytes>,
     ) -> http::Response<http_body_util::Either<hyper::body::Incoming, axum::body::Body>> {
         let request = request.map(|b| http_body_util::Either::Right(http_body_util::Full::new(b)));
-        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        invoke::invoke(self, local, request).await
+        let local = http::HeaderValue::from_static("127.0.0.1");
+        invoke::invoke(self, Some(local), request).await
     }
 
     /// Signalled (`notify_one`) after every deploy, update or removal made through this

@@ -31,8 +31,13 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including any named in `Connection`.
+/// Removes hop-by-hop headers, including any named in `Connection`. One pass over the names
+/// decides whether there is anything to remove (usually not: the invocation hot path pays a
+/// scan of a few names, not nine hash lookups).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -90,6 +95,25 @@ mod tests {
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(h.contains_key("x-call-id") && h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn any_single_hop_by_hop_header_is_stripped_and_others_are_left_alone() {
+        for hop in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(hop.clone(), HeaderValue::from_static("x"));
+            h.insert(header::HOST, HeaderValue::from_static("example"));
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(hop), "{hop} was kept");
+            assert!(h.contains_key(header::HOST), "host went with {hop}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example"));
+        h.append("x-many", HeaderValue::from_static("1"));
+        h.append("x-many", HeaderValue::from_static("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]
