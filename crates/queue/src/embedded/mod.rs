@@ -27,8 +27,8 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -60,10 +60,15 @@ pub struct EmbeddedQueue {
     writer: Option<JoinHandle<()>>,
 }
 
-/// What the queue and its deliveries share: the way to the writer thread.
+/// What the queue and its deliveries share: the way to the writer thread, and read access
+/// to the file for the questions that change nothing.
 struct Shared {
     path: PathBuf,
     commands: mpsc::Sender<Command>,
+    /// The writer's database, for read transactions taken on the caller's thread: a read
+    /// (`is_outstanding`, `pending`) never waits behind the writer's batches and their fsyncs.
+    /// `Weak`, so the file is still released when the writer stops.
+    readers: Weak<redb::Database>,
     /// One per command sent and not yet answered.
     permits: Arc<Semaphore>,
     /// Notified after a commit that may have made a message visible sooner.
@@ -89,7 +94,7 @@ impl EmbeddedQueue {
             dedup_window_ms: ceil_ms(config.dedup_window),
             sync_publish: config.sync_publish,
         };
-        let (commands, writer) = {
+        let (commands, writer, readers) = {
             let path = path.clone();
             let visible = Arc::clone(&visible);
             tokio::task::spawn_blocking(move || writer::start(&path, writer_config, visible))
@@ -105,6 +110,7 @@ impl EmbeddedQueue {
             shared: Arc::new(Shared {
                 path,
                 commands,
+                readers,
                 permits: Arc::new(Semaphore::new(writer::MAX_QUEUED_COMMANDS)),
                 visible,
             }),
@@ -171,6 +177,23 @@ fn join(writer: JoinHandle<()>) {
 }
 
 impl Shared {
+    /// Runs `read` in a read transaction on this thread. It sees every batch the writer has
+    /// committed (durably or not), as an op sent to the writer after those would. A read of
+    /// these small tables is a few page lookups in redb's cache, short enough for an async
+    /// thread.
+    fn read<T>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&redb::ReadTransaction) -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
+        use redb::ReadableDatabase as _;
+        let db = self.readers.upgrade().ok_or_else(|| self.closed())?;
+        let txn = db
+            .begin_read()
+            .map_err(|e| Error::storage(what, redb::Error::from(e)))?;
+        read(&txn).map_err(|e| Error::storage(what, e))
+    }
+
     /// Sends `op` to the writer and waits for its outcome.
     async fn run(&self, op: Op) -> Result<Outcome> {
         let permit = Arc::clone(&self.permits)
@@ -257,17 +280,15 @@ impl WorkQueue for EmbeddedQueue {
     }
 
     async fn pending(&self) -> Result<u64> {
-        match self.shared.run(Op::Pending).await? {
-            Outcome::Pending(pending) => Ok(pending),
-            other => Err(self.shared.unexpected(&other)),
-        }
+        self.shared
+            .read("counting the embedded queue's messages", store::pending)
     }
 
     async fn is_outstanding(&self, seq: u64) -> Result<bool> {
-        match self.shared.run(Op::Outstanding(seq)).await? {
-            Outcome::Outstanding(there) => Ok(there),
-            other => Err(self.shared.unexpected(&other)),
-        }
+        self.shared
+            .read("looking up a message in the embedded queue", |txn| {
+                store::contains(txn, seq)
+            })
     }
 
     async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()> {

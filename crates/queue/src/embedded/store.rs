@@ -22,7 +22,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableError,
+    WriteTransaction,
+};
 
 use crate::{DeadLetter, Message, Published};
 
@@ -51,6 +54,24 @@ pub(super) fn now_ms() -> u64 {
 /// `duration` in whole milliseconds, rounded up, so a deadline computed from it is never early.
 pub(super) fn ceil_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// Messages stored and not yet acked or dead-lettered, as of `txn`.
+pub(super) fn pending(txn: &ReadTransaction) -> Result<u64, redb::Error> {
+    match txn.open_table(PAYLOADS) {
+        Ok(payloads) => Ok(payloads.len()?),
+        Err(TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the message stored as `seq` is still there (not acked or dead-lettered), as of `txn`.
+pub(super) fn contains(txn: &ReadTransaction, seq: u64) -> Result<bool, redb::Error> {
+    match txn.open_table(PAYLOADS) {
+        Ok(payloads) => Ok(payloads.get(seq)?.is_some()),
+        Err(TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A message handed out by [`Tables::lease`].
@@ -241,13 +262,10 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Messages stored and not yet removed.
+    /// Messages stored (the store tests' view inside a write transaction).
+    #[cfg(test)]
     pub(super) fn pending(&self) -> Result<u64, redb::Error> {
         Ok(self.payloads.len()?)
-    }
-
-    /// Whether the message stored as `seq` is still there (not acked or dead-lettered).
-    pub(super) fn contains(&self, seq: u64) -> Result<bool, redb::Error> {
-        Ok(self.payloads.get(seq)?.is_some())
     }
 
     /// Keeps `letter`, replacing a letter with the same id.

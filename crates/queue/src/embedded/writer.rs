@@ -20,8 +20,8 @@
 //! durable one. Closing the queue ends with a durable commit.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,6 @@ pub(super) enum Op {
         attempt: u64,
         action: Action,
     },
-    Pending,
-    Outstanding(u64),
     PutDeadLetter(DeadLetter),
     DeadLetters,
     DeadLetter(String),
@@ -78,7 +76,6 @@ pub(super) enum Action {
 pub(super) enum Outcome {
     /// What was done, and the message's sequence when it was stored now.
     Published(Published, Option<u64>),
-    Outstanding(bool),
     Fetched {
         leased: Vec<Leased>,
         /// When nothing was leased: when the earliest stored message becomes visible.
@@ -88,7 +85,6 @@ pub(super) enum Outcome {
     Settled {
         current: bool,
     },
-    Pending(u64),
     DeadLetterPut,
     DeadLetters(Vec<DeadLetter>),
     DeadLetter(Option<DeadLetter>),
@@ -124,13 +120,13 @@ pub(super) fn start(
     path: &Path,
     config: WriterConfig,
     visible: Arc<Notify>,
-) -> Result<(mpsc::Sender<Command>, JoinHandle<()>)> {
+) -> Result<(mpsc::Sender<Command>, JoinHandle<()>, Weak<Database>)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             Error::storage(format_args!("creating directory {}", parent.display()), e)
         })?;
     }
-    let db = Database::create(path).map_err(|e| match e {
+    let db = Arc::new(Database::create(path).map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen => Error::storage(
             format_args!(
                 "opening {}: the file is already open (one queue, in one process, per file)",
@@ -139,10 +135,11 @@ pub(super) fn start(
             e,
         ),
         e => Error::storage(format_args!("opening {}", path.display()), e),
-    })?;
+    })?);
     let next_seq = initialise(&db)
         .map_err(|e| Error::storage(format_args!("initialising {}", path.display()), e))?;
     let (commands, receiver) = mpsc::channel();
+    let readers = Arc::downgrade(&db);
     let writer = Writer {
         db,
         config,
@@ -154,7 +151,7 @@ pub(super) fn start(
         .name("courier-queue-writer".into())
         .spawn(move || writer.run(&receiver))
         .map_err(|e| Error::storage("starting the embedded queue's writer thread", e))?;
-    Ok((commands, thread))
+    Ok((commands, thread, readers))
 }
 
 /// Creates the tables in a new store; returns the next sequence number.
@@ -166,7 +163,9 @@ fn initialise(db: &Database) -> Result<u64, redb::Error> {
 }
 
 struct Writer {
-    db: Database,
+    /// The only strong reference: the file is released when the writer stops. Readers hold
+    /// a `Weak` (see `super::Shared::read`).
+    db: Arc<Database>,
     config: WriterConfig,
     next_seq: u64,
     visible: Arc<Notify>,
@@ -346,8 +345,6 @@ impl Writer {
                         wake_fetchers |= current && matches!(action, Action::RetryAfter(_));
                         Outcome::Settled { current }
                     }
-                    Op::Pending => Outcome::Pending(tables.pending()?),
-                    Op::Outstanding(seq) => Outcome::Outstanding(tables.contains(*seq)?),
                     Op::PutDeadLetter(letter) => {
                         tables.put_dead_letter(letter)?;
                         letters_changed = true;
