@@ -451,3 +451,55 @@ async fn a_fork_function_past_its_exec_timeout_is_killed() {
     );
     wait_processes_gone(&marker, Duration::from_secs(5)).await;
 }
+
+/// Sends `head` (a whole request head, ending in a blank line, asking to close) on a fresh
+/// connection and returns the response's status line and body.
+async fn raw_exchange(port: u16, head: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to courier");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(READY, stream.read_to_end(&mut response))
+        .await
+        .expect("courier closed the connection in time")
+        .expect("read the response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_headers_are_added_and_hop_by_hop_headers_never_reach_the_function() {
+    let courier = courier_with_http_function(&[]).await;
+    let (status, body) = raw_exchange(
+        courier.port(),
+        "GET /function/web/hops HTTP/1.1\r\nHost: caller.example:8443\r\n\
+         Connection: close, x-hop-secret\r\nX-Hop-Secret: 1\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Authorization: Basic c2VjcmV0\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    let seen: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(headers["x-forwarded-host"], "caller.example:8443", "{seen}");
+    assert_eq!(headers["x-kept"], "yes", "{seen}");
+    for hop in ["x-hop-secret", "keep-alive", "proxy-authorization", "te"] {
+        assert!(headers.get(hop).is_none(), "{hop} reached the function: {seen}");
+    }
+
+    // What an earlier proxy already set is passed on unchanged.
+    let (status, body) = raw_exchange(
+        courier.port(),
+        "GET /function/web/hops HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Host: edge.example\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    let seen: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7", "{seen}");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "edge.example", "{seen}");
+}

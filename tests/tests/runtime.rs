@@ -256,6 +256,31 @@ async fn deleting_a_function_stops_its_processes() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_call_in_flight_is_answered_before_courier_exits_on_sigterm() {
+    let mut courier = Courier::start().await;
+    courier.deploy(&http_function("web", &random_token())).await;
+    courier.wait_ready("web", DEFAULT_NAMESPACE, READY).await;
+
+    let client = courier.client();
+    let url = courier.url("/function/web/sleep?s=2");
+    let in_flight = tokio::spawn(async move {
+        let resp = client.get(url).send().await.expect("the call in flight");
+        (resp.status(), resp.text().await.expect("its body"))
+    });
+    // Let the call reach the function, then ask courier to stop.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let status = courier.signal_and_wait(Signal::SIGTERM).await;
+    assert!(
+        status.success(),
+        "courier exited with {status}\n{}",
+        courier.output()
+    );
+    let (code, body) = in_flight.await.expect("the caller task");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body, "slept");
+}
+
 async fn shutdown_leaves_no_function_process(sig: Signal) {
     let mut courier = Courier::start().await;
     let http_marker = random_token();
