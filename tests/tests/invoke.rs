@@ -488,7 +488,10 @@ async fn forwarded_headers_are_added_and_hop_by_hop_headers_never_reach_the_func
     assert_eq!(headers["x-forwarded-host"], "caller.example:8443", "{seen}");
     assert_eq!(headers["x-kept"], "yes", "{seen}");
     for hop in ["x-hop-secret", "keep-alive", "proxy-authorization", "te"] {
-        assert!(headers.get(hop).is_none(), "{hop} reached the function: {seen}");
+        assert!(
+            headers.get(hop).is_none(),
+            "{hop} reached the function: {seen}"
+        );
     }
 
     // What an earlier proxy already set is passed on unchanged.
@@ -501,5 +504,8 @@ async fn forwarded_headers_are_added_and_hop_by_hop_headers_never_reach_the_func
     assert!(status.contains(" 200 "), "{status}: {body}");
     let seen: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7", "{seen}");
-    assert_eq!(seen["headers"]["x-forwarded-host"], "edge.example", "{seen}");
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"], "edge.example",
+        "{seen}"
+    );
 }
