@@ -67,7 +67,8 @@ struct Shared {
     commands: mpsc::Sender<Command>,
     /// The writer's database, for read transactions taken on the caller's thread: a read
     /// (`is_outstanding`, `pending`) never waits behind the writer's batches and their fsyncs.
-    /// `Weak`, so the file is still released when the writer stops.
+    /// `Weak`, so the file is still released when the writer stops (a read under way at that
+    /// moment holds it for the few microseconds it takes).
     readers: Weak<redb::Database>,
     /// One per command sent and not yet answered.
     permits: Arc<Semaphore>,
