@@ -66,7 +66,7 @@ pub(crate) struct SyncArgs {
 pub(crate) enum UpstreamKind {
     /// `courier-bench upstream`: hyper answering 200 and 64 bytes.
     Hyper,
-    /// `courier-bench nginx`: nginx (one worker) answering `200 ok`.
+    /// `courier-bench nginx`: nginx (one process) answering `200 ok`.
     Nginx,
 }
 

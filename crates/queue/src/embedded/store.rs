@@ -23,8 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableError,
-    WriteTransaction,
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
 use crate::{DeadLetter, Message, Published};
@@ -57,21 +56,14 @@ pub(super) fn ceil_ms(duration: Duration) -> u64 {
 }
 
 /// Messages stored and not yet acked or dead-lettered, as of `txn`.
+/// (Every table exists: the writer creates them before any reader can open the store.)
 pub(super) fn pending(txn: &ReadTransaction) -> Result<u64, redb::Error> {
-    match txn.open_table(PAYLOADS) {
-        Ok(payloads) => Ok(payloads.len()?),
-        Err(TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(e) => Err(e.into()),
-    }
+    Ok(txn.open_table(PAYLOADS)?.len()?)
 }
 
 /// Whether the message stored as `seq` is still there (not acked or dead-lettered), as of `txn`.
 pub(super) fn contains(txn: &ReadTransaction, seq: u64) -> Result<bool, redb::Error> {
-    match txn.open_table(PAYLOADS) {
-        Ok(payloads) => Ok(payloads.get(seq)?.is_some()),
-        Err(TableError::TableDoesNotExist(_)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(txn.open_table(PAYLOADS)?.get(seq)?.is_some())
 }
 
 /// A message handed out by [`Tables::lease`].
