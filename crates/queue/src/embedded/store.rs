@@ -253,7 +253,6 @@ impl<'txn> Tables<'txn> {
         Ok(self.schedule.first()?.map(|(key, _)| key.value().0))
     }
 
-    /// Messages stored and not yet removed.
     /// Messages stored (the store tests' view inside a write transaction).
     #[cfg(test)]
     pub(super) fn pending(&self) -> Result<u64, redb::Error> {
