@@ -9,6 +9,7 @@ pub mod decode;
 pub mod duration;
 pub mod function;
 pub mod headers;
+pub mod ledger;
 pub mod logs;
 pub mod names;
 pub mod provider;
@@ -16,6 +17,7 @@ pub mod queue;
 pub mod retry;
 pub mod secret;
 pub mod system;
+pub mod trace;
 
 pub use function::{FunctionDeployment, FunctionResources, FunctionStatus};
 pub use logs::{LogMessage, LogRequest};
