@@ -32,6 +32,9 @@ use bytes::Bytes;
 
 pub mod embedded;
 pub mod jetstream;
+mod ledger;
+
+pub use ledger::{LedgerChange, LedgerConfig, LedgerQuery, LedgerRow, LedgerUpdate};
 
 /// A queue failure.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The invocation ledger is off (`--ledger-retention 0`).
+    #[error("the invocation ledger is off (--ledger-retention 0)")]
+    LedgerOff,
     /// Local storage failed (the embedded backend).
     #[error("queue storage failed: {context}: {source}")]
     Storage {
@@ -90,6 +96,21 @@ impl Error {
         }
     }
 
+    /// This failure again, for each of several operations it failed together (the cause kept
+    /// as its text): same variant, same retryability.
+    pub fn for_each(&self) -> Self {
+        match self {
+            Self::UnsupportedUrl(url) => Self::UnsupportedUrl(url.clone()),
+            Self::TooLarge { size, limit } => Self::TooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            Self::Unavailable { context, source } => Self::unavailable(context, source.to_string()),
+            Self::Storage { context, source } => Self::storage(context, source.to_string()),
+            Self::LedgerOff => Self::LedgerOff,
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
@@ -102,6 +123,7 @@ impl Error {
             Self::TooLarge { .. } => "too_large",
             Self::Unavailable { .. } => "unavailable",
             Self::Storage { .. } => "storage",
+            Self::LedgerOff => "ledger_off",
         }
     }
 }
@@ -149,6 +171,8 @@ pub struct Receipt {
 /// How a backend is set up; the same for every backend.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
+    /// The invocation ledger kept beside the queue.
+    pub ledger: LedgerConfig,
     /// How long a delivery may stay unsettled before it is delivered again.
     pub ack_wait: Duration,
     /// How long a message id is remembered for deduplication.
@@ -173,6 +197,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
+            ledger: LedgerConfig::default(),
             ack_wait: Duration::from_secs(30),
             dedup_window: Duration::from_secs(120),
             max_payload_bytes: 1024 * 1024,
@@ -276,6 +301,21 @@ pub trait WorkQueue: Send + Sync + 'static {
     }
     /// Like [`WorkQueue::publish`], and tells the message's sequence.
     async fn publish_tracked(&self, message: Message) -> Result<Receipt>;
+    /// [`WorkQueue::publish_tracked`], and when the message is stored (not a duplicate) its
+    /// ledger row is written with it: in the same transaction (embedded), or sent right after
+    /// the message, while its acknowledgement is awaited, and removed again if the server
+    /// refuses the message (JetStream). A publish creates a row only where the call has none:
+    /// a duplicate never replaces the original's (JetStream creates a duplicate's row when the
+    /// original's is missing). With the ledger off, the row is ignored.
+    async fn publish_recorded(&self, message: Message, row: Option<LedgerRow>) -> Result<Receipt>;
+    /// [`WorkQueue::publish_recorded`] for each of `messages`, answered in their order. A
+    /// backend stores them in one step where it can (the embedded store: one command, one
+    /// transaction; JetStream: sent back to back, acknowledgements awaited together). A burst
+    /// of cron fires on one second is handed over this way.
+    async fn publish_batch(
+        &self,
+        messages: Vec<(Message, Option<LedgerRow>)>,
+    ) -> Vec<Result<Receipt>>;
     /// Whether the message stored as `seq` is still in the queue: waiting, leased or waiting
     /// for a retry (false once acknowledged or dead-lettered).
     async fn is_outstanding(&self, seq: u64) -> Result<bool>;
@@ -302,7 +342,36 @@ pub trait WorkQueue: Send + Sync + 'static {
 
     /// Removes every dead letter; how many there were.
     async fn purge_dead_letters(&self) -> Result<u64>;
+
+    /// Applies `update` to the ledger row of call `id` atomically (no other update of that
+    /// row comes between its read and its write) and returns the row as it is after it.
+    /// `durable`: committed before answering (a cancel); otherwise it may ride on the next
+    /// durable commit (an attempt's progress: losing it on a crash means the record shows the
+    /// previous step, never a wrong one).
+    async fn ledger_update(
+        &self,
+        id: &str,
+        update: LedgerUpdate,
+        durable: bool,
+    ) -> Result<Option<LedgerRow>>;
+
+    /// The ledger row of call `id` (`None` when there is none, or it expired).
+    async fn ledger_get(&self, id: &str) -> Result<Option<LedgerRow>>;
+
+    /// Rows matching `query`, newest (by creation) first.
+    async fn ledger_list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>>;
+
+    /// The kept result of call `id`, when one was written.
+    async fn ledger_result(&self, id: &str) -> Result<Option<Bytes>>;
+
+    /// Yields (at least) whenever the row of call `id` may have changed, from the moment this
+    /// returns: read the row after subscribing, then wait on the stream and read again.
+    async fn ledger_watch(&self, id: &str) -> Result<LedgerWatch>;
 }
+
+/// The changes of one ledger row: an item whenever it may have changed (spurious items are
+/// allowed, missed changes are not); ends when the queue closes.
+pub type LedgerWatch = futures_util::stream::BoxStream<'static, ()>;
 
 impl fmt::Debug for dyn WorkQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

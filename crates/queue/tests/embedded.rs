@@ -369,12 +369,13 @@ async fn dead_letter_records_of_any_size_and_content_are_kept_exactly() {
 }
 
 /// Not a benchmark (nothing is asserted about time): prints publish throughput in both
-/// durability modes, 32 concurrent publishers. `--nocapture` to see it.
+/// durability modes, with and without a ledger row per message, 32 concurrent publishers.
+/// `--nocapture` to see it.
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_throughput_is_reported_for_both_durability_modes() {
     const MESSAGES: usize = 4000;
     const PUBLISHERS: usize = 32;
-    for sync_publish in [false, true] {
+    for (sync_publish, recorded) in [(false, false), (false, true), (true, false), (true, true)] {
         let env = EmbeddedBackend::in_temp_dir(sync_publish);
         let queue = Arc::new(env.open_queue(config()).await);
         let payload = bytes::Bytes::from(vec![b'x'; 512]);
@@ -385,11 +386,14 @@ async fn publish_throughput_is_reported_for_both_durability_modes() {
                 let payload = payload.clone();
                 tokio::spawn(async move {
                     for i in (p..MESSAGES).step_by(PUBLISHERS) {
+                        let id = format!("call-{i}");
+                        let row = recorded.then(|| conformance::row(&id, i as u64));
                         let message = Message {
-                            id: format!("call-{i}"),
+                            id,
                             payload: payload.clone(),
                         };
-                        assert_eq!(queue.publish(message).await.unwrap(), Published::Stored);
+                        let receipt = queue.publish_recorded(message, row).await.unwrap();
+                        assert_eq!(receipt.published, Published::Stored);
                     }
                 })
             })
@@ -399,10 +403,34 @@ async fn publish_throughput_is_reported_for_both_durability_modes() {
         }
         let elapsed = started.elapsed();
         assert_eq!(queue.pending().await.unwrap(), MESSAGES as u64);
+        if recorded {
+            let everything = courier_queue::LedgerQuery {
+                function: None,
+                state: None,
+                limit: MESSAGES,
+            };
+            assert_eq!(
+                queue.ledger_list(&everything).await.unwrap().len(),
+                MESSAGES
+            );
+        }
         eprintln!(
-            "sync_publish={sync_publish}: {MESSAGES} publishes of 512 B by {PUBLISHERS} \
-             publishers in {elapsed:?} = {:.0}/s",
+            "sync_publish={sync_publish} recorded={recorded}: {MESSAGES} publishes of 512 B by \
+             {PUBLISHERS} publishers in {elapsed:?} = {:.0}/s",
             MESSAGES as f64 / elapsed.as_secs_f64()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ledger_watch_ends_when_the_queue_closes() {
+    use futures_util::StreamExt as _;
+
+    let env = EmbeddedBackend::in_temp_dir(true);
+    let queue = env.open_queue(config()).await;
+    let mut watch = queue.ledger_watch("call-1").await.unwrap();
+    queue.close().await;
+
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
+    assert_eq!(ended, Ok(None));
 }

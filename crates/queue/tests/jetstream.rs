@@ -13,9 +13,11 @@ use async_nats::jetstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use courier_queue::jetstream::JetStreamQueue;
-use courier_queue::{DeadLetter, Error, Message, Published, QueueConfig, WorkQueue};
+use courier_queue::{
+    DeadLetter, Error, LedgerConfig, LedgerQuery, Message, Published, QueueConfig, WorkQueue,
+};
 
-use conformance::{Backend, message};
+use conformance::{Backend, message, row};
 use courier_test_support::nats::NatsServer;
 
 /// An environment: one nats-server with its own store, and the stream, subject and consumer
@@ -496,4 +498,144 @@ async fn a_message_over_the_servers_max_payload_is_refused_as_too_large_with_its
     );
     let delivered = queue.fetch(1, Duration::from_secs(2)).await.unwrap();
     assert_eq!(delivered[0].message.payload.len(), limit);
+}
+
+#[tokio::test]
+async fn the_ledger_buckets_drop_their_oldest_rows_when_full_and_expire_them() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    let ledger = LedgerConfig {
+        retention: Duration::from_secs(600),
+        max_records: 1000,
+        ..LedgerConfig::default()
+    };
+    drop(env.connect(QueueConfig { ledger, ..config() }).await);
+    // Connecting with other limits gives the existing buckets those.
+    drop(
+        env.connect(QueueConfig {
+            ledger: LedgerConfig {
+                retention: Duration::from_secs(60),
+                max_records: 10,
+                ..ledger
+            },
+            ..config()
+        })
+        .await,
+    );
+
+    let js = jetstream::new(async_nats::connect(env.server.url()).await.unwrap());
+    for (bucket, max_age) in [
+        (format!("{}_ledger", env.stream), Duration::from_secs(60)),
+        (
+            format!("{}_ledger_results", env.stream),
+            Duration::from_secs(60 + 3600),
+        ),
+    ] {
+        let mut stream = js.get_stream(format!("KV_{bucket}")).await.unwrap();
+        let info = stream.info().await.unwrap().config.clone();
+        assert_eq!(info.max_age, max_age, "{bucket}");
+        assert_eq!(info.max_messages, 10, "{bucket}");
+        assert_eq!(info.max_messages_per_subject, 1, "{bucket}");
+        assert_eq!(
+            info.discard,
+            jetstream::stream::DiscardPolicy::Old,
+            "{bucket}"
+        );
+        assert_eq!(info.storage, jetstream::stream::StorageType::File);
+        js.get_key_value(bucket).await.expect("a key-value bucket");
+    }
+}
+
+#[tokio::test]
+async fn with_the_ledger_off_no_bucket_is_created() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    let queue = env
+        .connect(QueueConfig {
+            ledger: LedgerConfig {
+                retention: Duration::ZERO,
+                ..LedgerConfig::default()
+            },
+            ..config()
+        })
+        .await;
+    queue
+        .publish_recorded(message("call-1"), Some(row("call-1", 1)))
+        .await
+        .unwrap();
+
+    let js = jetstream::new(async_nats::connect(env.server.url()).await.unwrap());
+    for bucket in ["_ledger", "_ledger_results"] {
+        let stream = format!("KV_{}{bucket}", env.stream);
+        assert!(js.get_stream(&stream).await.is_err(), "{stream} exists");
+    }
+}
+
+#[tokio::test]
+async fn the_row_of_a_message_the_server_refused_is_removed_again() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    let queue = env.connect(config()).await;
+    // The work-queue stream is gone (deleted by an operator): nothing stores the message.
+    let js = jetstream::new(async_nats::connect(env.server.url()).await.unwrap());
+    js.delete_stream(&env.stream).await.unwrap();
+
+    let refused = queue
+        .publish_recorded(message("call-1"), Some(row("call-1", 1)))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Unavailable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(queue.ledger_get("call-1").await.unwrap(), None);
+    let everything = LedgerQuery {
+        function: None,
+        state: None,
+        limit: 10,
+    };
+    assert!(queue.ledger_list(&everything).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ledger_calls_fail_with_unavailable_instead_of_hanging_when_the_server_stops_answering() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    let queue = env.connect(config()).await;
+    conformance::publish_recorded(&queue, "call-1", row("call-1", 1)).await;
+
+    env.server.pause().await;
+    let everything = LedgerQuery {
+        function: None,
+        state: None,
+        limit: 10,
+    };
+    let (published, got, listed, updated, result, watched) =
+        tokio::time::timeout(Duration::from_secs(15), async {
+            tokio::join!(
+                queue.publish_recorded(message("call-2"), Some(row("call-2", 2))),
+                queue.ledger_get("call-1"),
+                queue.ledger_list(&everything),
+                queue.ledger_update("call-1", conformance::put(row("call-1", 1), None), true),
+                queue.ledger_result("call-1"),
+                queue.ledger_watch("call-1"),
+            )
+        })
+        .await
+        .expect("calls to a frozen server must end within their deadlines");
+    env.server.resume();
+
+    let unavailable = |e: &Error| matches!(e, Error::Unavailable { .. });
+    assert!(published.as_ref().is_err_and(unavailable), "{published:?}");
+    assert!(got.as_ref().is_err_and(unavailable), "{got:?}");
+    assert!(listed.as_ref().is_err_and(unavailable), "{listed:?}");
+    assert!(updated.as_ref().is_err_and(unavailable), "{updated:?}");
+    assert!(result.as_ref().is_err_and(unavailable), "{result:?}");
+    assert!(
+        watched.as_ref().err().is_some_and(unavailable),
+        "ledger_watch did not fail"
+    );
 }

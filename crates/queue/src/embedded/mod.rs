@@ -7,6 +7,9 @@
 //! - `writer`: the one thread that owns the file, batching every operation into group
 //!   commits; publishes are fsynced before they are acknowledged (`sync_publish`, the
 //!   default), settles on an interval, changes to the dead letters always;
+//! - `ledger`: the ledger's tables (one row per call, written in the publish's transaction;
+//!   updates run in the writer's transaction, reads on the caller's thread);
+//! - `watchers`: who waits for which ledger row, woken by the writer after each commit;
 //! - this module: the async face ([`EmbeddedQueue`]) and fetch's waiting. A fetch that finds
 //!   nothing waits for a commit that may have made something visible (a publish, a retry, a
 //!   new lease), for the earliest stored visibility time (a lease's or a retry's end), or for
@@ -22,7 +25,9 @@
 //! One process may open a file once: a second `open` of the same file (in this or another
 //! process) fails with [`Error::Storage`] until the first queue is dropped or closed.
 
+mod ledger;
 mod store;
+mod watchers;
 mod writer;
 
 use std::fmt;
@@ -37,10 +42,13 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::{
-    DeadLetter, Delivery, Error, Message, QueueConfig, Receipt, Result, Settle, WorkQueue,
+    DeadLetter, Delivery, Error, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, Message,
+    QueueConfig, Receipt, Result, Settle, WorkQueue,
 };
+use ledger::Limits;
 use store::{Leased, ceil_ms, now_ms};
-use writer::{Action, Command, Op, Outcome, WriterConfig};
+use watchers::Watchers;
+use writer::{Action, Command, Op, Outcome, UpdateFn, WriterConfig};
 
 /// A work queue in a redb file.
 ///
@@ -74,6 +82,10 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Notified after a commit that may have made a message visible sooner.
     visible: Arc<Notify>,
+    /// The ledger's limits; `None`: the ledger is off.
+    ledger: Option<Limits>,
+    /// Woken by the writer after commits that changed ledger rows.
+    watchers: Arc<Watchers>,
 }
 
 impl fmt::Debug for EmbeddedQueue {
@@ -90,17 +102,23 @@ impl EmbeddedQueue {
     pub async fn open(path: &Path, config: QueueConfig) -> Result<Self> {
         let path = path.to_owned();
         let visible = Arc::new(Notify::new());
+        let watchers = Arc::new(Watchers::default());
+        let ledger = Limits::of(&config.ledger);
         let writer_config = WriterConfig {
             ack_wait_ms: ceil_ms(config.ack_wait),
             dedup_window_ms: ceil_ms(config.dedup_window),
             sync_publish: config.sync_publish,
+            ledger,
         };
         let (commands, writer, readers) = {
             let path = path.clone();
             let visible = Arc::clone(&visible);
-            tokio::task::spawn_blocking(move || writer::start(&path, writer_config, visible))
-                .await
-                .map_err(|e| Error::storage("opening the embedded queue", e))??
+            let watchers = Arc::clone(&watchers);
+            tokio::task::spawn_blocking(move || {
+                writer::start(&path, writer_config, visible, watchers)
+            })
+            .await
+            .map_err(|e| Error::storage("opening the embedded queue", e))??
         };
         tracing::debug!(
             path = %path.display(),
@@ -114,6 +132,8 @@ impl EmbeddedQueue {
                 readers,
                 permits: Arc::new(Semaphore::new(writer::MAX_QUEUED_COMMANDS)),
                 visible,
+                ledger,
+                watchers,
             }),
             max_payload_bytes: config.max_payload_bytes,
             writer: Some(writer),
@@ -134,6 +154,7 @@ impl EmbeddedQueue {
     /// Tells the writer to stop after the commands already sent; refuses new ones.
     fn stop_writer(&mut self) -> Option<JoinHandle<()>> {
         self.shared.permits.close();
+        self.shared.watchers.close();
         // Fails only when the writer already stopped.
         let _ = self.shared.commands.send(Command::Close);
         self.writer.take()
@@ -208,10 +229,22 @@ impl Shared {
         outcome.await.map_err(|_| self.closed())?
     }
 
+    /// The ledger's limits, or [`Error::LedgerOff`].
+    fn ledger(&self) -> Result<Limits> {
+        self.ledger.ok_or(Error::LedgerOff)
+    }
+
     fn closed(&self) -> Error {
         Error::storage(
             format_args!("embedded queue {}", self.path.display()),
             "the queue is closed",
+        )
+    }
+
+    fn unexpected_count(&self) -> Error {
+        Error::storage(
+            format_args!("embedded queue {}", self.path.display()),
+            "the writer answered a batch with too few receipts",
         )
     }
 
@@ -226,16 +259,68 @@ impl Shared {
 #[async_trait]
 impl WorkQueue for EmbeddedQueue {
     async fn publish_tracked(&self, message: Message) -> Result<Receipt> {
+        self.publish_recorded(message, None).await
+    }
+
+    /// The row is written in the publish's transaction (no commit of its own), when the
+    /// message is stored and its id has no row yet.
+    async fn publish_recorded(&self, message: Message, row: Option<LedgerRow>) -> Result<Receipt> {
         if message.payload.len() > self.max_payload_bytes {
             return Err(Error::TooLarge {
                 size: message.payload.len(),
                 limit: self.max_payload_bytes,
             });
         }
-        match self.shared.run(Op::Publish(message)).await? {
+        let row = row.filter(|_| self.shared.ledger.is_some());
+        match self.shared.run(Op::Publish { message, row }).await? {
             Outcome::Published(published, seq) => Ok(Receipt { published, seq }),
             other => Err(self.shared.unexpected(&other)),
         }
+    }
+
+    /// One writer command for the whole batch: stored in one transaction (one fsync), answered
+    /// at once. A message over the size limit fails alone; a failed commit fails them all.
+    async fn publish_batch(
+        &self,
+        messages: Vec<(Message, Option<LedgerRow>)>,
+    ) -> Vec<Result<Receipt>> {
+        let mut answers: Vec<Option<Result<Receipt>>> = Vec::with_capacity(messages.len());
+        let mut storable = Vec::with_capacity(messages.len());
+        for (message, row) in messages {
+            if message.payload.len() > self.max_payload_bytes {
+                answers.push(Some(Err(Error::TooLarge {
+                    size: message.payload.len(),
+                    limit: self.max_payload_bytes,
+                })));
+            } else {
+                answers.push(None);
+                storable.push((message, row.filter(|_| self.shared.ledger.is_some())));
+            }
+        }
+        let outcome = if storable.is_empty() {
+            Ok(Outcome::PublishedBatch(Vec::new()))
+        } else {
+            self.shared.run(Op::PublishBatch(storable)).await
+        };
+        let mut receipts = match outcome {
+            Ok(Outcome::PublishedBatch(receipts)) => Ok(receipts
+                .into_iter()
+                .map(|(published, seq)| Receipt { published, seq })),
+            Ok(other) => Err(self.shared.unexpected(&other)),
+            Err(e) => Err(e),
+        };
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Some(answer) => answer,
+                None => match &mut receipts {
+                    Ok(receipts) => receipts
+                        .next()
+                        .ok_or_else(|| self.shared.unexpected_count()),
+                    Err(e) => Err(e.for_each()),
+                },
+            })
+            .collect()
     }
 
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
@@ -325,6 +410,68 @@ impl WorkQueue for EmbeddedQueue {
             Outcome::DeadLettersPurged(purged) => Ok(purged),
             other => Err(self.shared.unexpected(&other)),
         }
+    }
+
+    /// Runs `update` on the writer thread, inside its transaction; `durable` commits with an
+    /// fsync before answering, otherwise the change rides on the flush interval.
+    async fn ledger_update(
+        &self,
+        id: &str,
+        update: LedgerUpdate,
+        durable: bool,
+    ) -> Result<Option<LedgerRow>> {
+        self.shared.ledger()?;
+        let op = Op::LedgerUpdate {
+            id: id.to_owned(),
+            update: UpdateFn(update),
+            durable,
+        };
+        match self.shared.run(op).await? {
+            Outcome::LedgerUpdated(row) => Ok(row),
+            Outcome::LedgerUpdatePanicked => Err(Error::storage(
+                format_args!("updating the ledger row of call {id:?}"),
+                "the update panicked",
+            )),
+            Outcome::LedgerOff => Err(Error::LedgerOff),
+            other => Err(self.shared.unexpected(&other)),
+        }
+    }
+
+    async fn ledger_get(&self, id: &str) -> Result<Option<LedgerRow>> {
+        let limits = self.shared.ledger()?;
+        self.shared.read("reading a ledger row", |txn| {
+            ledger::get(txn, id, limits, now_ms())
+        })
+    }
+
+    /// A list may walk the whole index (a filter that matches little), so it runs on a
+    /// blocking thread rather than on the caller's.
+    async fn ledger_list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>> {
+        let limits = self.shared.ledger()?;
+        let shared = Arc::clone(&self.shared);
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.read("listing ledger rows", |txn| {
+                ledger::list(txn, &query, limits, now_ms())
+            })
+        })
+        .await
+        .map_err(|e| Error::storage("listing ledger rows", e))?
+    }
+
+    async fn ledger_result(&self, id: &str) -> Result<Option<bytes::Bytes>> {
+        let limits = self.shared.ledger()?;
+        self.shared.read("reading a kept result", |txn| {
+            ledger::result(txn, id, limits, now_ms())
+        })
+    }
+
+    async fn ledger_watch(&self, id: &str) -> Result<LedgerWatch> {
+        self.shared.ledger()?;
+        self.shared
+            .watchers
+            .subscribe(id)
+            .ok_or_else(|| self.shared.closed())
     }
 }
 

@@ -120,29 +120,31 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Stores `message` as `seq`, visible at `now`, unless its id was stored less than
-    /// `dedup_window_ms` ago.
+    /// Stores `message` as `*next_seq` (and advances it), visible at `now`, unless its id was
+    /// stored less than `dedup_window_ms` ago. Returns the sequence when it was stored.
     pub(super) fn publish(
         &mut self,
-        seq: u64,
+        next_seq: &mut u64,
         message: &Message,
         now: u64,
         dedup_window_ms: u64,
-    ) -> Result<Published, redb::Error> {
+    ) -> Result<(Published, Option<u64>), redb::Error> {
         if dedup_window_ms > 0 {
             if let Some(stored_at) = self.dedup.get(message.id.as_str())?
                 && now < stored_at.value().saturating_add(dedup_window_ms)
             {
-                return Ok(Published::Duplicate);
+                return Ok((Published::Duplicate, None));
             }
             self.dedup.insert(message.id.as_str(), now)?;
             self.dedup_expiry.insert((now, message.id.as_str()), ())?;
         }
+        let seq = *next_seq;
         self.payloads
             .insert(seq, (message.id.as_str(), message.payload.as_ref()))?;
         self.states.insert(seq, (now, 0))?;
         self.schedule.insert((now, seq), ())?;
-        Ok(Published::Stored)
+        *next_seq += 1;
+        Ok((Published::Stored, Some(seq)))
     }
 
     /// Forgets up to `max(DEDUP_PRUNE_PER_BATCH, at_least)` ids stored `dedup_window_ms` or
@@ -347,9 +349,16 @@ mod tests {
         let db = database();
         let txn = db.begin_write().unwrap();
         let mut tables = Tables::open(&txn).unwrap();
-        tables.publish(1, &message("a"), 100, WINDOW_MS).unwrap();
-        tables.publish(2, &message("b"), 100, WINDOW_MS).unwrap();
-        tables.publish(3, &message("c"), 200, WINDOW_MS).unwrap();
+        let mut seq = 1;
+        tables
+            .publish(&mut seq, &message("a"), 100, WINDOW_MS)
+            .unwrap();
+        tables
+            .publish(&mut seq, &message("b"), 100, WINDOW_MS)
+            .unwrap();
+        tables
+            .publish(&mut seq, &message("c"), 200, WINDOW_MS)
+            .unwrap();
 
         assert!(tables.lease(10, 99, ACK_WAIT_MS).unwrap().is_empty());
         let first = tables.lease(10, 150, ACK_WAIT_MS).unwrap();
@@ -372,7 +381,10 @@ mod tests {
         let db = database();
         let txn = db.begin_write().unwrap();
         let mut tables = Tables::open(&txn).unwrap();
-        tables.publish(1, &message("a"), 0, WINDOW_MS).unwrap();
+        let mut seq = 1;
+        tables
+            .publish(&mut seq, &message("a"), 0, WINDOW_MS)
+            .unwrap();
         let first = tables.lease(1, 0, ACK_WAIT_MS).unwrap();
         let second = tables.lease(1, ACK_WAIT_MS, ACK_WAIT_MS).unwrap();
         assert_eq!((first[0].attempt, second[0].attempt), (1, 2));
@@ -395,23 +407,29 @@ mod tests {
         let db = database();
         let txn = db.begin_write().unwrap();
         let mut tables = Tables::open(&txn).unwrap();
-        assert_eq!(
-            tables.publish(1, &message("a"), 0, WINDOW_MS).unwrap(),
-            Published::Stored
-        );
-        tables.publish(2, &message("b"), 10, WINDOW_MS).unwrap();
+        let mut seq = 1;
         assert_eq!(
             tables
-                .publish(3, &message("a"), WINDOW_MS - 1, WINDOW_MS)
+                .publish(&mut seq, &message("a"), 0, WINDOW_MS)
                 .unwrap(),
-            Published::Duplicate
+            (Published::Stored, Some(1))
+        );
+        tables
+            .publish(&mut seq, &message("b"), 10, WINDOW_MS)
+            .unwrap();
+        assert_eq!(
+            tables
+                .publish(&mut seq, &message("a"), WINDOW_MS - 1, WINDOW_MS)
+                .unwrap(),
+            (Published::Duplicate, None),
+            "a duplicate takes no sequence"
         );
         // "a" expires at 1000 and is published again; "b" expires at 1010.
         assert_eq!(
             tables
-                .publish(4, &message("a"), WINDOW_MS, WINDOW_MS)
+                .publish(&mut seq, &message("a"), WINDOW_MS, WINDOW_MS)
                 .unwrap(),
-            Published::Stored
+            (Published::Stored, Some(3))
         );
 
         tables.prune_dedup(WINDOW_MS + 10, WINDOW_MS, 0).unwrap();
@@ -420,14 +438,16 @@ mod tests {
         assert_eq!(tables.dedup_expiry.len().unwrap(), 1);
         assert_eq!(
             tables
-                .publish(5, &message("a"), WINDOW_MS + 10, WINDOW_MS)
-                .unwrap(),
+                .publish(&mut seq, &message("a"), WINDOW_MS + 10, WINDOW_MS)
+                .unwrap()
+                .0,
             Published::Duplicate
         );
         assert_eq!(
             tables
-                .publish(6, &message("b"), WINDOW_MS + 10, WINDOW_MS)
-                .unwrap(),
+                .publish(&mut seq, &message("b"), WINDOW_MS + 10, WINDOW_MS)
+                .unwrap()
+                .0,
             Published::Stored
         );
     }

@@ -18,7 +18,15 @@
 //! Without `sync_publish`, publishes ride on the interval too and a crash loses up
 //! to [`FLUSH_INTERVAL`] of them: redb's non-durable commits live in the process until a
 //! durable one. Closing the queue ends with a durable commit.
+//!
+//! The ledger: a publish's row is written in the publish's own transaction, so it costs no
+//! commit of its own and takes the publish's durability. A ledger update runs its closure
+//! inside the batch's transaction (nothing else writes between its read and its write) and
+//! commits durably when asked to (a cancel), otherwise on the interval like a settle. After a
+//! commit that changed rows, their watchers are woken.
 
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Weak};
@@ -28,8 +36,10 @@ use std::time::{Duration, Instant};
 use redb::{Database, DatabaseError, Durability};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
+use super::ledger::{self, LedgerTables, Limits};
 use super::store::{Leased, Settlement, Tables, ceil_ms, now_ms};
-use crate::{DeadLetter, Error, Message, Published, Result};
+use super::watchers::Watchers;
+use crate::{DeadLetter, Error, LedgerChange, LedgerRow, LedgerUpdate, Message, Published, Result};
 
 /// Longest time a non-durable commit stays unsynced (JetStream's file store syncs every 2
 /// minutes by default; a queue of calls wants less).
@@ -44,7 +54,14 @@ pub(super) const MAX_QUEUED_COMMANDS: usize = 8192;
 /// What the writer is asked to do.
 #[derive(Debug)]
 pub(super) enum Op {
-    Publish(Message),
+    /// A publish, and the ledger row written with it when the message is stored.
+    Publish {
+        message: Message,
+        row: Option<LedgerRow>,
+    },
+    /// Several publishes as one command (a burst of cron fires): one channel send and one
+    /// answer instead of one per message, stored in the same transaction.
+    PublishBatch(Vec<(Message, Option<LedgerRow>)>),
     Fetch {
         max: usize,
     },
@@ -58,6 +75,34 @@ pub(super) enum Op {
     DeadLetter(String),
     RemoveDeadLetter(String),
     PurgeDeadLetters,
+    /// An atomic read-modify-write of the ledger row of call `id`.
+    LedgerUpdate {
+        id: String,
+        update: UpdateFn,
+        /// Commit durably before answering.
+        durable: bool,
+    },
+}
+
+impl Op {
+    /// Whether running it may read or write the ledger's tables.
+    fn touches_ledger(&self) -> bool {
+        match self {
+            Self::Publish { row, .. } => row.is_some(),
+            Self::PublishBatch(messages) => messages.iter().any(|(_, row)| row.is_some()),
+            Self::LedgerUpdate { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// A [`LedgerUpdate`], which has no `Debug` of its own.
+pub(super) struct UpdateFn(pub(super) LedgerUpdate);
+
+impl fmt::Debug for UpdateFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LedgerUpdate")
+    }
 }
 
 /// How a delivery is settled.
@@ -76,6 +121,8 @@ pub(super) enum Action {
 pub(super) enum Outcome {
     /// What was done, and the message's sequence when it was stored now.
     Published(Published, Option<u64>),
+    /// [`Outcome::Published`] for each message of a [`Op::PublishBatch`], in its order.
+    PublishedBatch(Vec<(Published, Option<u64>)>),
     Fetched {
         leased: Vec<Leased>,
         /// When nothing was leased: when the earliest stored message becomes visible.
@@ -92,6 +139,12 @@ pub(super) enum Outcome {
     DeadLetterRemoved(bool),
     /// How many letters there were.
     DeadLettersPurged(u64),
+    /// The row after the update (`None`: there is none).
+    LedgerUpdated(Option<LedgerRow>),
+    /// The update's closure panicked; nothing was written for it.
+    LedgerUpdatePanicked,
+    /// The ledger is off.
+    LedgerOff,
 }
 
 /// One message to the writer thread.
@@ -112,14 +165,18 @@ pub(super) struct WriterConfig {
     pub(super) ack_wait_ms: u64,
     pub(super) dedup_window_ms: u64,
     pub(super) sync_publish: bool,
+    /// `None`: the ledger is off.
+    pub(super) ledger: Option<Limits>,
 }
 
 /// Opens (or creates) the store at `path` and starts its writer thread. `visible` is notified
-/// after every commit that may have made a message visible sooner than fetchers were told.
+/// after every commit that may have made a message visible sooner than fetchers were told;
+/// `watchers` are told which ledger rows every commit changed.
 pub(super) fn start(
     path: &Path,
     config: WriterConfig,
     visible: Arc<Notify>,
+    watchers: Arc<Watchers>,
 ) -> Result<(mpsc::Sender<Command>, JoinHandle<()>, Weak<Database>)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
@@ -145,6 +202,7 @@ pub(super) fn start(
         config,
         next_seq,
         visible,
+        watchers,
         unflushed_since: None,
     };
     let thread = thread::Builder::new()
@@ -158,6 +216,7 @@ pub(super) fn start(
 fn initialise(db: &Database) -> Result<u64, redb::Error> {
     let txn = db.begin_write()?;
     let next_seq = Tables::open(&txn)?.next_seq()?;
+    ledger::initialise(&txn)?;
     txn.commit()?;
     Ok(next_seq)
 }
@@ -169,6 +228,7 @@ struct Writer {
     config: WriterConfig,
     next_seq: u64,
     visible: Arc<Notify>,
+    watchers: Arc<Watchers>,
     /// When the first non-durable commit since the last durable one happened, if any.
     unflushed_since: Option<Instant>,
 }
@@ -179,6 +239,11 @@ struct Committed {
     /// A message may have become visible, or a visibility time earlier than any known before
     /// was stored: waiting fetchers should look again.
     wake_fetchers: bool,
+    /// The calls whose ledger rows were written or removed.
+    ledger_changed: Vec<String>,
+    /// Committed with [`Durability::Immediate`] (what the tests look at).
+    #[cfg_attr(not(test), allow(dead_code))]
+    durable: bool,
 }
 
 impl Writer {
@@ -269,6 +334,7 @@ impl Writer {
                 if committed.wake_fetchers {
                     self.visible.notify_waiters();
                 }
+                self.watchers.changed(&committed.ledger_changed);
             }
             Err(error) => {
                 tracing::error!(error = %error, commands = batch.len(), "Embedded queue write failed.");
@@ -284,13 +350,15 @@ impl Writer {
     }
 
     /// Applies `ops` in one write transaction and commits it, durably when `sync_publish`
-    /// asks for it, a dead letter was changed or the flush interval has ended.
+    /// asks for it, a dead letter was changed, a durable ledger update wrote or the flush
+    /// interval has ended.
     fn commit(&mut self, ops: &[&Op]) -> Result<Committed, redb::Error> {
         let now = now_ms();
         let WriterConfig {
             ack_wait_ms,
             dedup_window_ms,
             sync_publish,
+            ledger: ledger_limits,
         } = self.config;
         let mut txn = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(ops.len());
@@ -300,21 +368,71 @@ impl Writer {
         // A change to the dead letters: always committed durably.
         let mut letters_changed = false;
         let mut wake_fetchers = false;
+        let mut ledger_changed = Vec::new();
+        // A ledger update that asked to be durable wrote.
+        let mut ledger_durable = false;
         {
             let mut tables = Tables::open(&txn)?;
+            // Opened only for a batch that needs them: a publish without a row pays nothing.
+            let mut ledger = match ledger_limits {
+                Some(limits) if ops.iter().any(|op| op.touches_ledger()) => {
+                    Some(LedgerTables::open(&txn, limits)?)
+                }
+                _ => None,
+            };
             let mut fetched = false;
             for op in ops {
                 outcomes.push(match op {
-                    Op::Publish(message) => {
-                        let published = tables.publish(next_seq, message, now, dedup_window_ms)?;
-                        let mut seq = None;
-                        if published == Published::Stored {
-                            seq = Some(next_seq);
-                            next_seq += 1;
-                            stored += 1;
+                    Op::Publish { message, row } => {
+                        let (published, seq) =
+                            tables.publish(&mut next_seq, message, now, dedup_window_ms)?;
+                        stored += usize::from(seq.is_some());
+                        if seq.is_some() {
+                            record(&mut ledger, message, row.as_ref(), now, &mut ledger_changed)?;
                         }
                         Outcome::Published(published, seq)
                     }
+                    Op::PublishBatch(messages) => {
+                        let mut receipts = Vec::with_capacity(messages.len());
+                        for (message, row) in messages {
+                            let receipt =
+                                tables.publish(&mut next_seq, message, now, dedup_window_ms)?;
+                            if receipt.1.is_some() {
+                                stored += 1;
+                                record(
+                                    &mut ledger,
+                                    message,
+                                    row.as_ref(),
+                                    now,
+                                    &mut ledger_changed,
+                                )?;
+                            }
+                            receipts.push(receipt);
+                        }
+                        Outcome::PublishedBatch(receipts)
+                    }
+                    Op::LedgerUpdate {
+                        id,
+                        update,
+                        durable,
+                    } => match &mut ledger {
+                        None => Outcome::LedgerOff,
+                        Some(ledger) => {
+                            let current = ledger.get(id, now)?;
+                            // The closure is the caller's code on the thread every queue
+                            // operation needs: a panic fails its own update, not the queue.
+                            match catch_unwind(AssertUnwindSafe(|| (update.0)(current.as_ref()))) {
+                                Err(_) => Outcome::LedgerUpdatePanicked,
+                                Ok(LedgerChange::Keep) => Outcome::LedgerUpdated(current),
+                                Ok(LedgerChange::Put { row, result }) => {
+                                    ledger.put(id, &row, result.as_deref(), now)?;
+                                    ledger_changed.push(id.clone());
+                                    ledger_durable |= *durable;
+                                    Outcome::LedgerUpdated(Some(row))
+                                }
+                            }
+                        }
+                    },
                     Op::Fetch { max } => {
                         let leased = tables.lease(*max, now, ack_wait_ms)?;
                         fetched = true;
@@ -370,6 +488,12 @@ impl Writer {
                 wrote = true;
                 wake_fetchers = true;
             }
+            if let Some(ledger) = &mut ledger
+                && !ledger_changed.is_empty()
+            {
+                ledger.prune(now, 2 * ledger_changed.len(), &mut ledger_changed)?;
+                wrote = true;
+            }
             if fetched {
                 let next = tables.next_visible_at()?;
                 for outcome in &mut outcomes {
@@ -390,10 +514,13 @@ impl Writer {
             return Ok(Committed {
                 outcomes,
                 wake_fetchers: false,
+                ledger_changed: Vec::new(),
+                durable: false,
             });
         }
         let durable = (sync_publish && stored > 0)
             || letters_changed
+            || ledger_durable
             || self
                 .unflushed_since
                 .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);
@@ -412,6 +539,186 @@ impl Writer {
         Ok(Committed {
             outcomes,
             wake_fetchers,
+            ledger_changed,
+            durable,
         })
+    }
+}
+
+/// Writes `row` (when given, and the ledger is on) for the message just stored, unless its id
+/// has a row already: a publish creates a row, it never replaces one.
+fn record(
+    ledger: &mut Option<LedgerTables<'_>>,
+    message: &Message,
+    row: Option<&LedgerRow>,
+    now: u64,
+    changed: &mut Vec<String>,
+) -> Result<(), redb::Error> {
+    if let (Some(ledger), Some(row)) = (ledger, row)
+        && ledger.create(&message.id, row, now)?
+    {
+        changed.push(message.id.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use redb::ReadableDatabase as _;
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        retention_ms: 60_000,
+        max_records: 100,
+    };
+
+    fn writer(sync_publish: bool) -> Writer {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .expect("in-memory database");
+        let next_seq = initialise(&db).expect("initialise");
+        Writer {
+            db: Arc::new(db),
+            config: WriterConfig {
+                ack_wait_ms: 30_000,
+                dedup_window_ms: 60_000,
+                sync_publish,
+                ledger: Some(LIMITS),
+            },
+            next_seq,
+            visible: Arc::new(Notify::new()),
+            watchers: Arc::new(Watchers::default()),
+            unflushed_since: None,
+        }
+    }
+
+    fn recorded_publish(id: &str) -> Op {
+        Op::Publish {
+            message: Message {
+                id: id.to_owned(),
+                payload: Bytes::from_static(b"payload"),
+            },
+            row: Some(row(id, "queued")),
+        }
+    }
+
+    fn row(id: &str, state: &str) -> LedgerRow {
+        LedgerRow {
+            created_at_ms: 1,
+            function: "echo.fns".into(),
+            state: state.into(),
+            record: Bytes::from(format!("{id} {state}")),
+        }
+    }
+
+    fn update(id: &str, state: &str, durable: bool) -> Op {
+        let written = row(id, state);
+        Op::LedgerUpdate {
+            id: id.to_owned(),
+            update: UpdateFn(Arc::new(move |_| LedgerChange::Put {
+                row: written.clone(),
+                result: None,
+            })),
+            durable,
+        }
+    }
+
+    fn stored_row(writer: &Writer, id: &str) -> Option<LedgerRow> {
+        let txn = writer.db.begin_read().expect("read");
+        ledger::get(&txn, id, LIMITS, now_ms()).expect("get")
+    }
+
+    #[test]
+    fn a_recorded_publish_is_one_transaction_with_one_durable_commit() {
+        let mut writer = writer(true);
+        let committed = writer.commit(&[&recorded_publish("call-1")]).unwrap();
+        assert!(committed.durable, "fsynced once, with its row");
+        assert!(matches!(
+            committed.outcomes[..],
+            [Outcome::Published(Published::Stored, Some(_))]
+        ));
+        assert_eq!(committed.ledger_changed, ["call-1"]);
+        assert_eq!(stored_row(&writer, "call-1"), Some(row("call-1", "queued")));
+
+        // Concurrent publishes with their rows still share one commit.
+        let ops = [recorded_publish("call-2"), recorded_publish("call-3")];
+        let committed = writer.commit(&ops.iter().collect::<Vec<_>>()).unwrap();
+        assert!(committed.durable);
+        assert_eq!(committed.ledger_changed, ["call-2", "call-3"]);
+    }
+
+    #[test]
+    fn a_duplicate_publish_writes_no_row() {
+        let mut writer = writer(true);
+        writer.commit(&[&recorded_publish("call-1")]).unwrap();
+        let again = Op::Publish {
+            message: Message {
+                id: "call-1".into(),
+                payload: Bytes::from_static(b"payload"),
+            },
+            row: Some(row("call-1", "running")),
+        };
+        let committed = writer.commit(&[&again]).unwrap();
+        assert!(matches!(
+            committed.outcomes[..],
+            [Outcome::Published(Published::Duplicate, None)]
+        ));
+        assert!(committed.ledger_changed.is_empty());
+        assert!(!committed.durable, "nothing was written");
+        assert_eq!(stored_row(&writer, "call-1"), Some(row("call-1", "queued")));
+    }
+
+    #[test]
+    fn a_ledger_update_commits_durably_only_when_asked_to() {
+        let mut writer = writer(false);
+        let committed = writer.commit(&[&recorded_publish("call-1")]).unwrap();
+        assert!(!committed.durable, "sync_publish off: on the interval");
+
+        let committed = writer
+            .commit(&[&update("call-1", "running", false)])
+            .unwrap();
+        assert!(!committed.durable, "progress rides on the interval");
+        let committed = writer
+            .commit(&[&update("call-1", "cancelled", true)])
+            .unwrap();
+        assert!(
+            committed.durable,
+            "a cancel is fsynced before it is answered"
+        );
+        assert_eq!(
+            stored_row(&writer, "call-1"),
+            Some(row("call-1", "cancelled"))
+        );
+    }
+
+    #[test]
+    fn a_panicking_update_fails_alone() {
+        let mut writer = writer(true);
+        let panicking = Op::LedgerUpdate {
+            id: "call-1".into(),
+            update: UpdateFn(Arc::new(|_| panic!("a bug in the caller's update"))),
+            durable: false,
+        };
+        let ops = [
+            recorded_publish("call-1"),
+            panicking,
+            update("call-1", "running", false),
+        ];
+        let committed = writer.commit(&ops.iter().collect::<Vec<_>>()).unwrap();
+        assert!(matches!(
+            committed.outcomes[..],
+            [
+                Outcome::Published(Published::Stored, Some(_)),
+                Outcome::LedgerUpdatePanicked,
+                Outcome::LedgerUpdated(Some(_)),
+            ]
+        ));
+        assert_eq!(
+            stored_row(&writer, "call-1"),
+            Some(row("call-1", "running"))
+        );
     }
 }

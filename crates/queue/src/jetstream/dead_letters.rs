@@ -255,8 +255,8 @@ fn subject_prefix(config: &QueueConfig) -> String {
     format!("courier-dead-letters.{}", config.stream)
 }
 
-/// The subject token for `id`: `x` and the id's bytes in lowercase hex.
-fn key(id: &str) -> String {
+/// The subject token for `id`: `x` and the id's bytes in lowercase hex (also the ledger's key).
+pub(super) fn key(id: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut key = String::with_capacity(1 + 2 * id.len());
     key.push('x');

@@ -11,7 +11,11 @@
 //! - settling sends `+ACK` (ack), `-NAK {"delay":…}` (retry_after), `+WPI` (keep_alive) or
 //!   `+TERM` (dead_letter), each confirmed by the server (a "double ack");
 //! - `pending` is the consumer's undelivered plus unacknowledged messages;
-//! - dead letters live in a stream of their own beside the queue's (see the `dead_letters` module).
+//! - dead letters live in a stream of their own beside the queue's (see the `dead_letters` module);
+//! - the ledger lives in two key-value buckets beside it (see the `ledger` module). A recorded
+//!   publish sends the message and then, without waiting for its acknowledgement, the row's
+//!   `create`: both are in flight together, so recording costs a second write on the server
+//!   but no second round trip. Should the server refuse the message, the row is removed again.
 //!
 //! Every network call has a deadline, and a call made while the client is disconnected fails at
 //! once, so nothing hangs while the server is away: the caller gets [`Error::Unavailable`] and
@@ -20,6 +24,7 @@
 //! be set up again after a server restart.
 
 mod dead_letters;
+mod ledger;
 
 use std::fmt;
 use std::future::IntoFuture;
@@ -37,10 +42,17 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::{
-    DeadLetter, Delivery, Error, Message, Published, QueueConfig, Receipt, Result, Settle,
-    WorkQueue,
+    DeadLetter, Delivery, Error, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, Message,
+    Published, QueueConfig, Receipt, Result, Settle, WorkQueue,
 };
 use dead_letters::DeadLetters;
+use ledger::{Created, Ledger};
+
+/// A publish's acknowledgement as it arrives: in time or not, stored or refused.
+type AckResult = Result<
+    Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    tokio::time::error::Elapsed,
+>;
 
 /// How long connecting to the server (TCP, TLS, handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,6 +92,8 @@ pub struct JetStreamQueue {
     stream: stream::Stream,
     consumer: PullConsumer,
     dead_letters: DeadLetters,
+    /// `None`: the ledger is off.
+    ledger: Option<Ledger>,
     config: QueueConfig,
 }
 
@@ -95,6 +109,115 @@ impl fmt::Debug for JetStreamQueue {
 }
 
 impl JetStreamQueue {
+    /// Checks the size and hands `message` to the connection; the returned future is its
+    /// acknowledgement (bounded by [`REQUEST_TIMEOUT`]).
+    async fn send_publish(
+        &self,
+        message: Message,
+    ) -> Result<(Sent, impl Future<Output = AckResult> + use<>)> {
+        let size = message.payload.len();
+        if size > self.config.max_payload_bytes {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        ensure_connected(&self.client, "publish")?;
+        let sent = Sent {
+            size,
+            headers: message_id_header_bytes(&message.id),
+        };
+        let publish = PublishMessage::build()
+            .payload(message.payload)
+            .message_id(&message.id);
+        let ack = match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.jetstream
+                .send_publish(self.config.subject.clone(), publish),
+        )
+        .await
+        {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => return Err(self.publish_error(sent, e)),
+            Err(_) => return Err(Error::unavailable("publish", timed_out(REQUEST_TIMEOUT))),
+        };
+        Ok((
+            sent,
+            tokio::time::timeout(REQUEST_TIMEOUT, ack.into_future()),
+        ))
+    }
+
+    /// Waits for the acknowledgement of a message sent and, with the ledger on, writes `row`
+    /// for it meanwhile (created only if the call has no row: a duplicate keeps the
+    /// original's). The row of a message the server refused is removed again; that of a
+    /// message whose fate is unknown (no answer in time) stays, for the caller's retry.
+    async fn recorded(
+        &self,
+        id: &str,
+        sent: Sent,
+        ack: impl Future<Output = AckResult>,
+        row: Option<LedgerRow>,
+    ) -> Result<Receipt> {
+        let (Some(ledger), Some(row)) = (&self.ledger, row) else {
+            return self.receipt(sent, ack.await);
+        };
+        let (ack, created) = tokio::join!(ack, ledger.create(id, &row));
+        let refused = match &ack {
+            Ok(Ok(_)) | Err(_) => false,
+            Ok(Err(e)) => !matches!(
+                e.kind(),
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+            ),
+        };
+        let receipt = self.receipt(sent, ack);
+        match created {
+            Ok(Created::Now(revision)) if refused => ledger.forget(id, revision).await,
+            Ok(_) => {}
+            // The call is queued all the same; its first attempt writes a record.
+            Err(e) if receipt.is_ok() => warn!(
+                call_id = %id,
+                error = %e,
+                "Call queued without its ledger row."
+            ),
+            Err(_) => {}
+        }
+        receipt
+    }
+
+    /// The receipt for the acknowledgement (or the failure) of a message sent.
+    fn receipt(&self, sent: Sent, ack: AckResult) -> Result<Receipt> {
+        let ack = match ack {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => return Err(self.publish_error(sent, e)),
+            Err(_) => return Err(Error::unavailable("publish", timed_out(REQUEST_TIMEOUT))),
+        };
+        Ok(Receipt {
+            published: if ack.duplicate {
+                Published::Duplicate
+            } else {
+                Published::Stored
+            },
+            // JetStream answers a duplicate with the sequence of the message it duplicates.
+            seq: Some(ack.sequence),
+        })
+    }
+
+    /// A publish refused by the server: too large for its `max_payload`, or unavailable.
+    fn publish_error(&self, sent: Sent, e: jetstream::context::PublishError) -> Error {
+        if e.kind() == PublishErrorKind::MaxPayloadExceeded {
+            return Error::TooLarge {
+                size: sent.size,
+                // The server's limit counts the headers (the message id) too.
+                limit: self
+                    .client
+                    .server_info()
+                    .max_payload
+                    .saturating_sub(sent.headers),
+            };
+        }
+        Error::unavailable("publish", e)
+    }
+
     /// Connects to the NATS server at `url` and creates the stream, the consumer and the
     /// dead-letter stream if they are missing (an existing stream gets `config`'s dedup window
     /// and size limit).
@@ -142,11 +265,13 @@ impl JetStreamQueue {
                 )
             })?;
         let dead_letters = DeadLetters::open(client.clone(), jetstream.clone(), &config).await?;
+        let ledger = Ledger::open(client.clone(), &jetstream, &config).await?;
         info!(
             server = %server,
             stream = %config.stream,
             subject = %config.subject,
             consumer = %config.consumer,
+            ledger = ledger.is_some(),
             "JetStream queue ready."
         );
         Ok(Self {
@@ -155,6 +280,7 @@ impl JetStreamQueue {
             stream,
             consumer,
             dead_letters,
+            ledger,
             config,
         })
     }
@@ -163,49 +289,35 @@ impl JetStreamQueue {
 #[async_trait]
 impl WorkQueue for JetStreamQueue {
     async fn publish_tracked(&self, message: Message) -> Result<Receipt> {
-        let size = message.payload.len();
-        if size > self.config.max_payload_bytes {
-            return Err(Error::TooLarge {
-                size,
-                limit: self.config.max_payload_bytes,
-            });
+        let (sent, ack) = self.send_publish(message).await?;
+        self.receipt(sent, ack.await)
+    }
+
+    /// The message is sent first; the row's `create` goes out while its acknowledgement is
+    /// on its way (see [`JetStreamQueue::recorded`]).
+    async fn publish_recorded(&self, message: Message, row: Option<LedgerRow>) -> Result<Receipt> {
+        let id = message.id.clone();
+        let (sent, ack) = self.send_publish(message).await?;
+        self.recorded(&id, sent, ack, row).await
+    }
+
+    /// Sends the messages one after the other (so the stream stores them in their order), then
+    /// awaits their acknowledgements together while their rows are written: one round trip's
+    /// wait for the whole batch.
+    async fn publish_batch(
+        &self,
+        messages: Vec<(Message, Option<LedgerRow>)>,
+    ) -> Vec<Result<Receipt>> {
+        let mut sent = Vec::with_capacity(messages.len());
+        for (message, row) in messages {
+            let id = message.id.clone();
+            sent.push((id, self.send_publish(message).await, row));
         }
-        ensure_connected(&self.client, "publish")?;
-        let publish = PublishMessage::build()
-            .payload(message.payload)
-            .message_id(&message.id);
-        let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            self.jetstream
-                .send_publish(self.config.subject.clone(), publish)
-                .await?
-                .await
-        })
-        .await;
-        let ack = match sent {
-            Ok(Ok(ack)) => ack,
-            Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                let headers = message_id_header_bytes(&message.id);
-                return Err(Error::TooLarge {
-                    size,
-                    limit: self
-                        .client
-                        .server_info()
-                        .max_payload
-                        .saturating_sub(headers),
-                });
-            }
-            Ok(Err(e)) => return Err(Error::unavailable("publish", e)),
-            Err(_) => return Err(Error::unavailable("publish", timed_out(REQUEST_TIMEOUT))),
-        };
-        Ok(Receipt {
-            published: if ack.duplicate {
-                Published::Duplicate
-            } else {
-                Published::Stored
-            },
-            // JetStream answers a duplicate with the sequence of the message it duplicates.
-            seq: Some(ack.sequence),
-        })
+        futures_util::future::join_all(sent.into_iter().map(|(id, sent, row)| async move {
+            let (sent, ack) = sent?;
+            self.recorded(&id, sent, ack, row).await
+        }))
+        .await
     }
 
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
@@ -302,9 +414,43 @@ impl WorkQueue for JetStreamQueue {
     async fn purge_dead_letters(&self) -> Result<u64> {
         self.dead_letters.purge().await
     }
+
+    /// Compare-and-swap on the row's revision, retried after a conflict. `durable` changes
+    /// nothing: every write is stored by the server before it is acknowledged.
+    async fn ledger_update(
+        &self,
+        id: &str,
+        update: LedgerUpdate,
+        _durable: bool,
+    ) -> Result<Option<LedgerRow>> {
+        self.ledger()?.update(id, &update).await
+    }
+
+    async fn ledger_get(&self, id: &str) -> Result<Option<LedgerRow>> {
+        self.ledger()?.get(id).await
+    }
+
+    /// Reads every row in the bucket (the server cannot filter on a row's tags or order by
+    /// creation): the cost grows with the bucket, not with `query.limit`.
+    async fn ledger_list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>> {
+        self.ledger()?.list(query).await
+    }
+
+    async fn ledger_result(&self, id: &str) -> Result<Option<bytes::Bytes>> {
+        self.ledger()?.result(id).await
+    }
+
+    async fn ledger_watch(&self, id: &str) -> Result<LedgerWatch> {
+        self.ledger()?.watch(id).await
+    }
 }
 
 impl JetStreamQueue {
+    /// The ledger, or [`Error::LedgerOff`].
+    fn ledger(&self) -> Result<&Ledger> {
+        self.ledger.as_ref().ok_or(Error::LedgerOff)
+    }
+
     /// A delivery of a message the consumer handed out, or `None` (logged) for anything that
     /// is not a JetStream message.
     fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
@@ -478,6 +624,15 @@ where
 }
 
 /// The size of the header block that carries `Nats-Msg-Id: <id>` on the wire.
+/// What a publish error needs to know of the message sent.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// The payload's size.
+    size: usize,
+    /// The size of the headers that carry its id.
+    headers: usize,
+}
+
 fn message_id_header_bytes(id: &str) -> usize {
     "NATS/1.0\r\nNats-Msg-Id: \r\n\r\n".len() + id.len()
 }

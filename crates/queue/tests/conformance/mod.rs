@@ -18,7 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use courier_queue::{DeadLetter, Delivery, Error, Message, Published, QueueConfig, WorkQueue};
+use courier_queue::{
+    DeadLetter, Delivery, Error, LedgerChange, LedgerConfig, LedgerQuery, LedgerRow, LedgerUpdate,
+    Message, Published, QueueConfig, WorkQueue,
+};
+use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 /// A place a queue lives in for one test: a temporary file, or a NATS server with its store.
@@ -41,6 +45,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $backend;
             published_messages_are_delivered_with_id_payload_and_attempt_one,
             a_duplicate_id_within_the_dedup_window_is_stored_once,
+            a_batch_is_answered_per_message_in_order_and_delivered_oldest_first,
             fetch_waits_for_a_publish_instead_of_returning_empty,
             fetch_returns_empty_after_its_wait_when_nothing_is_queued,
             an_acked_message_is_never_delivered_again,
@@ -59,6 +64,17 @@ macro_rules! conformance_tests {
             a_dead_letter_with_the_same_id_replaces_the_earlier_one,
             removing_and_purging_dead_letters,
             dead_letters_survive_a_restart,
+            a_recorded_publish_writes_its_row_once_and_a_duplicate_leaves_it,
+            a_batch_writes_the_rows_of_the_messages_it_stored,
+            concurrent_ledger_updates_all_land,
+            an_update_sees_the_current_row_and_may_keep_it,
+            ledger_lists_are_newest_first_filtered_and_limited,
+            a_ledger_watch_wakes_on_a_change_of_its_row,
+            an_expired_row_is_gone_from_get_list_and_result,
+            beyond_max_records_the_oldest_rows_are_dropped,
+            kept_results_read_back_byte_for_byte,
+            ledger_rows_and_results_survive_a_restart,
+            with_the_ledger_off_every_ledger_call_says_so,
         );
     };
     (@each $backend:ty; $($behaviour:ident),* $(,)?) => {
@@ -268,6 +284,62 @@ pub async fn a_duplicate_id_within_the_dedup_window_is_stored_once<B: Backend>()
     );
     assert_eq!(queue.pending().await.expect("pending"), 0);
     assert_nothing_delivered_for(&*queue, Duration::from_millis(300)).await;
+}
+
+pub async fn a_batch_is_answered_per_message_in_order_and_delivered_oldest_first<B: Backend>() {
+    let env = B::new().await;
+    let limit = 1024;
+    let queue = env
+        .open(QueueConfig {
+            max_payload_bytes: limit,
+            ..config()
+        })
+        .await;
+    publish_new(&*queue, "call-earlier").await;
+    let too_large = Message {
+        id: "call-too-large".into(),
+        payload: Bytes::from(vec![b'x'; limit + 1]),
+    };
+    let batch = vec![
+        (message("call-b1"), None),
+        (message("call-earlier"), None),
+        (too_large, None),
+        (message("call-b2"), None),
+        (message("call-b1"), None),
+    ];
+
+    let answers = queue.publish_batch(batch).await;
+
+    let shown: Vec<String> = answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(receipt) => format!("{:?}", receipt.published),
+            Err(Error::TooLarge { .. }) => "TooLarge".to_owned(),
+            Err(e) => format!("unexpected error: {e}"),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        ["Stored", "Duplicate", "TooLarge", "Stored", "Duplicate"],
+        "one answer per message, in order (a repeat inside the batch is a duplicate too)"
+    );
+    let seq = |i: usize| answers[i].as_ref().ok().and_then(|r| r.seq);
+    assert!(seq(0).is_some() && seq(3).is_some() && seq(0) < seq(3));
+    assert!(
+        queue
+            .is_outstanding(seq(3).unwrap())
+            .await
+            .expect("outstanding"),
+        "a message of the batch is tracked like any other"
+    );
+    assert_eq!(queue.pending().await.expect("pending"), 3);
+    let ids: Vec<String> = fetch_n(&*queue, 3, EXPECTED_WITHIN)
+        .await
+        .into_iter()
+        .map(|d| d.message.id)
+        .collect();
+    assert_eq!(ids, ["call-earlier", "call-b1", "call-b2"], "oldest first");
+    assert!(queue.publish_batch(Vec::new()).await.is_empty());
 }
 
 pub async fn fetch_waits_for_a_publish_instead_of_returning_empty<B: Backend>() {
@@ -820,4 +892,650 @@ pub async fn dead_letters_survive_a_restart<B: Backend>() {
         Some(kept)
     );
     assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+/// A ledger row of function `echo.fns` in state `queued`, whose record names its id and holds
+/// bytes that are not UTF-8 (the record is opaque).
+pub fn row(id: &str, created_at_ms: u64) -> LedgerRow {
+    let mut record = format!("{{\"id\":\"{id}\"}}").into_bytes();
+    record.extend_from_slice(&[0x00, 0xff, b'\n']);
+    LedgerRow {
+        created_at_ms,
+        function: "echo.fns".into(),
+        state: "queued".into(),
+        record: Bytes::from(record),
+    }
+}
+
+/// Every row, newest first.
+pub fn everything() -> LedgerQuery {
+    LedgerQuery {
+        function: None,
+        state: None,
+        limit: 1000,
+    }
+}
+
+/// An update that writes `row` whatever is there.
+pub fn put(row: LedgerRow, result: Option<Bytes>) -> LedgerUpdate {
+    Arc::new(move |_| LedgerChange::Put {
+        row: row.clone(),
+        result: result.clone(),
+    })
+}
+
+/// Publishes `message(id)` with its row, or fails the test.
+pub async fn publish_recorded(queue: &dyn WorkQueue, id: &str, row: LedgerRow) -> Published {
+    queue
+        .publish_recorded(message(id), Some(row))
+        .await
+        .unwrap_or_else(|e| panic!("publish_recorded {id}: {e:?}"))
+        .published
+}
+
+/// The row of `id`, or fails the test.
+pub async fn ledger_row(queue: &dyn WorkQueue, id: &str) -> Option<LedgerRow> {
+    queue
+        .ledger_get(id)
+        .await
+        .unwrap_or_else(|e| panic!("ledger_get {id}: {e:?}"))
+}
+
+/// The creation times of the rows `query` lists, in listing order.
+pub async fn listed_times(queue: &dyn WorkQueue, query: &LedgerQuery) -> Vec<u64> {
+    queue
+        .ledger_list(query)
+        .await
+        .expect("ledger_list")
+        .iter()
+        .map(|row| row.created_at_ms)
+        .collect()
+}
+
+pub async fn a_recorded_publish_writes_its_row_once_and_a_duplicate_leaves_it<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let original = row("call-1", 1_700_000_000_000);
+    assert_eq!(ledger_row(&*queue, "call-1").await, None);
+
+    assert_eq!(
+        publish_recorded(&*queue, "call-1", original.clone()).await,
+        Published::Stored
+    );
+    assert_eq!(ledger_row(&*queue, "call-1").await, Some(original.clone()));
+
+    let other = LedgerRow {
+        state: "running".into(),
+        ..row("call-1", 1_700_000_009_000)
+    };
+    assert_eq!(
+        publish_recorded(&*queue, "call-1", other).await,
+        Published::Duplicate
+    );
+    assert_eq!(
+        ledger_row(&*queue, "call-1").await,
+        Some(original.clone()),
+        "a duplicate leaves the original's row"
+    );
+    assert_eq!(
+        queue.ledger_list(&everything()).await.expect("ledger_list"),
+        [original],
+        "one row"
+    );
+
+    // A publish without a row writes none; the message is queued all the same.
+    let receipt = queue
+        .publish_recorded(message("call-2"), None)
+        .await
+        .expect("publish_recorded");
+    assert_eq!(receipt.published, Published::Stored);
+    assert_eq!(ledger_row(&*queue, "call-2").await, None);
+    assert_eq!(queue.pending().await.expect("pending"), 2);
+    let ids: Vec<String> = fetch_n(&*queue, 2, EXPECTED_WITHIN)
+        .await
+        .into_iter()
+        .map(|d| d.message.id)
+        .collect();
+    assert_eq!(ids, ["call-1", "call-2"]);
+}
+
+pub async fn a_batch_writes_the_rows_of_the_messages_it_stored<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let earlier = row("call-earlier", 1_700_000_000_000);
+    publish_recorded(&*queue, "call-earlier", earlier.clone()).await;
+
+    let answers = queue
+        .publish_batch(vec![
+            (message("call-b1"), Some(row("call-b1", 1_700_000_001_000))),
+            (message("call-b2"), None),
+            (
+                message("call-earlier"),
+                Some(row("call-earlier", 1_700_000_002_000)),
+            ),
+            (message("call-b3"), Some(row("call-b3", 1_700_000_003_000))),
+        ])
+        .await;
+
+    let published: Vec<Published> = answers
+        .into_iter()
+        .map(|answer| answer.expect("publish").published)
+        .collect();
+    assert_eq!(
+        published,
+        [
+            Published::Stored,
+            Published::Stored,
+            Published::Duplicate,
+            Published::Stored
+        ]
+    );
+    assert_eq!(
+        ledger_row(&*queue, "call-b1").await,
+        Some(row("call-b1", 1_700_000_001_000))
+    );
+    assert_eq!(ledger_row(&*queue, "call-b2").await, None);
+    assert_eq!(ledger_row(&*queue, "call-earlier").await, Some(earlier));
+    assert_eq!(
+        listed_times(&*queue, &everything()).await,
+        [1_700_000_003_000, 1_700_000_001_000, 1_700_000_000_000]
+    );
+}
+
+/// A row whose record is a counter.
+fn counter(value: u64) -> LedgerRow {
+    LedgerRow {
+        created_at_ms: 1_700_000_000_000,
+        function: "echo.fns".into(),
+        state: "running".into(),
+        record: Bytes::from(value.to_string()),
+    }
+}
+
+fn counted(row: &LedgerRow) -> u64 {
+    std::str::from_utf8(&row.record)
+        .expect("a counter")
+        .parse()
+        .expect("a counter")
+}
+
+pub async fn concurrent_ledger_updates_all_land<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    publish_recorded(&*queue, "call-1", counter(0)).await;
+    let increment: LedgerUpdate = Arc::new(|current: Option<&LedgerRow>| {
+        let current = current.expect("the row is there");
+        LedgerChange::Put {
+            row: counter(counted(current) + 1),
+            result: None,
+        }
+    });
+
+    let updates: Vec<_> = (0..20)
+        .map(|i| {
+            let queue = Arc::clone(&queue);
+            let increment = Arc::clone(&increment);
+            tokio::spawn(async move {
+                queue
+                    .ledger_update("call-1", increment, i % 2 == 0)
+                    .await
+                    .expect("ledger_update")
+                    .expect("a row after the update")
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for update in updates {
+        seen.insert(counted(&update.await.expect("update task")));
+    }
+
+    assert_eq!(
+        seen,
+        (1..=20).collect::<BTreeSet<u64>>(),
+        "each update saw the one before it"
+    );
+    assert_eq!(ledger_row(&*queue, "call-1").await, Some(counter(20)));
+}
+
+pub async fn an_update_sees_the_current_row_and_may_keep_it<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = {
+        let seen = Arc::clone(&seen);
+        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
+            seen.lock().expect("lock").push(current.cloned());
+            LedgerChange::Keep
+        });
+        update
+    };
+
+    // No row: the update is told so, and keeping nothing leaves nothing.
+    assert_eq!(
+        queue
+            .ledger_update("call-1", Arc::clone(&keep), false)
+            .await
+            .expect("ledger_update"),
+        None
+    );
+    assert_eq!(ledger_row(&*queue, "call-1").await, None);
+
+    // An update may create the row (a call queued by another gateway, rebuilt by the worker).
+    let created = row("call-1", 1_700_000_000_000);
+    assert_eq!(
+        queue
+            .ledger_update("call-1", put(created.clone(), None), true)
+            .await
+            .expect("ledger_update"),
+        Some(created.clone())
+    );
+    assert_eq!(
+        queue
+            .ledger_update("call-1", keep, false)
+            .await
+            .expect("ledger_update"),
+        Some(created.clone()),
+        "keep answers the row as it is"
+    );
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [None, Some(created.clone())],
+        "each update was shown the row as it was"
+    );
+    assert_eq!(ledger_row(&*queue, "call-1").await, Some(created));
+    // The row is beside the queue, not in it.
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+pub async fn ledger_lists_are_newest_first_filtered_and_limited<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let base = 1_700_000_000_000;
+    // Published in neither time nor id order.
+    let rows = [
+        ("call-c", 3, "echo.fns", "queued"),
+        ("call-a", 1, "echo.fns", "running"),
+        ("call-e", 5, "other.fns", "queued"),
+        ("call-b", 2, "other.fns", "succeeded"),
+        ("call-d", 4, "echo.fns", "succeeded"),
+        ("call-f", 6, "echo.fns", "queued"),
+    ];
+    for (id, at, function, state) in rows {
+        let row = LedgerRow {
+            function: function.into(),
+            state: state.into(),
+            ..row(id, base + at)
+        };
+        publish_recorded(&*queue, id, row).await;
+    }
+    let times = |ats: &[u64]| ats.iter().map(|at| base + at).collect::<Vec<_>>();
+
+    assert_eq!(
+        listed_times(&*queue, &everything()).await,
+        times(&[6, 5, 4, 3, 2, 1])
+    );
+    let listed = queue.ledger_list(&everything()).await.expect("ledger_list");
+    assert_eq!(listed[0], row("call-f", base + 6), "rows as written");
+    let echo = LedgerQuery {
+        function: Some("echo.fns".into()),
+        ..everything()
+    };
+    assert_eq!(listed_times(&*queue, &echo).await, times(&[6, 4, 3, 1]));
+    let queued = LedgerQuery {
+        state: Some("queued".into()),
+        ..everything()
+    };
+    assert_eq!(listed_times(&*queue, &queued).await, times(&[6, 5, 3]));
+    let queued_echo = LedgerQuery {
+        state: Some("queued".into()),
+        ..echo.clone()
+    };
+    assert_eq!(listed_times(&*queue, &queued_echo).await, times(&[6, 3]));
+    let newest_two = LedgerQuery {
+        limit: 2,
+        ..everything()
+    };
+    assert_eq!(listed_times(&*queue, &newest_two).await, times(&[6, 5]));
+    let nobody = LedgerQuery {
+        function: Some("nobody.fns".into()),
+        ..everything()
+    };
+    assert!(listed_times(&*queue, &nobody).await.is_empty());
+
+    // A state change moves the row between filters, not in the order.
+    queue
+        .ledger_update(
+            "call-a",
+            put(
+                LedgerRow {
+                    state: "queued".into(),
+                    ..row("call-a", base + 1)
+                },
+                None,
+            ),
+            false,
+        )
+        .await
+        .expect("ledger_update");
+    assert_eq!(listed_times(&*queue, &queued_echo).await, times(&[6, 3, 1]));
+    assert_eq!(
+        listed_times(&*queue, &everything()).await,
+        times(&[6, 5, 4, 3, 2, 1])
+    );
+}
+
+/// Waits at most `within` for the next item of `watch`.
+async fn woken(watch: &mut courier_queue::LedgerWatch, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, watch.next()).await,
+        Ok(Some(()))
+    )
+}
+
+pub async fn a_ledger_watch_wakes_on_a_change_of_its_row<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+
+    // Watched before the row exists: its creation by a publish wakes it.
+    let mut watch = queue.ledger_watch("call-1").await.expect("ledger_watch");
+    let mut other = queue
+        .ledger_watch("call-other")
+        .await
+        .expect("ledger_watch");
+    publish_recorded(&*queue, "call-1", row("call-1", 1_700_000_000_000)).await;
+    assert!(
+        woken(&mut watch, EXPECTED_WITHIN).await,
+        "woken by the publish"
+    );
+
+    // Then by an update from elsewhere, made while the watcher waits.
+    let updater = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let running = LedgerRow {
+                state: "running".into(),
+                ..row("call-1", 1_700_000_000_000)
+            };
+            queue
+                .ledger_update("call-1", put(running, None), false)
+                .await
+                .expect("ledger_update");
+        })
+    };
+    assert!(
+        woken(&mut watch, EXPECTED_WITHIN).await,
+        "woken by the update"
+    );
+    updater.await.expect("updater");
+    assert_eq!(
+        ledger_row(&*queue, "call-1").await.map(|row| row.state),
+        Some("running".to_owned())
+    );
+    // Nothing happened to the other row (a spurious wake would be allowed, but there is no
+    // reason for one here).
+    assert!(!woken(&mut other, Duration::from_millis(200)).await);
+}
+
+pub async fn an_expired_row_is_gone_from_get_list_and_result<B: Backend>() {
+    let env = B::new().await;
+    let retention = Duration::from_millis(1500);
+    let queue = env
+        .open(QueueConfig {
+            ledger: LedgerConfig {
+                retention,
+                ..LedgerConfig::default()
+            },
+            ..config()
+        })
+        .await;
+    publish_recorded(&*queue, "call-old", row("call-old", 1_700_000_000_000)).await;
+    queue
+        .ledger_update(
+            "call-old",
+            put(
+                row("call-old", 1_700_000_000_000),
+                Some(Bytes::from("kept")),
+            ),
+            false,
+        )
+        .await
+        .expect("ledger_update");
+    // "call-old" last changed before this instant.
+    let old_changed = Instant::now();
+    publish_recorded(
+        &*queue,
+        "call-changed",
+        row("call-changed", 1_700_000_001_000),
+    )
+    .await;
+    assert_eq!(
+        queue
+            .ledger_result("call-old")
+            .await
+            .expect("ledger_result"),
+        Some(Bytes::from("kept"))
+    );
+
+    // Half-way, "call-changed" changes: its retention starts again.
+    tokio::time::sleep_until(old_changed + retention / 2).await;
+    let changed = LedgerRow {
+        state: "running".into(),
+        ..row("call-changed", 1_700_000_001_000)
+    };
+    // "call-changed" last changed after this instant.
+    let changed_at = Instant::now();
+    queue
+        .ledger_update("call-changed", put(changed.clone(), None), false)
+        .await
+        .expect("ledger_update");
+
+    tokio::time::sleep_until(old_changed + retention + Duration::from_millis(100)).await;
+    assert_eq!(ledger_row(&*queue, "call-old").await, None, "expired");
+    assert_eq!(
+        queue
+            .ledger_result("call-old")
+            .await
+            .expect("ledger_result"),
+        None,
+        "the result went with its row"
+    );
+    let changed_age = changed_at.elapsed();
+    assert_eq!(
+        ledger_row(&*queue, "call-changed").await,
+        Some(changed.clone()),
+        "changed {changed_age:?} ago, within its retention (unless the machine was too slow)"
+    );
+    assert_eq!(
+        queue.ledger_list(&everything()).await.expect("ledger_list"),
+        [changed]
+    );
+    // An update of an expired row is shown no row.
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let look: LedgerUpdate = {
+        let shown = Arc::clone(&shown);
+        Arc::new(move |current: Option<&LedgerRow>| {
+            shown.lock().expect("lock").push(current.is_some());
+            LedgerChange::Keep
+        })
+    };
+    assert_eq!(
+        queue
+            .ledger_update("call-old", look, false)
+            .await
+            .expect("ledger_update"),
+        None
+    );
+    assert_eq!(*shown.lock().expect("lock"), [false]);
+}
+
+pub async fn beyond_max_records_the_oldest_rows_are_dropped<B: Backend>() {
+    let env = B::new().await;
+    let queue = env
+        .open(QueueConfig {
+            ledger: LedgerConfig {
+                max_records: 3,
+                ..LedgerConfig::default()
+            },
+            ..config()
+        })
+        .await;
+    let base = 1_700_000_000_000;
+    for i in 1..=5 {
+        let id = format!("call-{i}");
+        publish_recorded(&*queue, &id, row(&id, base + i)).await;
+    }
+
+    assert_eq!(
+        listed_times(&*queue, &everything()).await,
+        [base + 5, base + 4, base + 3]
+    );
+    assert_eq!(ledger_row(&*queue, "call-1").await, None);
+    assert_eq!(ledger_row(&*queue, "call-2").await, None);
+    assert_eq!(
+        ledger_row(&*queue, "call-3").await,
+        Some(row("call-3", base + 3))
+    );
+    // Only the ledger is capped: every message is still queued.
+    assert_eq!(queue.pending().await.expect("pending"), 5);
+}
+
+pub async fn kept_results_read_back_byte_for_byte<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let body: Bytes = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    publish_recorded(&*queue, "call-1", row("call-1", 1_700_000_000_000)).await;
+    assert_eq!(
+        queue.ledger_result("call-1").await.expect("ledger_result"),
+        None
+    );
+
+    let done = LedgerRow {
+        state: "succeeded".into(),
+        ..row("call-1", 1_700_000_000_000)
+    };
+    queue
+        .ledger_update("call-1", put(done.clone(), Some(body.clone())), false)
+        .await
+        .expect("ledger_update");
+    assert_eq!(
+        queue.ledger_result("call-1").await.expect("ledger_result"),
+        Some(body.clone())
+    );
+
+    // A later change without a result (the callback's) keeps it.
+    queue
+        .ledger_update("call-1", put(done.clone(), None), false)
+        .await
+        .expect("ledger_update");
+    assert_eq!(
+        queue.ledger_result("call-1").await.expect("ledger_result"),
+        Some(body)
+    );
+    // An empty result is a result.
+    queue
+        .ledger_update("call-1", put(done, Some(Bytes::new())), false)
+        .await
+        .expect("ledger_update");
+    assert_eq!(
+        queue.ledger_result("call-1").await.expect("ledger_result"),
+        Some(Bytes::new())
+    );
+    assert_eq!(
+        queue
+            .ledger_result("call-unknown")
+            .await
+            .expect("ledger_result"),
+        None
+    );
+}
+
+pub async fn ledger_rows_and_results_survive_a_restart<B: Backend>() {
+    let env = B::new().await;
+    let queued = row("call-queued", 1_700_000_000_000);
+    let done = LedgerRow {
+        state: "succeeded".into(),
+        ..row("call-done", 1_700_000_001_000)
+    };
+    let result = Bytes::from_static(b"{\"status\":200}\x00\xff");
+    {
+        let queue = env.open(config()).await;
+        publish_recorded(&*queue, "call-queued", queued.clone()).await;
+        publish_recorded(&*queue, "call-done", row("call-done", 1_700_000_001_000)).await;
+        // Not durable: rides on the next durable commit (the close's, here).
+        queue
+            .ledger_update("call-done", put(done.clone(), Some(result.clone())), false)
+            .await
+            .expect("ledger_update");
+    }
+
+    let queue = env.open(config()).await;
+    assert_eq!(
+        ledger_row(&*queue, "call-queued").await,
+        Some(queued.clone())
+    );
+    assert_eq!(ledger_row(&*queue, "call-done").await, Some(done.clone()));
+    assert_eq!(
+        queue
+            .ledger_result("call-done")
+            .await
+            .expect("ledger_result"),
+        Some(result)
+    );
+    assert_eq!(
+        queue.ledger_list(&everything()).await.expect("ledger_list"),
+        [done, queued]
+    );
+}
+
+pub async fn with_the_ledger_off_every_ledger_call_says_so<B: Backend>() {
+    let env = B::new().await;
+    let queue = env
+        .open(QueueConfig {
+            ledger: LedgerConfig {
+                retention: Duration::ZERO,
+                ..LedgerConfig::default()
+            },
+            ..config()
+        })
+        .await;
+    // Publishing with rows works; the rows are ignored.
+    assert_eq!(
+        publish_recorded(&*queue, "call-1", row("call-1", 1)).await,
+        Published::Stored
+    );
+    let batch = queue
+        .publish_batch(vec![(message("call-2"), Some(row("call-2", 2)))])
+        .await;
+    assert!(matches!(batch[..], [Ok(_)]), "{batch:?}");
+    assert_eq!(queue.pending().await.expect("pending"), 2);
+
+    let off = |outcome: &str, is_off: bool| assert!(is_off, "{outcome}");
+    let got = queue.ledger_get("call-1").await;
+    off(
+        &format!("ledger_get: {got:?}"),
+        matches!(got, Err(Error::LedgerOff)),
+    );
+    let listed = queue.ledger_list(&everything()).await;
+    off(
+        &format!("ledger_list: {listed:?}"),
+        matches!(listed, Err(Error::LedgerOff)),
+    );
+    let result = queue.ledger_result("call-1").await;
+    off(
+        &format!("ledger_result: {result:?}"),
+        matches!(result, Err(Error::LedgerOff)),
+    );
+    let updated = queue
+        .ledger_update("call-1", put(row("call-1", 1), None), true)
+        .await;
+    off(
+        &format!("ledger_update: {updated:?}"),
+        matches!(updated, Err(Error::LedgerOff)),
+    );
+    let watched = queue.ledger_watch("call-1").await;
+    off(
+        "ledger_watch did not say the ledger is off",
+        matches!(watched, Err(Error::LedgerOff)),
+    );
 }

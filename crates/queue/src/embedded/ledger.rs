@@ -1,0 +1,482 @@
+//! The ledger's redb tables in the embedded store, and what a transaction does to them.
+//! Synchronous, like `super::store`: the writer calls [`LedgerTables`] inside its batched write
+//! transactions; reads ([`get`], [`list`], [`result`]) run in read transactions on the
+//! caller's thread.
+//!
+//! Tables (times are wall-clock milliseconds since the Unix epoch):
+//! - `ledger_rows`: id → (created_ms, updated_ms, function, state, record). `updated_ms` is
+//!   when the row was last written: it expires `retention` after that.
+//! - `ledger_by_creation`: (created_ms, id) → (updated_ms, function, state). Lists walk it
+//!   newest first and filter on its value, reading a row only when it is listed.
+//! - `ledger_by_change`: (updated_ms, id) → (). Expired rows are pruned from its start, a
+//!   batch per ledger write (like the dedup ids), and so are the least recently changed rows
+//!   beyond `max_records`.
+//! - `ledger_results`: id → the kept result, removed with its row.
+//!
+//! A row past its retention is invisible at once (reads compare `updated_ms` with the clock)
+//! and removed by a later write. Equal creation times list by id, descending.
+
+use bytes::Bytes;
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
+
+use super::store::ceil_ms;
+use crate::{LedgerConfig, LedgerQuery, LedgerRow};
+
+/// (created_ms, updated_ms, function, state, record)
+type StoredRow<'a> = (u64, u64, &'a str, &'a str, &'a [u8]);
+
+const ROWS: TableDefinition<'_, &str, StoredRow<'_>> = TableDefinition::new("ledger_rows");
+const BY_CREATION: TableDefinition<'_, (u64, &str), (u64, &str, &str)> =
+    TableDefinition::new("ledger_by_creation");
+const BY_CHANGE: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("ledger_by_change");
+const RESULTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ledger_results");
+
+/// Rows pruned per ledger write, at least (more when the batch wrote many, so pruning keeps up
+/// with any write rate).
+const PRUNE_PER_BATCH: usize = 256;
+
+/// The ledger's limits, in the store's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// A row expires this long after its last change.
+    pub(super) retention_ms: u64,
+    /// Most rows kept (at least one).
+    pub(super) max_records: u64,
+}
+
+impl Limits {
+    /// The limits of `config`, or `None` when the ledger is off.
+    pub(super) fn of(config: &LedgerConfig) -> Option<Self> {
+        config.enabled().then(|| Self {
+            retention_ms: ceil_ms(config.retention),
+            max_records: config.max_records.max(1),
+        })
+    }
+
+    /// Whether a row last changed at `updated_ms` has expired at `now`.
+    fn expired(self, updated_ms: u64, now: u64) -> bool {
+        now.saturating_sub(updated_ms) >= self.retention_ms
+    }
+
+    /// The row stored as `stored`, unless it expired at `now`.
+    fn visible(self, stored: StoredRow<'_>, now: u64) -> Option<LedgerRow> {
+        let (created_at_ms, updated_ms, function, state, record) = stored;
+        (!self.expired(updated_ms, now)).then(|| LedgerRow {
+            created_at_ms,
+            function: function.to_owned(),
+            state: state.to_owned(),
+            record: Bytes::copy_from_slice(record),
+        })
+    }
+}
+
+/// Creates the ledger's tables if they are missing (readers expect every table to exist).
+pub(super) fn initialise(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(ROWS)?;
+    txn.open_table(BY_CREATION)?;
+    txn.open_table(BY_CHANGE)?;
+    txn.open_table(RESULTS)?;
+    Ok(())
+}
+
+/// The row of call `id` as of `txn`, unless it expired at `now`.
+pub(super) fn get(
+    txn: &ReadTransaction,
+    id: &str,
+    limits: Limits,
+    now: u64,
+) -> Result<Option<LedgerRow>, redb::Error> {
+    let rows = txn.open_table(ROWS)?;
+    let row = rows
+        .get(id)?
+        .and_then(|stored| limits.visible(stored.value(), now));
+    Ok(row)
+}
+
+/// The rows matching `query` as of `txn`, newest first, leaving out those expired at `now`.
+pub(super) fn list(
+    txn: &ReadTransaction,
+    query: &LedgerQuery,
+    limits: Limits,
+    now: u64,
+) -> Result<Vec<LedgerRow>, redb::Error> {
+    let mut listed = Vec::new();
+    if query.limit == 0 {
+        return Ok(listed);
+    }
+    let index = txn.open_table(BY_CREATION)?;
+    let rows = txn.open_table(ROWS)?;
+    for entry in index.iter()?.rev() {
+        let (key, tags) = entry?;
+        let (updated_ms, function, state) = tags.value();
+        if limits.expired(updated_ms, now)
+            || query.function.as_deref().is_some_and(|f| f != function)
+            || query.state.as_deref().is_some_and(|s| s != state)
+        {
+            continue;
+        }
+        let (_, id) = key.value();
+        if let Some(row) = rows
+            .get(id)?
+            .and_then(|stored| limits.visible(stored.value(), now))
+        {
+            listed.push(row);
+            if listed.len() >= query.limit {
+                break;
+            }
+        }
+    }
+    Ok(listed)
+}
+
+/// The kept result of call `id` as of `txn`, while its row is visible at `now`.
+pub(super) fn result(
+    txn: &ReadTransaction,
+    id: &str,
+    limits: Limits,
+    now: u64,
+) -> Result<Option<Bytes>, redb::Error> {
+    if get(txn, id, limits, now)?.is_none() {
+        return Ok(None);
+    }
+    let results = txn.open_table(RESULTS)?;
+    let result = results
+        .get(id)?
+        .map(|stored| Bytes::copy_from_slice(stored.value()));
+    Ok(result)
+}
+
+/// The ledger's tables, open in one write transaction.
+pub(super) struct LedgerTables<'txn> {
+    limits: Limits,
+    rows: Table<'txn, &'static str, StoredRow<'static>>,
+    by_creation: Table<'txn, (u64, &'static str), (u64, &'static str, &'static str)>,
+    by_change: Table<'txn, (u64, &'static str), ()>,
+    results: Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> LedgerTables<'txn> {
+    /// Opens (creating on first use) the ledger's tables in `txn`, applying `limits`.
+    pub(super) fn open(txn: &'txn WriteTransaction, limits: Limits) -> Result<Self, redb::Error> {
+        Ok(Self {
+            limits,
+            rows: txn.open_table(ROWS)?,
+            by_creation: txn.open_table(BY_CREATION)?,
+            by_change: txn.open_table(BY_CHANGE)?,
+            results: txn.open_table(RESULTS)?,
+        })
+    }
+
+    /// The row of call `id` as a reader would see it at `now`.
+    pub(super) fn get(&self, id: &str, now: u64) -> Result<Option<LedgerRow>, redb::Error> {
+        let limits = self.limits;
+        Ok(self
+            .rows
+            .get(id)?
+            .and_then(|stored| limits.visible(stored.value(), now)))
+    }
+
+    /// Writes `row` for call `id` unless it has one (a row that expired does not count);
+    /// whether it was written.
+    pub(super) fn create(
+        &mut self,
+        id: &str,
+        row: &LedgerRow,
+        now: u64,
+    ) -> Result<bool, redb::Error> {
+        let previous = self.times(id)?;
+        if previous.is_some_and(|(_, updated_ms)| !self.limits.expired(updated_ms, now)) {
+            return Ok(false);
+        }
+        self.write(id, previous, row, None, now)?;
+        Ok(true)
+    }
+
+    /// Writes `row` for call `id`, changed at `now`, and `result` when given (otherwise a result
+    /// kept earlier stays, unless the row it belonged to had expired).
+    pub(super) fn put(
+        &mut self,
+        id: &str,
+        row: &LedgerRow,
+        result: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), redb::Error> {
+        let previous = self.times(id)?;
+        self.write(id, previous, row, result, now)
+    }
+
+    /// The creation and change times of the row stored for call `id`, expired or not.
+    fn times(&self, id: &str) -> Result<Option<(u64, u64)>, redb::Error> {
+        Ok(self.rows.get(id)?.map(|stored| {
+            let (created_ms, updated_ms, ..) = stored.value();
+            (created_ms, updated_ms)
+        }))
+    }
+
+    /// [`LedgerTables::put`], given the times of the row stored before (`previous`).
+    fn write(
+        &mut self,
+        id: &str,
+        previous: Option<(u64, u64)>,
+        row: &LedgerRow,
+        result: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), redb::Error> {
+        if let Some((created_ms, updated_ms)) = previous {
+            self.by_creation.remove((created_ms, id))?;
+            self.by_change.remove((updated_ms, id))?;
+            if result.is_none() && self.limits.expired(updated_ms, now) {
+                self.results.remove(id)?;
+            }
+        }
+        self.rows.insert(
+            id,
+            (
+                row.created_at_ms,
+                now,
+                row.function.as_str(),
+                row.state.as_str(),
+                row.record.as_ref(),
+            ),
+        )?;
+        self.by_creation.insert(
+            (row.created_at_ms, id),
+            (now, row.function.as_str(), row.state.as_str()),
+        )?;
+        self.by_change.insert((now, id), ())?;
+        if let Some(result) = result {
+            self.results.insert(id, result)?;
+        }
+        Ok(())
+    }
+
+    /// Removes up to `max(PRUNE_PER_BATCH, at_least)` rows expired at `now`, then as many of the
+    /// least recently changed rows beyond `max_records`, each with its result. Adds the ids
+    /// removed to `removed`.
+    pub(super) fn prune(
+        &mut self,
+        now: u64,
+        at_least: usize,
+        removed: &mut Vec<String>,
+    ) -> Result<(), redb::Error> {
+        let limits = self.limits;
+        let batch = PRUNE_PER_BATCH.max(at_least);
+        let mut doomed = Vec::new();
+        for entry in self.by_change.iter()?.take(batch) {
+            let (key, _) = entry?;
+            let (updated_ms, id) = key.value();
+            if !limits.expired(updated_ms, now) {
+                break;
+            }
+            doomed.push(id.to_owned());
+        }
+        let over = self
+            .rows
+            .len()?
+            .saturating_sub(doomed.len() as u64)
+            .saturating_sub(limits.max_records);
+        let over = usize::try_from(over).unwrap_or(usize::MAX).min(batch);
+        if over > 0 {
+            // The least recently changed rows that are not already doomed.
+            for entry in self.by_change.iter()?.skip(doomed.len()).take(over) {
+                let (key, _) = entry?;
+                doomed.push(key.value().1.to_owned());
+            }
+        }
+        for id in doomed {
+            self.remove(&id)?;
+            removed.push(id);
+        }
+        Ok(())
+    }
+
+    /// Removes the row of call `id`, its index entries and its result.
+    fn remove(&mut self, id: &str) -> Result<(), redb::Error> {
+        let removed = self.rows.remove(id)?.map(|stored| {
+            let (created_ms, updated_ms, ..) = stored.value();
+            (created_ms, updated_ms)
+        });
+        if let Some((created_ms, updated_ms)) = removed {
+            self.by_creation.remove((created_ms, id))?;
+            self.by_change.remove((updated_ms, id))?;
+        }
+        self.results.remove(id)?;
+        Ok(())
+    }
+
+    /// Rows stored, expired or not (the tests' view).
+    #[cfg(test)]
+    fn stored(&self) -> Result<(u64, u64, u64, u64), redb::Error> {
+        Ok((
+            self.rows.len()?,
+            self.by_creation.len()?,
+            self.by_change.len()?,
+            self.results.len()?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::backends::InMemoryBackend;
+    use redb::{Database, ReadableDatabase as _};
+
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        retention_ms: 1_000,
+        max_records: 3,
+    };
+
+    fn database() -> Database {
+        Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .expect("in-memory database")
+    }
+
+    fn row(created_at_ms: u64, state: &str) -> LedgerRow {
+        LedgerRow {
+            created_at_ms,
+            function: "echo.fns".into(),
+            state: state.into(),
+            record: Bytes::from(format!("record {created_at_ms} {state}")),
+        }
+    }
+
+    fn everything() -> LedgerQuery {
+        LedgerQuery {
+            function: None,
+            state: None,
+            limit: 100,
+        }
+    }
+
+    #[test]
+    fn a_row_expires_its_retention_after_its_last_change_and_is_pruned_with_its_result() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
+        tables
+            .put("a", &row(1, "queued"), Some(b"result a"), 0)
+            .unwrap();
+        tables.put("b", &row(2, "queued"), None, 0).unwrap();
+        // Changed at 600: lives until 1600.
+        tables.put("b", &row(2, "running"), None, 600).unwrap();
+
+        assert_eq!(tables.get("a", 999).unwrap(), Some(row(1, "queued")));
+        assert_eq!(tables.get("a", 1_000).unwrap(), None, "invisible at once");
+        assert_eq!(tables.get("b", 1_000).unwrap(), Some(row(2, "running")));
+        assert_eq!(tables.stored().unwrap(), (2, 2, 2, 1), "not pruned yet");
+
+        let mut removed = Vec::new();
+        tables.prune(1_000, 0, &mut removed).unwrap();
+        assert_eq!(removed, ["a"]);
+        assert_eq!(
+            tables.stored().unwrap(),
+            (1, 1, 1, 0),
+            "the result went with it"
+        );
+        tables.prune(1_600, 0, &mut removed).unwrap();
+        assert_eq!(removed, ["a", "b"]);
+        assert_eq!(tables.stored().unwrap(), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn beyond_the_cap_the_least_recently_changed_rows_are_pruned() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
+        for (i, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            let at = i as u64;
+            tables.put(id, &row(at, "queued"), Some(b"r"), at).unwrap();
+        }
+        // "a" changes last: "b" and "c" are the oldest now.
+        tables.put("a", &row(0, "running"), None, 10).unwrap();
+
+        let mut removed = Vec::new();
+        tables.prune(10, 0, &mut removed).unwrap();
+        assert_eq!(removed, ["b", "c"]);
+        assert_eq!(tables.stored().unwrap(), (3, 3, 3, 3));
+    }
+
+    #[test]
+    fn create_keeps_a_visible_row_and_replaces_an_expired_one_without_its_result() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
+        tables
+            .put("a", &row(1, "succeeded"), Some(b"old result"), 0)
+            .unwrap();
+
+        assert!(!tables.create("a", &row(5, "queued"), 999).unwrap());
+        assert_eq!(tables.get("a", 999).unwrap(), Some(row(1, "succeeded")));
+        assert!(tables.create("a", &row(5, "queued"), 1_000).unwrap());
+        assert_eq!(tables.get("a", 1_000).unwrap(), Some(row(5, "queued")));
+        assert_eq!(tables.stored().unwrap(), (1, 1, 1, 0));
+    }
+
+    #[test]
+    fn lists_are_newest_first_filtered_and_limited_and_skip_expired_rows() {
+        let db = database();
+        {
+            let txn = db.begin_write().unwrap();
+            let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
+            let rows = [
+                ("a", 30, "echo.fns", "queued", 500),
+                ("b", 10, "echo.fns", "running", 500),
+                ("c", 20, "other.fns", "queued", 500),
+                ("d", 20, "echo.fns", "queued", 500),
+                ("e", 40, "echo.fns", "queued", 0),
+            ];
+            for (id, created_at_ms, function, state, at) in rows {
+                let row = LedgerRow {
+                    function: function.into(),
+                    ..row(created_at_ms, state)
+                };
+                tables.put(id, &row, None, at).unwrap();
+            }
+            drop(tables);
+            txn.commit().unwrap();
+        }
+        let txn = db.begin_read().unwrap();
+        // At 1000 "e" (changed at 0) has expired.
+        let created = |query: &LedgerQuery| -> Vec<u64> {
+            list(&txn, query, LIMITS, 1_000)
+                .unwrap()
+                .iter()
+                .map(|row| row.created_at_ms)
+                .collect()
+        };
+        assert_eq!(created(&everything()), [30, 20, 20, 10]);
+        let rows = list(&txn, &everything(), LIMITS, 1_000).unwrap();
+        assert_eq!(
+            (rows[1].function.as_str(), rows[2].function.as_str()),
+            ("echo.fns", "other.fns"),
+            "equal times by id, descending"
+        );
+        let echo = LedgerQuery {
+            function: Some("echo.fns".into()),
+            ..everything()
+        };
+        assert_eq!(created(&echo), [30, 20, 10]);
+        let queued_echo = LedgerQuery {
+            state: Some("queued".into()),
+            ..echo.clone()
+        };
+        assert_eq!(created(&queued_echo), [30, 20]);
+        let two = LedgerQuery {
+            limit: 2,
+            ..everything()
+        };
+        assert_eq!(created(&two), [30, 20]);
+        let none = LedgerQuery {
+            limit: 0,
+            ..everything()
+        };
+        assert!(created(&none).is_empty());
+        assert_eq!(get(&txn, "e", LIMITS, 1_000).unwrap(), None);
+        assert_eq!(result(&txn, "a", LIMITS, 1_000).unwrap(), None);
+    }
+}

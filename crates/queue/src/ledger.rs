@@ -1,0 +1,95 @@
+//! The ledger's storage seam: one opaque row per call id, kept beside the queue (in the
+//! embedded store's file, in a JetStream key-value bucket), written with the publish that
+//! stores the call and changed by atomic read-modify-write updates.
+//!
+//! The queue never reads a row's record: it keeps bytes and the few tags it lists and
+//! expires by (creation time, function, state).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// The ledger's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// How long a row is kept after its last change (`--ledger-retention`, default 24 h);
+    /// zero turns the ledger off.
+    pub retention: Duration,
+    /// Most rows kept; the oldest go first (`--ledger-max-records`, default 100,000).
+    pub max_records: u64,
+    /// Largest kept result (`--ledger-max-result-bytes`, default 256 KiB).
+    pub max_result_bytes: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(24 * 3600),
+            max_records: 100_000,
+            max_result_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// Whether records are kept at all.
+    pub fn enabled(&self) -> bool {
+        !self.retention.is_zero()
+    }
+}
+
+/// One call's row.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// When the call was accepted, Unix milliseconds (lists are newest first).
+    pub created_at_ms: u64,
+    /// `name.namespace` (lists filter on it).
+    pub function: String,
+    /// The call's state (lists filter on it).
+    pub state: String,
+    /// The record; opaque here.
+    pub record: Bytes,
+}
+
+impl fmt::Debug for LedgerRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerRow")
+            .field("created_at_ms", &self.created_at_ms)
+            .field("function", &self.function)
+            .field("state", &self.state)
+            .field("record_bytes", &self.record.len())
+            .finish()
+    }
+}
+
+/// What an update does to a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerChange {
+    /// Leave it as it is.
+    Keep,
+    /// Write this row (and, when given, the call's kept result).
+    Put {
+        /// The new row.
+        row: LedgerRow,
+        /// The kept result, written with the row.
+        result: Option<Bytes>,
+    },
+}
+
+/// An atomic read-modify-write of one row: called with the current row (`None` when there
+/// is none), it says what to write. It may be called more than once (a backend that uses
+/// compare-and-swap calls it again after a conflict), so it must not have side effects.
+pub type LedgerUpdate = Arc<dyn Fn(Option<&LedgerRow>) -> LedgerChange + Send + Sync>;
+
+/// Which rows a list returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerQuery {
+    /// Only this function (`name.namespace`).
+    pub function: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
