@@ -35,7 +35,7 @@ use courier_core::FunctionStatus;
 use courier_invoke::{
     Answer, Call, Enqueued, Fabric, FunctionCaller, InvokeError, Invoker, ReadyCall,
 };
-use courier_queue::{QueueConfig, WorkQueue};
+use courier_queue::{Delivery, QueueConfig, WorkQueue};
 use courier_scheduler::{SchedulerConfig, X_SCHEDULED_TIME};
 use http::HeaderValue;
 use nix::sys::resource::{UsageWho, getrusage};
@@ -152,7 +152,8 @@ impl FunctionCaller for NoFunctions {
 }
 
 /// Acks every call stored in `queue` as soon as it is fetched (a worker whose functions take
-/// no time), until `stop`.
+/// no time), until `stop`. The acks of one fetch go out together, as the queue worker's do
+/// (one task per call), not one after the other.
 async fn ack_everything(queue: Arc<dyn WorkQueue>, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let fetched = tokio::select! {
@@ -161,8 +162,9 @@ async fn ack_everything(queue: Arc<dyn WorkQueue>, stop: CancellationToken) {
         };
         match fetched {
             Ok(deliveries) => {
-                for delivery in deliveries {
-                    if let Err(e) = delivery.ack().await {
+                let acks = deliveries.into_iter().map(Delivery::ack);
+                for acked in futures_util::future::join_all(acks).await {
+                    if let Err(e) = acked {
                         eprintln!("ack failed: {e}");
                     }
                 }
@@ -264,6 +266,46 @@ impl Invoker for LatenessRecorder {
             .unwrap_or_else(|p| p.into_inner())
             .push((scheduled, Utc::now()));
         Ok(enqueued)
+    }
+
+    /// The scheduler's hand-over of a burst (queue mode): every fire of the batch is handed
+    /// over at the moment of the call; stored when the queue answers the batch.
+    async fn enqueue_ready_batch(
+        &self,
+        ready: Vec<ReadyCall>,
+    ) -> Vec<Result<Enqueued, InvokeError>> {
+        let handed = Utc::now();
+        let Some(queue) = &self.queue else {
+            let mut answers = Vec::with_capacity(ready.len());
+            for ready in ready {
+                answers.push(self.enqueue_ready(ready).await);
+            }
+            return answers;
+        };
+        let scheduled: Vec<Option<HeaderValue>> = {
+            let mut made_ready = self.made_ready.lock().unwrap_or_else(|p| p.into_inner());
+            ready
+                .iter()
+                .map(|ready| ready.call_id().and_then(|id| made_ready.remove(id)))
+                .collect()
+        };
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(scheduled.iter().flatten().map(|s| (s.clone(), handed)));
+        let answers = queue.enqueue_ready_batch(ready).await;
+        let stored = Utc::now();
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                scheduled
+                    .into_iter()
+                    .zip(&answers)
+                    .filter(|(_, answer)| answer.is_ok())
+                    .filter_map(|(scheduled, _)| scheduled.map(|s| (s, stored))),
+            );
+        answers
     }
 
     async fn is_outstanding(&self, enqueued: &Enqueued) -> Result<bool, InvokeError> {

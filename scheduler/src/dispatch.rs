@@ -1,5 +1,6 @@
-//! One fire, handed to the invoker in its own task so the timer loop never waits: the call a
-//! fire makes, the overlap check that needs the queue, retries of a failed enqueue.
+//! The fires due together, handed to the invoker in their own task so the timer loop never
+//! waits: the call a fire makes, the overlap check that needs the queue, the hand-over of a
+//! burst as one batch (queue mode), retries of a failed enqueue.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use courier_invoke::{Call, Enqueued, Invoker, ReadyCall};
+use courier_core::ledger::CallSource;
+use courier_invoke::{Call, Enqueued, InvokeError, Invoker, ReadyCall};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::IntCounter;
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError, watch};
@@ -77,6 +79,9 @@ pub fn fire_call(function: &str, namespace: &str, scheduled: DateTime<Utc>) -> C
         headers,
         body: Bytes::new(),
         call_id: Some(call_id),
+        source: Some(CallSource::Cron {
+            scheduled_at: format_time(scheduled),
+        }),
     }
 }
 
@@ -186,7 +191,8 @@ impl Dispatcher {
     /// thousands of fires on the same second costs a few spawns, not thousands. Started ahead
     /// of the fires' instant: the overlap checks that ask the queue run first, the invoker
     /// makes each call ready (encoded), then the fires wait for `gate` to open (at their
-    /// instant) and are handed over.
+    /// instant) and are handed over: in queue mode all at once, as one batch (one command to
+    /// the queue); in sync mode as concurrent calls.
     pub(crate) async fn dispatch_batch(self: Arc<Self>, fires: Vec<Fire>, mut gate: Gate) {
         let fires: Vec<Fire> =
             futures_util::future::join_all(fires.into_iter().map(|fire| self.check(fire)))
@@ -209,7 +215,56 @@ impl Dispatcher {
             }
             return;
         }
-        futures_util::future::join_all(fires.into_iter().map(|fire| self.hand_over(fire))).await;
+        match self.mode {
+            DispatchMode::Queue => self.enqueue_batch(fires).await,
+            DispatchMode::Sync => {
+                futures_util::future::join_all(fires.into_iter().map(|fire| self.hand_over(fire)))
+                    .await;
+            }
+        }
+    }
+
+    /// Queue mode: hands the fires over in one [`Invoker::enqueue_ready_batch`] (one permit,
+    /// one command to the queue for the whole burst), then settles each fire's answer; a fire
+    /// whose enqueue failed with a retryable error is tried again alone.
+    async fn enqueue_batch(&self, mut fires: Vec<Fire>) {
+        let Some(first) = fires.first() else {
+            return;
+        };
+        let Some(_permit) = self.permit(first).await else {
+            for fire in &fires[1..] {
+                self.fail(
+                    fire,
+                    "the scheduler stopped before the fire was handed over",
+                );
+            }
+            return;
+        };
+        let now = self.clock.now();
+        let mut ready = Vec::with_capacity(fires.len());
+        for fire in &mut fires {
+            self.metrics
+                .handing_over(fire.scheduled, now, fire.catch_up);
+            // Made ready ahead (see `make_ready`); a fresh call otherwise.
+            ready.push(match fire.ready.take() {
+                Some(ready) => ready,
+                None => ReadyCall::new(fire.call()),
+            });
+        }
+        let outcomes = self.invoker.enqueue_ready_batch(ready).await;
+        if outcomes.len() != fires.len() {
+            for fire in &fires {
+                self.fail(fire, "the invoker answered the batch with the wrong count");
+            }
+            return;
+        }
+        futures_util::future::join_all(
+            fires
+                .into_iter()
+                .zip(outcomes)
+                .map(|(fire, outcome)| self.settle_enqueue(fire, outcome)),
+        )
+        .await;
     }
 
     /// Waits for a permit to call the invoker; `None` when the scheduler stops first.
@@ -279,28 +334,22 @@ impl Dispatcher {
         }
     }
 
+    /// Sync mode: calls the function for one fire, with a permit.
     async fn hand_over(&self, fire: Fire) {
         let Some(_permit) = self.permit(&fire).await else {
             return;
         };
-        match self.mode {
-            DispatchMode::Queue => self.enqueue(fire).await,
-            DispatchMode::Sync => self.call(fire).await,
-        }
+        self.call(fire).await;
     }
 
-    async fn enqueue(&self, mut fire: Fire) {
+    /// Counts a fire the queue answered; a retryable failure is tried again (built afresh:
+    /// the invoker took the call, and no copy is kept for the rare retry), up to
+    /// [`ENQUEUE_ATTEMPTS`] in all.
+    async fn settle_enqueue(&self, mut fire: Fire, mut outcome: Result<Enqueued, InvokeError>) {
         let slot = fire.in_flight.0.clone();
-        self.metrics
-            .handing_over(fire.scheduled, self.clock.now(), fire.catch_up);
         let mut backoff = ENQUEUE_BACKOFF;
-        for attempt in 1..=ENQUEUE_ATTEMPTS {
-            // The call made ready ahead the first time; built afresh for a retry (the invoker
-            // takes the call): no copy kept for the rare retry.
-            let outcome = match fire.ready.take() {
-                Some(ready) => self.invoker.enqueue_ready(ready).await,
-                None => self.invoker.enqueue(fire.call()).await,
-            };
+        let mut attempt = 1;
+        loop {
             match outcome {
                 Ok(enqueued) => {
                     if enqueued.duplicate {
@@ -332,6 +381,8 @@ impl Dispatcher {
                         }
                     }
                     backoff *= 2;
+                    attempt += 1;
+                    outcome = self.invoker.enqueue(fire.call()).await;
                 }
                 Err(e) => {
                     self.fail(&fire, &format!("enqueue failed: {e}"));
@@ -438,6 +489,12 @@ mod tests {
         assert_eq!(call.headers["x-topic"], "cron-function");
         assert_eq!(call.headers["x-connector"], "courier-scheduler");
         assert_eq!(call.headers["x-scheduled-time"], "2026-01-01T10:00:02Z");
+        assert_eq!(
+            call.source,
+            Some(CallSource::Cron {
+                scheduled_at: "2026-01-01T10:00:02Z".into()
+            })
+        );
         assert_eq!(
             call.call_id.as_deref(),
             Some(call_id("tick", "openfaas-fn", at("2026-01-01T10:00:02Z")).as_str())

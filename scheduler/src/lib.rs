@@ -25,7 +25,9 @@
 //!   have the invoker encode each call for the queue ([`courier_invoke::Invoker::ready`]),
 //!   and then wait; at the instant itself ([`Clock::wait_until`]: a sleep to 2 ms before,
 //!   then yielding to the runtime, since a tokio sleep can be a millisecond late) the loop
-//!   opens their gate and they hand the fires over (`enqueue_ready`), with at most
+//!   opens their gate and each task hands its fires over: in queue mode as one batch
+//!   ([`courier_invoke::Invoker::enqueue_ready_batch`], one command to the queue per task),
+//!   in sync mode as concurrent calls; at most
 //!   [`SchedulerConfig::max_concurrent_dispatches`] calls to the invoker at once. The loop
 //!   never awaits them, and computes next fire times (and builds the next calls) only after
 //!   yielding to them, 64 at a time, so a burst of thousands of fires on one second goes out

@@ -78,9 +78,8 @@ pub struct SchedulerConfig {
     pub state_path: Option<PathBuf>,
     /// Sync mode: how long one call may take (default 60 s).
     pub call_timeout: Duration,
-    /// How many fires are handed to the invoker at once (default 1,024: a burst of a thousand
-    /// fires on one second reaches the queue together, where the embedded queue commits it in
-    /// one group commit, instead of 64 at a time); more wait their turn.
+    /// How many calls to the invoker may run at once (default 1,024): a synchronous call per
+    /// fire in sync mode, a batch of up to 64 fires in queue mode; more wait their turn.
     pub max_concurrent_dispatches: usize,
     /// How many dispatches may exist at once, running or waiting (default 4,096); a fire
     /// beyond that is skipped with reason `error`.

@@ -1,9 +1,12 @@
 //! AMQP delivery → core message, as OpenFaaS Pro's rabbitmq-connector does: the body, with
 //! `X-Rabbitmq-Msg-Id` (the message id), `X-Rabbitmq-Routing-Key`, and the message's content
-//! type as `Content-Type`. Pure.
+//! type as `Content-Type`; a `traceparent`/`tracestate` message header passes on as the same
+//! HTTP header. Pure.
 
 use bytes::Bytes;
 use courier_connector::Message;
+use courier_core::ledger::CallSource;
+use courier_core::trace::{TRACEPARENT, TRACESTATE};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The `X-Connector` value of this connector.
@@ -29,6 +32,10 @@ pub struct DeliveryParts<'a> {
     pub content_type: Option<&'a str>,
     /// Whether the broker delivered it before.
     pub redelivered: bool,
+    /// Its `traceparent` header (W3C trace context), passed on to the function.
+    pub traceparent: Option<&'a str>,
+    /// Its `tracestate` header.
+    pub tracestate: Option<&'a str>,
 }
 
 /// The core message for a delivery. A message id makes the call ids stable across
@@ -56,6 +63,15 @@ pub fn message(parts: DeliveryParts<'_>, body: Bytes) -> Message {
     {
         headers.insert(header::CONTENT_TYPE, v);
     }
+    // Checked where the call is queued or made (a malformed one is replaced there).
+    for (name, value) in [
+        (TRACEPARENT, parts.traceparent),
+        (TRACESTATE, parts.tracestate),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, v);
+        }
+    }
     Message {
         topic: parts.queue.to_owned(),
         body,
@@ -65,6 +81,10 @@ pub fn message(parts: DeliveryParts<'_>, body: Bytes) -> Message {
             .message_id
             .filter(|id| !id.is_empty())
             .map(|id| format!("amqp/{}/{id}", parts.queue)),
+        origin: Some(CallSource::Amqp {
+            queue: parts.queue.to_owned(),
+            message_id: parts.message_id.map(str::to_owned),
+        }),
     }
 }
 
@@ -81,6 +101,8 @@ mod tests {
                 message_id: Some("m-1"),
                 content_type: Some("application/json"),
                 redelivered: true,
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                tracestate: Some("rojo=1"),
             },
             Bytes::from_static(b"{}"),
         );
@@ -91,6 +113,18 @@ mod tests {
         assert_eq!(m.headers["x-rabbitmq-redelivered"], "true");
         assert_eq!(m.headers["content-type"], "application/json");
         assert_eq!(m.source_id.as_deref(), Some("amqp/orders/m-1"));
+        assert_eq!(
+            m.headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(m.headers["tracestate"], "rojo=1");
+        assert_eq!(
+            m.origin,
+            Some(CallSource::Amqp {
+                queue: "orders".into(),
+                message_id: Some("m-1".into())
+            })
+        );
     }
 
     #[test]
@@ -102,12 +136,15 @@ mod tests {
                 message_id: None,
                 content_type: None,
                 redelivered: false,
+                traceparent: None,
+                tracestate: None,
             },
             Bytes::new(),
         );
         assert!(!m.headers.contains_key("x-rabbitmq-msg-id"));
         assert!(!m.headers.contains_key("x-rabbitmq-redelivered"));
         assert!(!m.headers.contains_key("content-type"));
+        assert!(!m.headers.contains_key("traceparent"));
         assert_eq!(m.source_id, None);
     }
 }

@@ -17,7 +17,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind};
 use tokio::task::JoinSet;
 
@@ -367,6 +367,17 @@ async fn handle_delivery(delivery: Delivery, queue: String, pipeline: Pipeline, 
         acker,
         ..
     } = delivery;
+    let text_header = |name: &str| {
+        properties
+            .headers()
+            .as_ref()
+            .and_then(|table| table.inner().get(name))
+            .and_then(|value| match value {
+                AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+                AMQPValue::ShortString(s) => Some(s.as_str()),
+                _ => None,
+            })
+    };
     let message = delivery::message(
         DeliveryParts {
             queue: &queue,
@@ -374,6 +385,8 @@ async fn handle_delivery(delivery: Delivery, queue: String, pipeline: Pipeline, 
             message_id: properties.message_id().as_ref().map(|id| id.as_str()),
             content_type: properties.content_type().as_ref().map(|ct| ct.as_str()),
             redelivered,
+            traceparent: text_header("traceparent"),
+            tracestate: text_header("tracestate"),
         },
         Bytes::from(data),
     );

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use courier_core::ledger::CallSource;
 use courier_core::retry::{RetryPolicy, parse_retry_after};
 use courier_invoke::{Answer, Call, Invoker};
 use futures_util::future::join_all;
@@ -65,6 +66,8 @@ pub struct Message {
     /// Stable coordinates of the message at the source (`kafka/topic/partition/offset`), so a
     /// message delivered again gets the same call ids; `None` when the source has none.
     pub source_id: Option<String>,
+    /// Where the message came from, for the ledger record of a queued call.
+    pub origin: Option<CallSource>,
 }
 
 /// What the source must do with a handled message (see the module docs).
@@ -271,6 +274,7 @@ impl Pipeline {
             headers,
             body: message.body.clone(),
             call_id: Some(call_id(message.source_id.as_deref(), &sub.function)),
+            source: message.origin.clone(),
         };
         match self.inner.config.mode {
             InvocationMode::Sync => self.call_with_retries(sub, message, call, stop).await,
@@ -579,6 +583,7 @@ mod tests {
             headers,
             key: Some(Bytes::from_static(b"k")),
             source_id: source_id.map(str::to_owned),
+            origin: None,
         }
     }
 

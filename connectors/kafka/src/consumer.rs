@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use courier_connector::{Message as CoreMessage, Pipeline, Stop};
+use courier_core::ledger::CallSource;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
@@ -373,6 +374,11 @@ pub(crate) fn translate(m: &BorrowedMessage<'_>) -> Incoming {
                 m.partition(),
                 m.offset()
             )),
+            origin: Some(CallSource::Kafka {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
         },
     }
 }

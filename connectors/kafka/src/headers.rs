@@ -2,10 +2,12 @@
 //! `X-Kafka-Key`, `X-Kafka-Partition`, `X-Kafka-Offset`, and one `X-Kafka-<Name>` per Kafka
 //! header. Values that are not printable text travel base64-encoded, flagged by
 //! `X-Kafka-Key-Enc: b64` (the key) or `X-Kafka-<Name>-Enc: b64` (a header). A Kafka header
-//! named `content-type` also becomes the call's `Content-Type`. Pure.
+//! named `content-type` also becomes the call's `Content-Type`, and W3C `traceparent` and
+//! `tracestate` headers also pass on as themselves. Pure.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use courier_core::trace::{TRACEPARENT, TRACESTATE};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The `X-Connector` value of this connector.
@@ -73,6 +75,13 @@ pub fn call_headers<'a>(
                 if lower == "content-type" && !headers.contains_key(header::CONTENT_TYPE) {
                     headers.insert(header::CONTENT_TYPE, v.clone());
                 }
+                // W3C trace context passes on as itself too (checked where the call is
+                // queued or made; a malformed one is replaced there).
+                for trace_header in [TRACEPARENT, TRACESTATE] {
+                    if lower == trace_header.as_str() && !headers.contains_key(&trace_header) {
+                        headers.insert(trace_header, v.clone());
+                    }
+                }
                 headers.append(http_name, v);
             }
             None => {
@@ -117,6 +126,21 @@ mod tests {
         assert_eq!(h["x-kafka-partition"], "3");
         assert_eq!(h["x-kafka-offset"], "42");
         assert!(!h.contains_key("x-kafka-key-enc"));
+    }
+
+    #[test]
+    fn a_trace_context_passes_on_as_itself_and_as_an_x_kafka_header() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let h = call_headers(
+            at(None),
+            [
+                ("traceparent", Some(parent.as_bytes())),
+                ("TraceState", Some(&b"rojo=1"[..])),
+            ],
+        );
+        assert_eq!(h["traceparent"], parent);
+        assert_eq!(h["tracestate"], "rojo=1");
+        assert_eq!(h["x-kafka-traceparent"], parent);
     }
 
     #[test]

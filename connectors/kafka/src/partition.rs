@@ -171,6 +171,7 @@ mod tests {
                 headers: HeaderMap::new(),
                 key: key.map(|k| Bytes::from(k.to_owned())),
                 source_id: Some(format!("kafka/t/0/{offset}")),
+                origin: None,
             },
         }
     }

@@ -1,6 +1,8 @@
 //! The data of one call: what a trigger sends, what a function answers, where a queued call is.
 
 use bytes::Bytes;
+use courier_core::ledger::CallSource;
+use courier_queue::LedgerRow;
 use http::HeaderMap;
 
 /// One call of a function, as a trigger makes it.
@@ -16,6 +18,9 @@ pub struct Call {
     pub body: Bytes,
     /// The call id (`X-Call-Id`); for a queued call also its dedup key. `None`: a fresh uuid.
     pub call_id: Option<String>,
+    /// What made the call (a cron fire, a Kafka or AMQP message), for the ledger record of a
+    /// queued call. `None`: `async`.
+    pub source: Option<CallSource>,
 }
 
 impl Call {
@@ -45,8 +50,12 @@ pub struct ReadyCall(pub(crate) Ready);
 pub(crate) enum Ready {
     /// Nothing done ahead.
     Call(Call),
-    /// The queue message, built ahead.
-    Encoded { call_id: String, payload: Bytes },
+    /// The queue message and its ledger row, built ahead.
+    Encoded {
+        call_id: String,
+        payload: Bytes,
+        row: Option<LedgerRow>,
+    },
 }
 
 impl ReadyCall {

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
+use courier_core::ledger::{CallRecord, CallSource};
 use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
+use courier_core::trace::TraceContext;
 use courier_queue::{Message, Published, WorkQueue};
 use http::HeaderValue;
+use time::OffsetDateTime;
 
 use crate::call::Ready;
 use crate::{
@@ -44,6 +47,18 @@ pub trait Invoker: Send + Sync + 'static {
                 "call {call_id} was made ready by another invoker"
             ))),
         }
+    }
+
+    /// [`Invoker::enqueue_ready`] for each of `ready`, answered in their order. The default
+    /// hands them over concurrently; [`Fabric`] stores them with one
+    /// [`WorkQueue::publish_batch`]. The scheduler hands a burst of fires due on one second
+    /// over this way.
+    async fn enqueue_ready_batch(
+        &self,
+        ready: Vec<ReadyCall>,
+    ) -> Vec<Result<Enqueued, InvokeError>> {
+        futures_util::future::join_all(ready.into_iter().map(|ready| self.enqueue_ready(ready)))
+            .await
     }
 
     /// Whether a queued call is still waiting, running or waiting for a retry (false once it
@@ -103,8 +118,10 @@ fn call_id_header(id: &str) -> Result<HeaderValue, InvokeError> {
     HeaderValue::from_str(id).map_err(|_| InvokeError::Invalid(format!("call id {id:?}")))
 }
 
-/// The `QueueRequest` for `call` with id `id`, as the gateway's `/async-function` stores it.
-fn queue_request(call: &Call, id: &str) -> Result<QueueRequest, InvokeError> {
+/// The `QueueRequest` for `call` with id `id`, as the gateway's `/async-function` stores it,
+/// and the trace context it carries: the call's own `traceparent` (a Kafka or AMQP message's,
+/// a caller's) when valid, a fresh one otherwise (a malformed one is replaced, not kept).
+fn queue_request(call: &Call, id: &str) -> Result<(QueueRequest, TraceContext), InvokeError> {
     let mut headers = call.headers.clone();
     headers.insert(X_CALL_ID, call_id_header(id)?);
     let start_nanos = SystemTime::now()
@@ -112,6 +129,12 @@ fn queue_request(call: &Call, id: &str) -> Result<QueueRequest, InvokeError> {
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or_default();
     headers.insert(X_START_TIME, HeaderValue::from(start_nanos));
+    let trace = TraceContext::from_headers(&headers).unwrap_or_else(|| {
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let span = uuid::Uuid::new_v4().into_bytes();
+        TraceContext::mint(random, span[..8].try_into().expect("8 bytes"))
+    });
+    trace.apply(&mut headers);
     let callback_url = match headers.get(X_CALLBACK_URL) {
         None => None,
         Some(value) => {
@@ -122,7 +145,7 @@ fn queue_request(call: &Call, id: &str) -> Result<QueueRequest, InvokeError> {
         }
     };
     let (path, query) = call.path_and_query();
-    Ok(QueueRequest {
+    let request = QueueRequest {
         header: stored_headers(&headers),
         body: call.body.to_vec(),
         method: http::Method::POST.to_string(),
@@ -131,7 +154,26 @@ fn queue_request(call: &Call, id: &str) -> Result<QueueRequest, InvokeError> {
         function: call.function.clone(),
         callback_url,
         ..QueueRequest::default()
-    })
+    };
+    Ok((request, trace))
+}
+
+/// The ledger row of a call about to be queued as `request`.
+fn ledger_row(
+    call: &Call,
+    id: &str,
+    request: &QueueRequest,
+    trace: &TraceContext,
+) -> courier_queue::LedgerRow {
+    let record = CallRecord::queued(
+        id,
+        &call.function,
+        call.source.clone().unwrap_or(CallSource::Async),
+        OffsetDateTime::now_utc(),
+        trace.parent.trace_id_hex(),
+        request.callback_url.as_ref().map(GoUrl::to_url_string),
+    );
+    courier_ledger::row(&record)
 }
 
 #[async_trait::async_trait]
@@ -163,32 +205,108 @@ impl Invoker for Fabric {
     fn ready(&self, call: Call) -> Result<ReadyCall, InvokeError> {
         self.queue()?;
         let call_id = call.id_or_new();
-        let request = queue_request(&call, &call_id)?;
+        let (request, trace) = queue_request(&call, &call_id)?;
         let payload = serde_json::to_vec(&request)
             .map_err(|e| InvokeError::Invalid(format!("encoding the queued call: {e}")))?;
+        let row = ledger_row(&call, &call_id, &request, &trace);
         Ok(ReadyCall(Ready::Encoded {
             call_id,
             payload: payload.into(),
+            row: Some(row),
         }))
     }
 
     async fn enqueue_ready(&self, ready: ReadyCall) -> Result<Enqueued, InvokeError> {
-        let (call_id, payload) = match ready.0 {
-            Ready::Encoded { call_id, payload } => (call_id, payload),
+        let (call_id, payload, row) = match ready.0 {
+            Ready::Encoded {
+                call_id,
+                payload,
+                row,
+            } => (call_id, payload, row),
             Ready::Call(call) => return self.enqueue(call).await,
         };
         let receipt = self
             .queue()?
-            .publish_tracked(Message {
-                id: call_id.clone(),
-                payload,
-            })
+            .publish_recorded(
+                Message {
+                    id: call_id.clone(),
+                    payload,
+                },
+                row,
+            )
             .await?;
         Ok(Enqueued {
             call_id,
             duplicate: receipt.published == Published::Duplicate,
             seq: receipt.seq,
         })
+    }
+
+    async fn enqueue_ready_batch(
+        &self,
+        ready: Vec<ReadyCall>,
+    ) -> Vec<Result<Enqueued, InvokeError>> {
+        let Ok(queue) = self.queue() else {
+            return ready.iter().map(|_| Err(InvokeError::NoQueue)).collect();
+        };
+        // Calls made ready elsewhere are encoded here; one that cannot be answers alone.
+        let mut answers: Vec<Option<Result<Enqueued, InvokeError>>> =
+            Vec::with_capacity(ready.len());
+        let mut ids = Vec::with_capacity(ready.len());
+        let mut messages = Vec::with_capacity(ready.len());
+        for ready in ready {
+            let encoded = match ready.0 {
+                Ready::Call(call) => self.ready(call).map(|ready| ready.0),
+                encoded @ Ready::Encoded { .. } => Ok(encoded),
+            };
+            match encoded {
+                Ok(Ready::Encoded {
+                    call_id,
+                    payload,
+                    row,
+                }) => {
+                    messages.push((
+                        Message {
+                            id: call_id.clone(),
+                            payload,
+                        },
+                        row,
+                    ));
+                    ids.push(call_id);
+                    answers.push(None);
+                }
+                Ok(Ready::Call(call)) => answers.push(Some(Err(InvokeError::Invalid(format!(
+                    "call {} could not be encoded",
+                    call.call_id.unwrap_or_default()
+                ))))),
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut receipts = queue
+            .publish_batch(messages)
+            .await
+            .into_iter()
+            .zip(ids)
+            .map(|(receipt, call_id)| {
+                let receipt = receipt?;
+                Ok(Enqueued {
+                    call_id,
+                    duplicate: receipt.published == Published::Duplicate,
+                    seq: receipt.seq,
+                })
+            });
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| {
+                    receipts.next().unwrap_or_else(|| {
+                        Err(InvokeError::Invalid(
+                            "the queue answered a batch with too few receipts".to_owned(),
+                        ))
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn is_outstanding(&self, enqueued: &Enqueued) -> Result<bool, InvokeError> {
@@ -213,7 +331,7 @@ impl Invoker for Fabric {
             attempts,
             last_status,
             error.to_owned(),
-            Some(queue_request(call, &id)?),
+            Some(queue_request(call, &id)?.0),
         );
         keep_dead_letter(&**queue, &record).await
     }
@@ -255,8 +373,13 @@ mod tests {
             HeaderValue::from_static("http://127.0.0.1:9/cb"),
         );
         c.body = bytes::Bytes::from_static(b"hi");
-        let request = queue_request(&c, "id-1").expect("valid");
+        let (request, trace) = queue_request(&c, "id-1").expect("valid");
         assert_eq!(request.header["X-Call-Id"], vec!["id-1".to_owned()]);
+        assert_eq!(
+            request.header["Traceparent"],
+            vec![trace.parent.header_value()],
+            "a call without a trace context gets a fresh one"
+        );
         assert_eq!(request.header["X-Topic"], vec!["orders".to_owned()]);
         assert!(request.header.contains_key("X-Start-Time"));
         assert_eq!(request.path, "/sub");
@@ -266,6 +389,44 @@ mod tests {
         assert_eq!(
             request.callback_url.map(|u| u.to_url_string()).as_deref(),
             Some("http://127.0.0.1:9/cb")
+        );
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_kept_and_a_malformed_one_replaced() {
+        let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut c = call("echo", "/");
+        c.headers
+            .insert("traceparent", HeaderValue::from_static(sent));
+        c.headers.insert(
+            "tracestate",
+            HeaderValue::from_static("rojo=00f067aa0ba902b7"),
+        );
+        let (request, trace) = queue_request(&c, "id").expect("valid");
+        assert_eq!(request.header["Traceparent"], vec![sent.to_owned()]);
+        assert_eq!(
+            request.header["Tracestate"],
+            vec!["rojo=00f067aa0ba902b7".to_owned()]
+        );
+        assert_eq!(
+            trace.parent.trace_id_hex(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+
+        c.headers
+            .insert("traceparent", HeaderValue::from_static("00-zz-bad-01"));
+        let (request, trace) = queue_request(&c, "id").expect("valid");
+        assert_ne!(
+            request.header["Traceparent"],
+            vec!["00-zz-bad-01".to_owned()]
+        );
+        assert_ne!(
+            trace.parent.trace_id_hex(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(
+            !request.header.contains_key("Tracestate"),
+            "the state of a replaced context is dropped"
         );
     }
 

@@ -47,6 +47,7 @@ fn call(id: &str) -> Call {
         headers,
         body: Bytes::from_static(b"payload"),
         call_id: Some(id.into()),
+        source: None,
     }
 }
 
@@ -107,6 +108,132 @@ async fn a_call_made_ready_ahead_is_stored_like_an_enqueued_one() {
     assert_eq!(request.header["X-Call-Id"], ["fire-2"]);
     assert_eq!(request.header["X-Topic"], ["orders"]);
     assert!(request.header.contains_key("X-Start-Time"));
+    delivery.ack().await.expect("ack");
+}
+
+#[tokio::test]
+async fn a_batch_is_stored_in_order_with_one_answer_per_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = embedded_queue(&dir).await;
+    let fabric = Fabric::new(unreachable_gateway(), Some(queue.clone()));
+    fabric.enqueue(call("fire-b0")).await.expect("enqueue");
+    let mut bad = call("fire-bad");
+    bad.headers.insert(
+        courier_core::headers::X_CALLBACK_URL,
+        HeaderValue::from_static("not a url"),
+    );
+
+    let answers = fabric
+        .enqueue_ready_batch(vec![
+            fabric.ready(call("fire-b1")).expect("encode"),
+            // Not made ready ahead: encoded in the batch.
+            courier_invoke::ReadyCall::new(call("fire-b2")),
+            courier_invoke::ReadyCall::new(bad),
+            fabric.ready(call("fire-b0")).expect("encode"),
+        ])
+        .await;
+
+    assert_eq!(answers.len(), 4, "one answer per call");
+    let stored: Vec<(String, bool)> = answers
+        .iter()
+        .filter_map(|answer| answer.as_ref().ok())
+        .map(|e| (e.call_id.clone(), e.duplicate))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("fire-b1".to_owned(), false),
+            ("fire-b2".to_owned(), false),
+            ("fire-b0".to_owned(), true)
+        ]
+    );
+    assert!(
+        matches!(answers[2], Err(InvokeError::Invalid(_))),
+        "the bad call fails alone: {:?}",
+        answers[2]
+    );
+    let seq = answers[1]
+        .as_ref()
+        .expect("stored")
+        .seq
+        .expect("a sequence");
+    assert!(
+        fabric
+            .is_outstanding(answers[1].as_ref().expect("stored"))
+            .await
+            .expect("outstanding")
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (delivery, request) = next_request(&queue).await;
+        ids.push(request.header["X-Call-Id"][0].clone());
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(ids, ["fire-b0", "fire-b1", "fire-b2"], "stored in order");
+    assert!(!queue.is_outstanding(seq).await.expect("outstanding"));
+}
+
+#[tokio::test]
+async fn a_queued_call_has_a_ledger_record_with_its_source_and_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = embedded_queue(&dir).await;
+    let fabric = Fabric::new(unreachable_gateway(), Some(queue.clone()));
+    let ledger = courier_ledger::Ledger::new(queue.clone());
+    let mut fire = call("fire-cron");
+    fire.source = Some(courier_core::ledger::CallSource::Cron {
+        scheduled_at: "2026-12-04T10:00:00Z".into(),
+    });
+    fire.headers.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    let mut kafka = call("msg-kafka");
+    kafka.source = Some(courier_core::ledger::CallSource::Kafka {
+        topic: "orders".into(),
+        partition: 1,
+        offset: 7,
+    });
+
+    fabric.enqueue(fire).await.expect("enqueue");
+    let answers = fabric
+        .enqueue_ready_batch(vec![fabric.ready(kafka).expect("encode")])
+        .await;
+    assert!(answers[0].is_ok(), "{answers:?}");
+
+    let cron = ledger
+        .get("fire-cron")
+        .await
+        .expect("get")
+        .expect("a record");
+    assert_eq!(cron.state, courier_core::ledger::CallState::Queued);
+    assert_eq!(
+        (cron.function.as_str(), cron.namespace.as_str()),
+        ("echo", "team")
+    );
+    assert_eq!(cron.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        serde_json::to_value(&cron.source).unwrap(),
+        serde_json::json!({"kind": "cron", "scheduledAt": "2026-12-04T10:00:00Z"})
+    );
+    let kafka = ledger
+        .get("msg-kafka")
+        .await
+        .expect("get")
+        .expect("a record");
+    assert_eq!(kafka.source.kind(), "kafka");
+    assert_eq!(
+        kafka.trace_id.len(),
+        32,
+        "a fresh trace id: {}",
+        kafka.trace_id
+    );
+    // The stored request carries the trace context the record names.
+    let (delivery, request) = next_request(&queue).await;
+    assert!(
+        request.header["Traceparent"][0].contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{:?}",
+        request.header
+    );
     delivery.ack().await.expect("ack");
 }
 

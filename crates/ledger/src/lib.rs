@@ -1,0 +1,343 @@
+//! The invocation ledger: what happened to each queued call after its 202. [`Ledger`] reads
+//! and changes [`CallRecord`]s through the queue's opaque rows ([`WorkQueue::ledger_update`]
+//! and friends): the gateway writes a record with the publish and serves, waits on and
+//! cancels it; the queue worker records each attempt, the callback and the kept result.
+//!
+//! Invariant: knows the record (courier-core) and the queue's seam, never a backend: the
+//! same code runs on the embedded store and on JetStream. Serves no HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use courier_core::ledger::{CallRecord, CallState, KeptResult, Then, format_time};
+use courier_core::queue::QueueRequest;
+use courier_queue::{LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, WorkQueue};
+use futures_util::StreamExt as _;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often a wait reads the record again even when no change was signalled (a watch can
+/// miss changes while a JetStream connection is re-established).
+const WAIT_REREAD: Duration = Duration::from_secs(1);
+
+/// A ledger failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The queue failed (or the ledger is off: [`courier_queue::Error::LedgerOff`]).
+    #[error(transparent)]
+    Queue(#[from] courier_queue::Error),
+    /// A stored record cannot be read.
+    #[error("the ledger record of call {id} cannot be read: {reason}")]
+    Corrupt {
+        /// The call id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LedgerError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Queue(e) if e.is_retryable())
+    }
+
+    /// Whether the ledger is off.
+    pub fn is_off(&self) -> bool {
+        matches!(self, Self::Queue(courier_queue::Error::LedgerOff))
+    }
+}
+
+/// The ledger's result type.
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// Whether an attempt may run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// Yes: the record, now `running` with the new attempt.
+    Run(Box<CallRecord>),
+    /// The call was cancelled: settle it without running.
+    Cancelled,
+    /// The call already ended (a redelivery after its final write): settle it without
+    /// running.
+    AlreadyFinal(CallState),
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancel {
+    /// Cancelled: it will never run.
+    Cancelled(Box<CallRecord>),
+    /// No record under that id.
+    NotFound,
+    /// Too late: the call is in this state.
+    Refused(CallState),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// How long it took.
+    pub duration: Duration,
+    /// The function's status (none when no answer came).
+    pub status: Option<u16>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// What follows.
+    pub then: Then,
+}
+
+/// Which records a list returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only calls of this function (`name.namespace`).
+    pub function: Option<String>,
+    /// Only calls in this state.
+    pub state: Option<CallState>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// The ledger over one queue.
+#[derive(Clone)]
+pub struct Ledger {
+    queue: Arc<dyn WorkQueue>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ledger")
+    }
+}
+
+/// The row a record is stored as.
+pub fn row(record: &CallRecord) -> LedgerRow {
+    LedgerRow {
+        created_at_ms: record.created_at_ms(),
+        function: record.qualified_function(),
+        state: record.state.as_str().to_owned(),
+        record: Bytes::from(record.to_bytes()),
+    }
+}
+
+fn decode(id: &str, row: &LedgerRow) -> Result<CallRecord> {
+    CallRecord::from_bytes(&row.record).map_err(|e| LedgerError::Corrupt {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn put(record: &CallRecord, result: Option<Bytes>) -> LedgerChange {
+    LedgerChange::Put {
+        row: row(record),
+        result,
+    }
+}
+
+impl Ledger {
+    /// The ledger kept beside `queue`.
+    pub fn new(queue: Arc<dyn WorkQueue>) -> Self {
+        Self { queue }
+    }
+
+    /// The record of call `id` (`None`: unknown or expired).
+    pub async fn get(&self, id: &str) -> Result<Option<CallRecord>> {
+        match self.queue.ledger_get(id).await? {
+            Some(row) => Ok(Some(decode(id, &row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records matching `filter`, newest first. A record that cannot be read is left out
+    /// (and does not hide the others).
+    pub async fn list(&self, filter: &CallFilter) -> Result<Vec<CallRecord>> {
+        let rows = self
+            .queue
+            .ledger_list(&LedgerQuery {
+                function: filter.function.clone(),
+                state: filter.state.map(|s| s.as_str().to_owned()),
+                limit: filter.limit,
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| CallRecord::from_bytes(&row.record).ok())
+            .collect())
+    }
+
+    /// The record of call `id` once it is final, or as it is when `until` comes or `stop` is
+    /// cancelled (`None`: unknown or expired).
+    pub async fn wait_final(
+        &self,
+        id: &str,
+        until: Instant,
+        stop: &CancellationToken,
+    ) -> Result<Option<CallRecord>> {
+        let mut changes = self.queue.ledger_watch(id).await?;
+        loop {
+            let Some(record) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if record.state.is_final() || Instant::now() >= until {
+                return Ok(Some(record));
+            }
+            let reread = (Instant::now() + WAIT_REREAD).min(until);
+            tokio::select! {
+                changed = changes.next() => {
+                    if changed.is_none() {
+                        // The queue closed: wait out the re-read interval instead.
+                        tokio::time::sleep_until(reread).await;
+                    }
+                }
+                () = tokio::time::sleep_until(reread) => {}
+                () = stop.cancelled() => return Ok(Some(record)),
+            }
+        }
+    }
+
+    /// Cancels call `id` if it has not started.
+    pub async fn cancel(&self, id: &str) -> Result<Cancel> {
+        let now = format_time(OffsetDateTime::now_utc());
+        let marker = now.clone();
+        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
+            let Some(mut record) = current.and_then(|row| CallRecord::from_bytes(&row.record).ok())
+            else {
+                return LedgerChange::Keep;
+            };
+            if record.state != CallState::Queued {
+                return LedgerChange::Keep;
+            }
+            record.state = CallState::Cancelled;
+            record.updated_at = marker.clone();
+            put(&record, None)
+        });
+        let Some(row) = self.queue.ledger_update(id, update, true).await? else {
+            return Ok(Cancel::NotFound);
+        };
+        let record = decode(id, &row)?;
+        if record.state == CallState::Cancelled && record.updated_at == now {
+            Ok(Cancel::Cancelled(Box::new(record)))
+        } else {
+            Ok(Cancel::Refused(record.state))
+        }
+    }
+
+    /// The kept result of call `id`.
+    pub async fn result(&self, id: &str) -> Result<Option<KeptResult>> {
+        match self.queue.ledger_result(id).await? {
+            Some(bytes) => {
+                KeptResult::decode(&bytes)
+                    .map(Some)
+                    .map_err(|reason| LedgerError::Corrupt {
+                        id: id.to_owned(),
+                        reason,
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// An attempt of the queued call `id` (the queue's message id) is about to start: records
+    /// it, unless the call was cancelled or already ended. A call without a record (written
+    /// by an OpenFaaS gateway, or expired) gets one rebuilt from `request`.
+    pub async fn begin_attempt(&self, id: &str, request: &QueueRequest) -> Result<Begin> {
+        let now = OffsetDateTime::now_utc();
+        let started = format_time(now);
+        let request = request.clone();
+        let owned_id = id.to_owned();
+        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
+            let mut record = current
+                .and_then(|row| CallRecord::from_bytes(&row.record).ok())
+                .unwrap_or_else(|| CallRecord::from_queue_request(&owned_id, &request, now));
+            match record.begin_attempt(now) {
+                Ok(()) => put(&record, None),
+                Err(_) => LedgerChange::Keep,
+            }
+        });
+        let row = self
+            .queue
+            .ledger_update(id, update, false)
+            .await?
+            .ok_or_else(|| LedgerError::Corrupt {
+                id: id.to_owned(),
+                reason: "the queue kept no record after writing one".into(),
+            })?;
+        let record = decode(id, &row)?;
+        let ours = record
+            .attempts
+            .last()
+            .is_some_and(|attempt| attempt.started_at == started);
+        Ok(match record.state {
+            CallState::Running if ours => Begin::Run(Box::new(record)),
+            CallState::Cancelled => Begin::Cancelled,
+            state if state.is_final() => Begin::AlreadyFinal(state),
+            // Another delivery of the same call began at the same moment, or the record
+            // could not be advanced: run anyway (at least once).
+            _ => Begin::Run(Box::new(record)),
+        })
+    }
+
+    /// The current attempt of call `id` ended; `kept` is its result when the call keeps one.
+    pub async fn finish_attempt(
+        &self,
+        id: &str,
+        request: &QueueRequest,
+        finish: Finish,
+        kept: Option<KeptResult>,
+    ) -> Result<CallRecord> {
+        let now = OffsetDateTime::now_utc();
+        let request = request.clone();
+        let owned_id = id.to_owned();
+        let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
+        let summary = kept.as_ref().map(KeptResult::summary);
+        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
+            let mut record = current
+                .and_then(|row| CallRecord::from_bytes(&row.record).ok())
+                .unwrap_or_else(|| CallRecord::from_queue_request(&owned_id, &request, now));
+            record.finish_attempt(
+                now,
+                finish.duration,
+                finish.status,
+                finish.error.clone(),
+                finish.then,
+            );
+            if summary.is_some() {
+                record.result.clone_from(&summary);
+            }
+            put(&record, result.clone())
+        });
+        let row = self
+            .queue
+            .ledger_update(id, update, false)
+            .await?
+            .ok_or_else(|| LedgerError::Corrupt {
+                id: id.to_owned(),
+                reason: "the queue kept no record after writing one".into(),
+            })?;
+        decode(id, &row)
+    }
+
+    /// The callback of call `id` was posted `attempts` times; `status` was the receiver's
+    /// last answer.
+    pub async fn record_callback(
+        &self,
+        id: &str,
+        attempts: u32,
+        status: Option<u16>,
+        delivered: bool,
+    ) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
+            let Some(mut record) = current.and_then(|row| CallRecord::from_bytes(&row.record).ok())
+            else {
+                return LedgerChange::Keep;
+            };
+            record.record_callback(now, attempts, status, delivered);
+            put(&record, None)
+        });
+        self.queue.ledger_update(id, update, false).await?;
+        Ok(())
+    }
+}
