@@ -3,17 +3,22 @@
 //! `X-Call-Id` only once the queue confirmed it is stored. Unknown functions are 404 (a
 //! deliberate difference from OpenFaaS CE); an unparsable `X-Callback-Url` is 400; a body past
 //! the limit is 413; a queue that cannot store the call is 503, never a silent 202.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//!
+//! The call carries a W3C trace context (the caller's `traceparent`, or a fresh one) in its
+//! stored headers, and its ledger record (`queued`, source `async`) is written with the
+//! publish, in the same queue commit.
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
+use courier_core::ledger::{CallRecord, CallSource, check_call_id};
 use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
+use courier_core::trace::TraceContext;
 use courier_queue::{Message, Published};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
+use time::OffsetDateTime;
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -68,6 +73,17 @@ async fn accept(
             Some(GoUrl::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
+    // The call id is the ledger's key: a caller's must be one the ledger can address.
+    let caller_id = match request.headers().get(X_CALL_ID) {
+        None => None,
+        Some(id) => {
+            let text = id
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Call-Id is not valid text".into()))?;
+            check_call_id(text).map_err(|e| ApiError::BadRequest(format!("X-Call-Id: {e}")))?;
+            Some(id.clone())
+        }
+    };
     let (segment, rest, query) = (
         segment.to_owned(),
         rest.to_owned(),
@@ -93,27 +109,36 @@ async fn accept(
     };
 
     let headers = &mut parts.headers;
-    let call_id = match headers.get(X_CALL_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-            HeaderValue::from_str(text).expect("a uuid is a valid header value")
-        }
-    };
-    let start_nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let start = HeaderValue::from(u64::try_from(start_nanos).unwrap_or(u64::MAX));
+    let call_id = caller_id.unwrap_or_else(|| {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(text).expect("a uuid is a valid header value")
+    });
+    // One clock read: X-Start-Time and the record's createdAt are the same instant.
+    let now = OffsetDateTime::now_utc();
+    let start_nanos = u64::try_from(now.unix_timestamp_nanos()).unwrap_or_default();
+    let start = HeaderValue::from(start_nanos);
     headers.insert(X_CALL_ID, call_id.clone());
     headers.append(X_START_TIME, start.clone());
+    // The caller's trace context when it is valid; a fresh one otherwise (a malformed
+    // `traceparent` is replaced and its `tracestate` dropped, never stored).
+    let trace = TraceContext::from_headers(headers).unwrap_or_else(mint_trace);
+    trace.apply(headers);
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
     let stored = stored_headers(headers);
+    let id = call_id.to_str().unwrap_or_default().to_owned();
+    let record = CallRecord::queued(
+        &id,
+        &segment,
+        CallSource::Async,
+        now,
+        trace.parent.trace_id_hex(),
+        callback_url.as_ref().map(GoUrl::to_url_string),
+    );
     let call = QueueRequest {
         header: stored,
         host,
@@ -127,13 +152,15 @@ async fn accept(
     };
     let payload = serde_json::to_vec(&call)
         .map_err(|e| ApiError::Internal(format!("encoding the queued call: {e}")))?;
-    let id = call_id.to_str().unwrap_or_default().to_owned();
+    let message = Message {
+        id: id.clone(),
+        payload: payload.into(),
+    };
+    // The record rides on the publish's own commit: no second write, no second fsync.
     match queue
-        .publish(Message {
-            id: id.clone(),
-            payload: payload.into(),
-        })
+        .publish_recorded(message, Some(courier_ledger::row(&record)))
         .await
+        .map(|receipt| receipt.published)
     {
         Ok(Published::Stored) => {
             gateway.metrics.submitted.inc();
@@ -156,4 +183,13 @@ async fn accept(
         Err(e) => return Err(ApiError::Internal(format!("storing the call: {e}"))),
     }
     Ok((call_id, start))
+}
+
+/// A fresh trace context: random trace and span ids (uuid v4's random source).
+pub(crate) fn mint_trace() -> TraceContext {
+    let trace_id = uuid::Uuid::new_v4().into_bytes();
+    let span = uuid::Uuid::new_v4().into_bytes();
+    let mut span_id = [0u8; 8];
+    span_id.copy_from_slice(&span[..8]);
+    TraceContext::mint(trace_id, span_id)
 }

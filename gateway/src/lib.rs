@@ -2,7 +2,9 @@
 //!
 //! It owns routing, basic authentication of `/system/*`, decoding and validating management
 //! requests, the synchronous invocation proxy (`/function/{name}`: streaming, pooled,
-//! timeouts, scale-from-zero) and the OpenFaaS-named Prometheus metrics.
+//! timeouts, scale-from-zero), asynchronous invocation into the queue with its ledger record
+//! and trace context, the invocation ledger's API (`/system/calls`) and the OpenFaaS-named
+//! Prometheus metrics.
 //!
 //! Invariant: the gateway knows only the [`Provider`] seam. It never knows whether functions
 //! are processes or Kubernetes pods, and never touches the data directory.
@@ -94,6 +96,11 @@ pub struct Gateway {
     provider: Arc<dyn Provider>,
     /// Where `/async-function` stores calls; `None` disables asynchronous invocation.
     queue: Option<Arc<dyn WorkQueue>>,
+    /// The invocation ledger kept beside `queue` (`/system/calls`).
+    ledger: Option<courier_ledger::Ledger>,
+    /// Cancelled when the server stops: ends long polls (`/system/calls/{id}?wait=`) so open
+    /// connections can drain.
+    stopping: CancellationToken,
     config: GatewayConfig,
     client: Client<HttpConnector, invoke::UpstreamBody>,
     metrics: Metrics,
@@ -119,9 +126,12 @@ impl Gateway {
             .pool_max_idle_per_host(256)
             .build(connector);
         let metrics = Metrics::register(registry, &config.version)?;
+        let ledger = queue.clone().map(courier_ledger::Ledger::new);
         Ok(Arc::new(Self {
             provider,
             queue,
+            ledger,
+            stopping: CancellationToken::new(),
             config,
             client,
             metrics,

@@ -98,6 +98,8 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
+    // Long polls answer now with what they have, so their connections can finish.
+    gateway.stopping.cancel();
     connections.shutdown().await;
     Ok(())
 }

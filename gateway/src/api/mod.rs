@@ -1,5 +1,6 @@
 //! The route table and the management (`/system/*`) handlers.
 
+mod calls;
 mod dead_letters;
 mod functions;
 mod logs;
@@ -57,6 +58,12 @@ pub(crate) fn router(
             "/system/dead-letters/{call_id}/replay",
             post(dead_letters::replay),
         )
+        .route("/system/calls", get(calls::list))
+        .route(
+            "/system/calls/{call_id}",
+            get(calls::show).delete(calls::cancel),
+        )
+        .route("/system/calls/{call_id}/result", get(calls::result))
         .with_state(gateway.clone())
         .merge(extra)
         .route_layer(axum::middleware::from_fn_with_state(
