@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use courier_core::headers::HOP_BY_HOP;
+use courier_core::trace::TraceContext;
 
 use crate::config::WorkerConfig;
 use crate::invoke::Outcome;
@@ -19,22 +20,43 @@ pub(crate) struct CallbackInfo<'a> {
     pub(crate) attempts: u64,
     /// Attempts allowed.
     pub(crate) max_attempts: u64,
+    /// The call's trace context: each post is sent it with a fresh parent span id.
+    pub(crate) trace: &'a TraceContext,
 }
 
-/// Whether the receiver took the callback (any answer but 408, 429 or 5xx).
-fn delivered(status: u16) -> bool {
-    !(status == 408 || status == 429 || status >= 500)
+/// How the callback went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Posted {
+    /// Posts made.
+    pub(crate) attempts: u32,
+    /// The receiver's last answer (`None` when it never answered).
+    pub(crate) status: Option<u16>,
+    /// Whether the receiver took it (answered 2xx). A final refusal (a 4xx other than 408
+    /// and 429) ends the posts too, undelivered.
+    pub(crate) delivered: bool,
 }
 
-/// Posts the outcome; returns whether the receiver took it within the configured attempts.
+/// Whether a post answered `status` is tried again (408, 429 and 5xx: the receiver may take
+/// it later); any other answer is final.
+fn retried(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+/// Posts the outcome until the receiver takes it or the configured attempts run out.
 pub(crate) async fn post(
     client: &reqwest::Client,
     config: &WorkerConfig,
     info: &CallbackInfo<'_>,
     outcome: &Outcome,
-) -> bool {
+) -> Posted {
     let mut delay = Duration::from_millis(200);
+    let mut posted = Posted {
+        attempts: 0,
+        status: None,
+        delivered: false,
+    };
     for attempt in 1..=config.callback_attempts.max(1) {
+        posted.attempts = attempt;
         let mut headers = http::HeaderMap::new();
         for (name, value) in &outcome.headers {
             if name == http::header::CONTENT_LENGTH || HOP_BY_HOP.contains(name) {
@@ -62,21 +84,33 @@ pub(crate) async fn post(
                 headers.insert(http::HeaderName::from_static(name), value);
             }
         }
+        // The call's trace, not one the function may have answered with.
+        crate::trace::next_hop(info.trace).apply(&mut headers);
         let rb = client
             .post(info.url)
             .timeout(config.callback_timeout)
             .headers(headers)
             .body(outcome.body.clone());
         match rb.send().await {
-            Ok(resp) if delivered(resp.status().as_u16()) => return true,
-            Ok(resp) => tracing::warn!(
-                call_id = info.call_id,
-                status = resp.status().as_u16(),
-                attempt,
-                "Callback refused."
-            ),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                posted.status = Some(status);
+                if !retried(status) {
+                    posted.delivered = resp.status().is_success();
+                    if !posted.delivered {
+                        tracing::warn!(
+                            call_id = info.call_id,
+                            status,
+                            attempt,
+                            "Callback refused for good."
+                        );
+                    }
+                    return posted;
+                }
+                tracing::warn!(call_id = info.call_id, status, attempt, "Callback refused.");
+            }
             Err(e) => {
-                tracing::warn!(call_id = info.call_id, error = %e, attempt, "Callback failed.")
+                tracing::warn!(call_id = info.call_id, error = %e, attempt, "Callback failed.");
             }
         }
         if attempt < config.callback_attempts {
@@ -84,5 +118,5 @@ pub(crate) async fn post(
             delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
-    false
+    posted
 }

@@ -28,6 +28,10 @@ pub struct WorkerConfig {
     pub callback_timeout: Duration,
     /// On shutdown, how long in-flight calls may take to finish before they are handed back.
     pub drain_timeout: Duration,
+    /// Largest function answer body kept in the ledger for a call that keeps its result
+    /// (`--ledger-max-result-bytes`); a larger one is kept cut to this size and marked
+    /// truncated.
+    pub ledger_max_result_bytes: usize,
 }
 
 impl Default for WorkerConfig {
@@ -43,6 +47,7 @@ impl Default for WorkerConfig {
             callback_attempts: 5,
             callback_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            ledger_max_result_bytes: 256 * 1024,
         }
     }
 }

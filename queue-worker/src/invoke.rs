@@ -6,11 +6,27 @@ use bytes::Bytes;
 use courier_core::headers::HOP_BY_HOP;
 use courier_core::queue::QueueRequest;
 use courier_core::retry::parse_retry_after;
+use courier_core::trace::TraceContext;
 use courier_invoke::{Answer, FunctionCaller};
 use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::config::WorkerConfig;
+
+/// The header by which a caller asks for this call's result to be kept in the ledger
+/// (`true`); it is the worker's to read and is not forwarded to the function.
+pub(crate) const KEEP_RESULT_HEADER: &str = "X-Courier-Keep-Result";
+
+/// Whether the queued call asked for its result to be kept (`X-Courier-Keep-Result: true`,
+/// any case).
+pub(crate) fn keep_result_requested(request: &QueueRequest) -> bool {
+    request
+        .header
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(KEEP_RESULT_HEADER))
+        .flat_map(|(_, values)| values)
+        .any(|value| value.trim().eq_ignore_ascii_case("true"))
+}
 
 /// What one attempt gave.
 #[derive(Debug)]
@@ -61,8 +77,13 @@ pub(crate) fn function_url(gateway: &str, request: &QueueRequest) -> String {
     url
 }
 
-/// The `/function/...` request for a queued call: its method, path, query, headers and body.
-fn function_request(request: &QueueRequest) -> Result<http::Request<Bytes>, String> {
+/// The `/function/...` request for a queued call: its method, path, query, headers and body,
+/// with `trace` (this attempt's context) in place of the stored `traceparent` and
+/// `tracestate`, and without the worker's own `X-Courier-Keep-Result`.
+fn function_request(
+    request: &QueueRequest,
+    trace: &TraceContext,
+) -> Result<http::Request<Bytes>, String> {
     let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or(http::Method::POST);
     let uri = function_url("", request);
     let mut builder = http::Request::builder().method(method).uri(uri);
@@ -71,6 +92,8 @@ fn function_request(request: &QueueRequest) -> Result<http::Request<Bytes>, Stri
         if lower == "host"
             || lower == "content-length"
             || HOP_BY_HOP.iter().any(|h| h.as_str() == lower)
+            || crate::trace::is_trace_header(&lower)
+            || lower.eq_ignore_ascii_case(KEEP_RESULT_HEADER)
         {
             continue;
         }
@@ -78,18 +101,21 @@ fn function_request(request: &QueueRequest) -> Result<http::Request<Bytes>, Stri
             builder = builder.header(name.as_str(), value.as_str());
         }
     }
-    builder
+    let mut http_request = builder
         .body(Bytes::from(request.body.clone()))
-        .map_err(|e| format!("the queued call is not a valid request: {e}"))
+        .map_err(|e| format!("the queued call is not a valid request: {e}"))?;
+    trace.apply(http_request.headers_mut());
+    Ok(http_request)
 }
 
-/// Invokes the function once.
+/// Invokes the function once, sending it `trace`.
 pub(crate) async fn invoke(
     caller: &dyn FunctionCaller,
     config: &WorkerConfig,
     request: &QueueRequest,
+    trace: &TraceContext,
 ) -> Outcome {
-    let http_request = match function_request(request) {
+    let http_request = match function_request(request, trace) {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
@@ -121,6 +147,67 @@ pub(crate) async fn invoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use courier_core::trace::TraceParent;
+
+    const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn stored_call(headers: &[(&str, &str)]) -> QueueRequest {
+        let mut request = QueueRequest {
+            function: "echo".into(),
+            method: "POST".into(),
+            body: b"hi".to_vec(),
+            ..QueueRequest::default()
+        };
+        for (name, value) in headers {
+            request
+                .header
+                .entry((*name).to_owned())
+                .or_default()
+                .push((*value).to_owned());
+        }
+        request
+    }
+
+    #[test]
+    fn the_function_gets_the_attempt_traceparent_not_the_stored_one() {
+        let request = stored_call(&[
+            ("Traceparent", SENT),
+            ("Tracestate", "rojo=1"),
+            ("X-Custom", "kept"),
+        ]);
+        let stored = crate::trace::stored(&request).unwrap();
+        let attempt = crate::trace::next_hop(&stored);
+        let sent = function_request(&request, &attempt).unwrap();
+        let headers = sent.headers();
+        assert_eq!(headers.get_all("traceparent").iter().count(), 1);
+        let parent = TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+        assert_eq!(parent.trace_id, stored.parent.trace_id, "the same trace");
+        assert_ne!(parent.parent_id, stored.parent.parent_id, "a new parent");
+        assert_eq!(parent, attempt.parent);
+        assert_eq!(headers["tracestate"], "rojo=1");
+        assert_eq!(headers["x-custom"], "kept");
+        assert_eq!(sent.body().as_ref(), b"hi");
+    }
+
+    #[test]
+    fn the_keep_result_header_is_read_by_the_worker_and_not_forwarded() {
+        let request = stored_call(&[("X-Courier-Keep-Result", "true"), ("X-Custom", "kept")]);
+        assert!(keep_result_requested(&request));
+        let context = courier_core::trace::TraceContext::mint([1; 16], [2; 8]);
+        let sent = function_request(&request, &context).unwrap();
+        assert!(!sent.headers().contains_key("x-courier-keep-result"));
+        assert_eq!(sent.headers()["x-custom"], "kept");
+
+        assert!(keep_result_requested(&stored_call(&[(
+            "x-courier-keep-result",
+            " TRUE "
+        )])));
+        assert!(!keep_result_requested(&stored_call(&[(
+            "X-Courier-Keep-Result",
+            "false"
+        )])));
+        assert!(!keep_result_requested(&stored_call(&[])));
+    }
 
     #[test]
     fn the_call_goes_to_the_gateway_function_route_with_path_and_query() {

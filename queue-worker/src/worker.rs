@@ -2,12 +2,21 @@
 //! a global and a per-function cap, park deliveries of functions at their cap (kept alive),
 //! and on shutdown stop fetching, let running calls finish within the drain deadline and hand
 //! back everything else.
+//!
+//! Each call's story goes to the invocation ledger on the way: an attempt begins (a cancelled
+//! or already finished call is settled without running, unless it finished but its callback
+//! was never posted: then it runs again for the callback), the attempt ends (retrying, or
+//! final with its kept result, written before the callback so a waiting caller hears at
+//! once), the callback's outcome. On the worker side the ledger is best effort: see
+//! [`Worker::recorded`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use courier_core::ledger::{KeptResult, Then};
 use courier_core::queue::{DeadLetterRecord, QueueRequest};
+use courier_ledger::{Begin, Finish, Ledger, LedgerError};
 use courier_queue::{Delivery, WorkQueue};
 use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -20,6 +29,7 @@ use crate::config::WorkerConfig;
 use crate::invoke::{self, Outcome};
 use crate::metrics::WorkerMetrics;
 use crate::policies::Policies;
+use crate::trace;
 use courier_invoke::{FunctionCaller, GatewayHttp, dead_letter_record, keep_dead_letter};
 
 /// How often `queue_worker_pending_messages` is refreshed.
@@ -28,10 +38,14 @@ const PENDING_REFRESH: Duration = Duration::from_secs(1);
 /// How long one fetch waits for work before the loop looks around again.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
+/// Longest a ledger write may take before the worker carries on without it.
+const LEDGER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Consumes one WorkQueue.
 #[derive(Debug)]
 pub struct Worker {
     queue: Arc<dyn WorkQueue>,
+    ledger: Ledger,
     config: WorkerConfig,
     client: reqwest::Client,
     caller: Arc<dyn FunctionCaller>,
@@ -87,6 +101,7 @@ impl Worker {
         let caller =
             caller.unwrap_or_else(|| Arc::new(GatewayHttp::new(client.clone(), &config.gateway)));
         Ok(Arc::new(Self {
+            ledger: Ledger::new(queue.clone()),
             queue,
             config,
             client,
@@ -245,7 +260,10 @@ impl Worker {
         abandon: CancellationToken,
         _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) {
-        let Job { delivery, request } = job;
+        let Job {
+            delivery,
+            mut request,
+        } = job;
         let started = Instant::now();
         let call_id = request
             .header
@@ -253,7 +271,43 @@ impl Worker {
             .and_then(|v| v.first())
             .cloned()
             .unwrap_or_else(|| delivery.message.id.clone());
+        // The ledger's key is the message id (a replay has its own record; its request keeps
+        // the original X-Call-Id for the callback).
+        let ledger_id = delivery.message.id.clone();
         let function = request.function.clone();
+        let call_trace = trace::ensure(&mut request, &call_id);
+        let begun = self
+            .recorded(
+                &delivery,
+                "begin_attempt",
+                self.ledger.begin_attempt(&ledger_id, &request),
+            )
+            .await;
+        // `rerun`: the call ended (its final record is written) but the worker stopped
+        // before its callback was posted; it runs again so the callback is not lost (at least
+        // once, as without a ledger), and its final record is left as it is.
+        let (skipped, rerun) = match begun {
+            Some(Begin::Cancelled) => (Some("cancelled"), false),
+            Some(Begin::AlreadyFinal(state)) => {
+                if self.callback_pending(&delivery, &ledger_id, &request).await {
+                    (None, true)
+                } else {
+                    (Some(state.as_str()), false)
+                }
+            }
+            Some(Begin::Run(_)) | None => (None, false),
+        };
+        if let Some(state) = skipped {
+            tracing::info!(call_id = %call_id, function = %function, state, "Queued call is already settled in the ledger; not run.");
+            if let Err(e) = delivery.ack().await {
+                tracing::warn!(call_id = %call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
+            }
+            self.metrics.processed.inc();
+            return;
+        }
+        if rerun {
+            tracing::info!(call_id = %call_id, function = %function, "Queued call ended but its callback was never posted; running it again for the callback.");
+        }
         let gauge = self
             .metrics
             .inflight
@@ -264,28 +318,110 @@ impl Worker {
             .get(&self.client, &self.config, &function)
             .await;
         let attempt = delivery.attempt;
+        let attempt_started = Instant::now();
+        let attempt_trace = trace::next_hop(&call_trace);
         let outcome = tokio::select! {
-            outcome = self.keeping_alive(&delivery, invoke::invoke(self.caller.as_ref(), &self.config, &request)) => outcome,
+            outcome = self.keeping_alive(&delivery, invoke::invoke(self.caller.as_ref(), &self.config, &request, &attempt_trace)) => outcome,
             () = abandon.cancelled() => {
                 gauge.dec();
+                let handed_back = Finish {
+                    duration: attempt_started.elapsed(),
+                    status: None,
+                    error: Some("handed back: the worker stopped before the attempt ended".into()),
+                    then: Then::RetryAfter(Duration::ZERO),
+                };
+                if !rerun {
+                    self.recorded(&delivery, "finish_attempt", self.ledger.finish_attempt(&ledger_id, &request, handed_back, None)).await;
+                }
                 let _ = delivery.retry_after(Duration::ZERO).await;
                 return;
             }
         };
         gauge.dec();
-        if policy.should_retry(outcome.status, attempt) {
-            let delay = policy.delay(attempt, outcome.retry_after, jitter());
+        let attempt_took = attempt_started.elapsed();
+        let retry = &policy.retry;
+        if retry.should_retry(outcome.status, attempt) {
+            let delay = retry.delay(attempt, outcome.retry_after, jitter());
             tracing::info!(call_id = %call_id, function = %function, attempt, status = outcome.status, delay_ms = delay.as_millis() as u64, "Call failed; retrying later.");
             self.metrics
                 .retries
                 .with_label_values(&[function.as_str()])
                 .inc();
+            // Recorded before the retry is scheduled, so the next attempt cannot begin first.
+            if !rerun {
+                let finish = attempt_finish(&outcome, attempt_took, Then::RetryAfter(delay));
+                self.recorded(
+                    &delivery,
+                    "finish_attempt",
+                    self.ledger
+                        .finish_attempt(&ledger_id, &request, finish, None),
+                )
+                .await;
+            }
             if let Err(e) = delivery.retry_after(delay).await {
                 tracing::warn!(call_id = %call_id, error = %e, "Could not schedule the retry; the queue will redeliver after the lease.");
             }
             return;
         }
-        let exhausted = outcome.status.is_none_or(|s| policy.codes.contains(&s));
+        let exhausted = outcome.status.is_none_or(|s| retry.codes.contains(&s));
+        if exhausted {
+            // The letter is kept before the ledger says `dead-lettered`: a redelivery of a
+            // call the ledger calls final is settled without running, so the letter must
+            // already exist.
+            let letter = dead_letter_record(
+                &call_id,
+                &function,
+                attempt,
+                outcome.status,
+                outcome.error.clone().unwrap_or_default(),
+                Some(request.clone()),
+            );
+            if let Err(e) = keep_dead_letter(&*self.queue, &letter).await {
+                tracing::error!(call_id = %call_id, error = %e, "Could not keep the dead letter; the call will be delivered again after its lease.");
+                let error = format!(
+                    "{}; the dead letter could not be kept ({e}): the call comes back after its lease",
+                    outcome.error.as_deref().unwrap_or("no answer")
+                );
+                let finish = Finish {
+                    error: Some(error),
+                    ..attempt_finish(
+                        &outcome,
+                        attempt_took,
+                        Then::RetryAfter(self.config.ack_wait),
+                    )
+                };
+                if !rerun {
+                    self.recorded(
+                        &delivery,
+                        "finish_attempt",
+                        self.ledger
+                            .finish_attempt(&ledger_id, &request, finish, None),
+                    )
+                    .await;
+                }
+                return;
+            }
+        }
+        let kept = (policy.keep_result || invoke::keep_result_requested(&request))
+            .then(|| kept_result(&outcome, self.config.ledger_max_result_bytes))
+            .flatten();
+        let then = if exhausted {
+            Then::DeadLetter
+        } else {
+            Then::Done
+        };
+        // The final record goes first: a caller waiting on the call hears as soon as the
+        // function is done, not after the callback.
+        if !rerun {
+            let finish = attempt_finish(&outcome, attempt_took, then);
+            self.recorded(
+                &delivery,
+                "finish_attempt",
+                self.ledger
+                    .finish_attempt(&ledger_id, &request, finish, kept),
+            )
+            .await;
+        }
         if let Some(url) = &request.callback_url {
             let url = url.to_url_string();
             let info = CallbackInfo {
@@ -294,7 +430,8 @@ impl Worker {
                 function: &function,
                 duration: started.elapsed(),
                 attempts: attempt,
-                max_attempts: policy.attempts,
+                max_attempts: retry.attempts,
+                trace: &call_trace,
             };
             let posted = self
                 .keeping_alive(
@@ -302,11 +439,26 @@ impl Worker {
                     callback::post(&self.client, &self.config, &info, &outcome),
                 )
                 .await;
-            let result = if posted { "delivered" } else { "failed" };
+            let result = if posted.delivered {
+                "delivered"
+            } else {
+                "failed"
+            };
             self.metrics.callbacks.with_label_values(&[result]).inc();
-            if !posted {
-                tracing::error!(call_id = %call_id, callback = %url, "Callback not delivered after every attempt.");
+            if !posted.delivered {
+                tracing::error!(call_id = %call_id, callback = %url, attempts = posted.attempts, status = posted.status, "Callback not delivered.");
             }
+            self.recorded(
+                &delivery,
+                "record_callback",
+                self.ledger.record_callback(
+                    &ledger_id,
+                    posted.attempts,
+                    posted.status,
+                    posted.delivered,
+                ),
+            )
+            .await;
         }
         if exhausted {
             log_dead_letter(&call_id, &function, attempt, &outcome);
@@ -314,15 +466,7 @@ impl Worker {
                 .dead_letters
                 .with_label_values(&[function.as_str()])
                 .inc();
-            let record = dead_letter_record(
-                &call_id,
-                &function,
-                attempt,
-                outcome.status,
-                outcome.error.clone().unwrap_or_default(),
-                Some(request),
-            );
-            self.give_up(delivery, &record).await;
+            self.settle_dead_letter(delivery, &call_id).await;
             return;
         }
         tracing::info!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
@@ -330,6 +474,27 @@ impl Worker {
             tracing::warn!(call_id = %call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
         }
         self.metrics.processed.inc();
+    }
+
+    /// Whether call `id`, which the ledger says has ended, has a callback that was never
+    /// posted: the worker that ran it stopped between the final record and the callback.
+    /// When the record cannot be read, a call with a callback counts as pending (a
+    /// duplicate callback is better than a lost one).
+    async fn callback_pending(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        request: &QueueRequest,
+    ) -> bool {
+        if request.callback_url.is_none() {
+            return false;
+        }
+        match self.recorded(delivery, "get", self.ledger.get(id)).await {
+            Some(Some(record)) => record
+                .callback
+                .is_some_and(|callback| callback.attempts == 0),
+            Some(None) | None => true,
+        }
     }
 
     /// Keeps `record` as a dead letter, then removes the delivery from the queue. When the
@@ -340,10 +505,45 @@ impl Worker {
             tracing::error!(call_id = %record.call_id, error = %e, "Could not keep the dead letter; the call will be delivered again after its lease.");
             return;
         }
+        self.settle_dead_letter(delivery, &record.call_id).await;
+    }
+
+    /// Removes a delivery whose dead letter is kept from the queue.
+    async fn settle_dead_letter(&self, delivery: Delivery, call_id: &str) {
         if let Err(e) = delivery.dead_letter().await {
-            tracing::warn!(call_id = %record.call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
+            tracing::warn!(call_id = %call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
         }
         self.metrics.processed.inc();
+    }
+
+    /// Runs a ledger write (`what`, for the log) while keeping `delivery`'s lease alive.
+    ///
+    /// On the worker side the ledger is best effort: a call is never held up or lost for
+    /// it. With the ledger off (`--ledger-retention 0`) the write is skipped silently; any
+    /// other failure, or no answer within [`LEDGER_TIMEOUT`], is logged as a warning and the
+    /// call carries on (`None`): the record then shows an earlier step, never a wrong one
+    /// (an attempt that never recorded its end is marked abandoned by the next one).
+    async fn recorded<T>(
+        &self,
+        delivery: &Delivery,
+        what: &'static str,
+        write: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Option<T> {
+        match self
+            .keeping_alive(delivery, tokio::time::timeout(LEDGER_TIMEOUT, write))
+            .await
+        {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) if e.is_off() => None,
+            Ok(Err(e)) => {
+                tracing::warn!(call_id = %delivery.message.id, ledger = what, error = %e, "Ledger write failed; the call carries on without it.");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(call_id = %delivery.message.id, ledger = what, timeout_ms = LEDGER_TIMEOUT.as_millis() as u64, "Ledger write timed out; the call carries on without it.");
+                None
+            }
+        }
     }
 
     /// Runs `work` while keeping `delivery`'s lease alive.
@@ -368,6 +568,27 @@ async fn keep_alive(parked: &HashMap<String, VecDeque<Job>>) {
     for job in parked.values().flatten() {
         let _ = job.delivery.keep_alive().await;
     }
+}
+
+/// How an attempt that gave `outcome` after `took` ended, for the ledger.
+fn attempt_finish(outcome: &Outcome, took: Duration, then: Then) -> Finish {
+    Finish {
+        duration: took,
+        status: outcome.status,
+        error: outcome.error.clone(),
+        then,
+    }
+}
+
+/// The function's answer as the ledger keeps it (nothing when it never answered).
+fn kept_result(outcome: &Outcome, max_bytes: usize) -> Option<KeptResult> {
+    let status = outcome.status?;
+    Some(KeptResult::capture(
+        status,
+        &outcome.headers,
+        &outcome.body,
+        max_bytes,
+    ))
 }
 
 fn log_dead_letter(call_id: &str, function: &str, attempts: u64, outcome: &Outcome) {
