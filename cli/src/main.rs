@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod component;
+mod ledger_args;
 mod password;
 mod queue_worker;
 mod runtime;
@@ -65,6 +66,9 @@ enum Command {
     Secret(commands::secret::SecretArgs),
     /// Inspect, replay or purge the dead letters of queued calls.
     Dlq(commands::dlq::DlqArgs),
+    /// Follow queued calls in the invocation ledger: list, show, wait for, read the result
+    /// of, or cancel them.
+    Calls(commands::calls::CallsArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,13 +110,164 @@ fn main() -> ExitCode {
             Command::Remove(args) => commands::remove::run(args).await,
             Command::Secret(args) => commands::secret::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
+            Command::Calls(args) => commands::calls::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("courier: {e:#}");
-            ExitCode::FAILURE
+            // A wait that ended without success has its own status (1 unsuccessful, 2 timeout).
+            e.downcast_ref::<commands::calls::WaitEnded>()
+                .map_or(ExitCode::FAILURE, |ended| ExitCode::from(ended.exit_code()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// Every process that opens the queue, with what else it needs to parse.
+    const QUEUE_PROCESSES: [&[&str]; 6] = [
+        &["up"],
+        &["gateway"],
+        &["queue-worker", "--queue", "file:///tmp/queue.redb"],
+        &["scheduler", "--queue", "nats://127.0.0.1:4222"],
+        &["connector", "kafka", "--queue", "nats://127.0.0.1:4222"],
+        &["connector", "amqp", "--queue", "nats://127.0.0.1:4222"],
+    ];
+
+    fn argv<'a>(process: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        std::iter::once("courier")
+            .chain(process.iter().copied())
+            .chain(extra.iter().copied())
+            .collect()
+    }
+
+    /// The matches of the innermost subcommand (`connector kafka` → `kafka`'s).
+    fn innermost(matches: &clap::ArgMatches) -> &clap::ArgMatches {
+        match matches.subcommand() {
+            Some((_, sub)) => innermost(sub),
+            None => matches,
+        }
+    }
+
+    #[test]
+    fn every_process_that_opens_the_queue_takes_the_ledger_flags() {
+        for process in QUEUE_PROCESSES {
+            let matches = Cli::command()
+                .try_get_matches_from(argv(
+                    process,
+                    &[
+                        "--ledger-retention",
+                        "2h",
+                        "--ledger-max-records",
+                        "10",
+                        "--ledger-max-result-bytes",
+                        "1024",
+                    ],
+                ))
+                .unwrap_or_else(|e| panic!("{process:?}: {e}"));
+            let args = innermost(&matches);
+            assert_eq!(
+                args.get_one::<Duration>("ledger_retention"),
+                Some(&Duration::from_secs(7200)),
+                "{process:?}"
+            );
+            assert_eq!(
+                args.get_one::<u64>("ledger_max_records"),
+                Some(&10),
+                "{process:?}"
+            );
+            assert_eq!(
+                args.get_one::<usize>("ledger_max_result_bytes"),
+                Some(&1024),
+                "{process:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_process_refuses_a_bad_ledger_value_naming_the_flag() {
+        for process in QUEUE_PROCESSES {
+            for bad in [
+                ["--ledger-retention", "tomorrow"],
+                ["--ledger-max-records", "0"],
+                ["--ledger-max-result-bytes", "1MiB"],
+            ] {
+                let e = Cli::try_parse_from(argv(process, &bad))
+                    .expect_err(&format!("{process:?} {bad:?} accepted"));
+                assert!(e.to_string().contains(bad[0]), "{process:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_process_reads_the_ledger_environment_variables() {
+        let root = Cli::command();
+        for process in QUEUE_PROCESSES {
+            let mut command = &root;
+            for name in process.iter().take_while(|a| !a.starts_with('-')) {
+                command = command
+                    .find_subcommand(name)
+                    .unwrap_or_else(|| panic!("no subcommand {name}"));
+            }
+            for (id, var) in [
+                ("ledger_retention", "COURIER_LEDGER_RETENTION"),
+                ("ledger_max_records", "COURIER_LEDGER_MAX_RECORDS"),
+                ("ledger_max_result_bytes", "COURIER_LEDGER_MAX_RESULT_BYTES"),
+            ] {
+                let env = command
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .and_then(|a| a.get_env());
+                assert_eq!(env.and_then(|e| e.to_str()), Some(var), "{process:?} {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_client_commands_do_not_take_the_server_flags() {
+        for command in [
+            &["calls", "list"][..],
+            &["invoke", "echo"],
+            &["dlq", "list"],
+        ] {
+            assert!(
+                Cli::try_parse_from(argv(command, &["--ledger-retention", "1h"])).is_err(),
+                "{command:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invoke_wait_needs_async_and_takes_the_timeout() {
+        assert!(Cli::try_parse_from(["courier", "invoke", "echo", "--wait"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "courier",
+                "invoke",
+                "echo",
+                "--async",
+                "--wait",
+                "--timeout",
+                "5s"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_calls_command_is_registered_with_its_five_subcommands() {
+        let root = Cli::command();
+        let calls = root.find_subcommand("calls").expect("courier calls");
+        let names: Vec<&str> = calls.get_subcommands().map(|c| c.get_name()).collect();
+        assert_eq!(names, ["list", "show", "wait", "result", "cancel"]);
+        Cli::command().debug_assert();
     }
 }

@@ -10,6 +10,7 @@ use courier_queue::QueueConfig;
 use courier_queue_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger_args::LedgerArgs;
 use crate::up::{WorkerArgs, duration};
 
 #[derive(Debug, Args)]
@@ -42,6 +43,8 @@ pub(crate) struct QueueWorkerArgs {
     listen: std::net::SocketAddr,
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    ledger: LedgerArgs,
 }
 
 pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
@@ -50,6 +53,7 @@ pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
         &args.queue,
         QueueConfig {
             ack_wait: args.ack_wait,
+            ledger: args.ledger.config(),
             ..QueueConfig::default()
         },
     )
@@ -59,7 +63,7 @@ pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
     let worker = Worker::new(
         queue,
         args.worker
-            .config(args.gateway.clone(), password, args.ack_wait),
+            .config(args.gateway.clone(), password, args.ack_wait, &args.ledger),
         WorkerMetrics::register(&registry)?,
     )?;
     let stop = CancellationToken::new();

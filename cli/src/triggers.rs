@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger_args::LedgerArgs;
 use crate::up::duration;
 
 /// Scheduler options (`courier up` and `courier scheduler`).
@@ -284,6 +285,8 @@ pub(crate) struct StandaloneArgs {
     /// Where `/healthz` and `/metrics` are served; port 0 picks a free port (printed at start).
     #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
+    #[command(flatten)]
+    ledger: LedgerArgs,
 }
 
 /// `courier scheduler`.
@@ -332,9 +335,15 @@ async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Inputs> {
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .context("building the HTTP client")?;
-    let queue = courier_queue::open(&args.queue, QueueConfig::default())
-        .await
-        .with_context(|| format!("opening the queue {}", args.queue))?;
+    let queue = courier_queue::open(
+        &args.queue,
+        QueueConfig {
+            ledger: args.ledger.config(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .with_context(|| format!("opening the queue {}", args.queue))?;
     let stop = CancellationToken::new();
     let source = GatewaySource::new(client.clone(), &args.gateway, password.clone());
     println!("{what}: reading functions from {}", args.gateway);

@@ -18,6 +18,7 @@ use courier_queue_worker::{
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger_args::LedgerArgs;
 use crate::runtime::{LocalOptions, ProviderKind, Runtime};
 use crate::triggers::UpTriggerArgs;
 
@@ -62,12 +63,13 @@ pub(crate) struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// The worker's settings for a gateway at `gateway`.
+    /// The worker's settings for a gateway at `gateway`, keeping results as `ledger` says.
     pub(crate) fn config(
         &self,
         gateway: String,
         password: Option<String>,
         ack_wait: Duration,
+        ledger: &LedgerArgs,
     ) -> WorkerConfig {
         WorkerConfig {
             gateway,
@@ -76,6 +78,7 @@ impl WorkerArgs {
             max_inflight_per_function: self.max_inflight_per_function,
             ack_wait,
             drain_timeout: DRAIN_DEADLINE,
+            ledger_max_result_bytes: ledger.ledger_max_result_bytes,
             ..WorkerConfig::default()
         }
     }
@@ -143,6 +146,8 @@ pub(crate) struct ServeArgs {
     /// Extra namespaces to offer besides openfaas-fn (comma-separated).
     #[arg(long, env = "COURIER_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
+    #[command(flatten)]
+    pub(crate) ledger: LedgerArgs,
 }
 
 /// The queue worker's way to functions inside `courier up`: the gateway's own proxy path.
@@ -225,6 +230,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
             ack_wait: args.ack_wait,
             // The QueueRequest carries the body base64-encoded, plus the headers.
             max_payload_bytes: args.max_async_body_bytes / 3 * 4 + 256 * 1024,
+            ledger: args.ledger.config(),
             ..QueueConfig::default()
         },
     )
@@ -283,6 +289,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
     }
 
     println!("  queued calls: {queue_url}");
+    println!("  {}", args.ledger.describe());
     let stop_worker = CancellationToken::new();
     let (worker, triggers) = match in_process {
         Some((worker_args, trigger_args)) => {
@@ -292,7 +299,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
             let caller: Arc<dyn FunctionCaller> = Arc::new(InProcess(gateway.clone()));
             let worker = Worker::with_caller(
                 queue.clone(),
-                worker_args.config(url.clone(), password.clone(), args.ack_wait),
+                worker_args.config(url.clone(), password.clone(), args.ack_wait, &args.ledger),
                 WorkerMetrics::register(&registry)?,
                 Some(caller.clone()),
             )?;

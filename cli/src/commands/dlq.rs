@@ -28,7 +28,8 @@ enum DlqCommand {
         /// The call id.
         call_id: String,
     },
-    /// Queue the call again (it keeps its call id); the dead letter is removed.
+    /// Queue the call again (its callback keeps the call id; the ledger records it under a new
+    /// id, printed); the dead letter is removed.
     Replay {
         /// The call id.
         call_id: String,
@@ -80,7 +81,17 @@ pub(crate) async fn run(args: DlqArgs) -> Result<()> {
                 .send(gateway.request(Method::POST, &path), TIMEOUT)
                 .await?;
             match resp.status() {
-                s if s.is_success() => println!("Replayed {call_id}."),
+                s if s.is_success() => {
+                    // The replay is a call of its own in the ledger (its callback still
+                    // carries the original call id).
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    match body["replayId"].as_str() {
+                        Some(replay) => println!(
+                            "Replayed {call_id} as call {replay} (follow it with `courier calls wait {replay}`)."
+                        ),
+                        None => println!("Replayed {call_id}."),
+                    }
+                }
                 StatusCode::NOT_FOUND => bail!("no dead letter {call_id}"),
                 s => bail!(
                     "replaying {call_id}: {s}: {}",

@@ -1,12 +1,20 @@
-//! `courier invoke NAME`: POST stdin to the function and print its answer.
+//! `courier invoke NAME`: POST stdin to the function and print its answer; with `--async`,
+//! queue the call and print its id, or (`--async --wait`) wait for it to end and print the
+//! answer the ledger kept for it.
 
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use courier_core::ledger::CallState;
 use reqwest::Method;
+use tokio::time::Instant;
 
 use crate::client::{Gateway, GatewayArgs};
+use crate::commands::calls::{self, WaitEnded};
+
+/// The header that asks the ledger to keep this call's answer.
+const KEEP_RESULT: &str = "X-Courier-Keep-Result";
 
 #[derive(Debug, Args)]
 pub(crate) struct InvokeArgs {
@@ -27,7 +35,12 @@ pub(crate) struct InvokeArgs {
     /// With --async: where the result is posted when the call completes (`X-Callback-Url`).
     #[arg(long, requires = "asynchronous")]
     callback: Option<String>,
-    /// Timeout for the call (Go duration).
+    /// With --async: wait for the queued call to end and print the function's answer (kept
+    /// for this call with `X-Courier-Keep-Result: true`); exit status 0 when it succeeded, 1
+    /// when it failed, was dead-lettered or cancelled, 2 when --timeout ends first.
+    #[arg(long, requires = "asynchronous")]
+    wait: bool,
+    /// Timeout for the call, including the wait of --async --wait (Go duration).
     #[arg(long, default_value = "60s", value_parser = crate::up::duration)]
     timeout: std::time::Duration,
     #[command(flatten)]
@@ -79,10 +92,14 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
     if let Some(url) = &args.callback {
         rb = rb.header("X-Callback-Url", url);
     }
+    if args.wait {
+        rb = rb.header(KEEP_RESULT, "true");
+    }
     for h in &args.headers {
         let (k, v) = split_pair(h, "--header")?;
         rb = rb.header(k, v);
     }
+    let started = Instant::now();
     let resp = gateway.send(rb, Some(args.timeout)).await?;
     let status = resp.status();
     if args.asynchronous && status == reqwest::StatusCode::ACCEPTED {
@@ -92,6 +109,17 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        if args.wait {
+            if id.is_empty() {
+                bail!("the gateway queued the call but sent no X-Call-Id to wait on");
+            }
+            let remaining = args.timeout.saturating_sub(started.elapsed());
+            eprintln!(
+                "Queued {} as call {id}; waiting for it (at most {:?}).",
+                args.name, args.timeout
+            );
+            return wait_and_print(&gateway, &args.name, &id, args.timeout, remaining).await;
+        }
         println!("{id}");
         eprintln!("Queued {} as call {id}.", args.name);
         return Ok(());
@@ -108,7 +136,51 @@ pub(crate) async fn run(args: InvokeArgs) -> Result<()> {
     bail!("{} answered {status}", args.name)
 }
 
-fn urlencode(s: &str) -> String {
+/// Waits (at most `remaining`) for queued call `id` to end, then prints the function's kept
+/// answer like a synchronous invoke: the body on stdout when it succeeded, on stderr with an
+/// error otherwise. A timeout prints the call id on stdout, to wait on later.
+async fn wait_and_print(
+    gateway: &Gateway,
+    name: &str,
+    id: &str,
+    timeout: std::time::Duration,
+    remaining: std::time::Duration,
+) -> Result<()> {
+    let fetched = calls::wait_final(gateway, id, remaining).await?;
+    let record = &fetched.record;
+    let ended = WaitEnded::check(record, timeout);
+    if !record.state.is_final() {
+        println!("{id}");
+        return ended.map_err(Into::into);
+    }
+    if record.state == CallState::Cancelled {
+        return ended.map_err(Into::into);
+    }
+    let kept = match calls::result(gateway, id).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            // The call ended but its answer is not there (it never got one, or the ledger
+            // did not keep it): the record is all there is to show.
+            fetched.print()?;
+            eprintln!("courier: no answer kept for call {id}: {e:#}");
+            return ended.map_err(Into::into);
+        }
+    };
+    if let Some(note) = kept.note() {
+        eprintln!("{note}");
+    }
+    if ended.is_ok() {
+        std::io::stdout().write_all(&kept.body)?;
+        return Ok(());
+    }
+    std::io::stderr().write_all(&kept.body)?;
+    eprintln!("courier: {name} answered {}", kept.status);
+    ended.map_err(Into::into)
+}
+
+/// Percent-encodes everything but the URL-unreserved characters (a query value, a path
+/// segment).
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -1,5 +1,6 @@
 //! The client commands, one module each.
 
+pub(crate) mod calls;
 pub(crate) mod deploy;
 pub(crate) mod describe;
 pub(crate) mod dlq;
