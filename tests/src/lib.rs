@@ -16,6 +16,9 @@
 //! parallel. HTTP-mode functions run `fixtures/http_fn.py` (python3, standard library only).
 
 pub mod callback;
+pub mod kafka;
+pub mod ledger;
+pub mod otlp;
 
 use std::fs;
 use std::future::Future;
@@ -48,6 +51,10 @@ const COURIER_ENV_VARS: &[&str] = &[
     "COURIER_GATEWAY",
     "COURIER_QUEUE",
     "COURIER_ACK_WAIT",
+    "COURIER_LEDGER_RETENTION",
+    "COURIER_LEDGER_MAX_RECORDS",
+    "COURIER_LEDGER_MAX_RESULT_BYTES",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
 /// How long `courier up` may take to answer `GET /healthz`.

@@ -14,61 +14,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use courier_e2e::kafka::Broker;
 use courier_e2e::{Courier, DEFAULT_NAMESPACE, eventually, fork_function, metric_sum};
 use courier_test_support::amqp::unique_name;
-use courier_test_support::kafka::TansuBroker;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(30);
 const DONE: Duration = Duration::from_secs(120);
-
-enum Broker {
-    Mock(MockCluster<'static, DefaultProducerContext>),
-    Tansu(TansuBroker),
-}
-
-impl Broker {
-    async fn start() -> Self {
-        if courier_test_support::kafka::binary().is_some()
-            || std::env::var("COURIER_TEST_REQUIRE_BROKERS").is_ok_and(|v| v == "1")
-        {
-            return Self::Tansu(TansuBroker::start_required().await);
-        }
-        Self::Mock(MockCluster::new(1).expect("start librdkafka's mock cluster"))
-    }
-
-    fn servers(&self) -> String {
-        match self {
-            Self::Mock(m) => m.bootstrap_servers(),
-            Self::Tansu(t) => t.bootstrap_servers(),
-        }
-    }
-
-    async fn create_topic(&self, name: &str, partitions: i32) {
-        match self {
-            Self::Mock(m) => m.create_topic(name, partitions, 1).expect("create topic"),
-            Self::Tansu(_) => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", self.servers())
-                    .create()
-                    .expect("admin client");
-                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-                for r in admin
-                    .create_topics([&topic], &AdminOptions::new())
-                    .await
-                    .expect("create topics")
-                {
-                    r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-                }
-            }
-        }
-    }
-}
 
 fn runs(log: &Path) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
