@@ -425,19 +425,26 @@ async fn the_gateway_and_the_queue_worker_run_as_separate_processes() {
         .await
         .expect("GET /healthz");
     assert_eq!(health.status(), StatusCode::OK);
-    let text = client
-        .get(&metrics_url)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    assert_eq!(
-        courier_e2e::metric_sum(&text, "queue_worker_messages_processed_total", &[]),
-        Some(1.0),
-        "{text}"
-    );
+    // The callback is posted before the delivery is settled (and the ledger told of the
+    // callback in between): the count follows the callback by a moment.
+    let text = courier_e2e::eventually(
+        Duration::from_secs(10),
+        "the standalone worker to count the processed call",
+        || async {
+            let text = client
+                .get(&metrics_url)
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            (courier_e2e::metric_sum(&text, "queue_worker_messages_processed_total", &[])
+                == Some(1.0))
+            .then_some(text)
+        },
+    )
+    .await;
     assert!(text.contains("queue_worker_pending_messages"), "{text}");
 
     // A call in flight when SIGTERM arrives is finished, and the worker exits 0 in time.
