@@ -245,12 +245,13 @@ impl Ledger {
     pub async fn begin_attempt(&self, id: &str, request: &QueueRequest) -> Result<Begin> {
         let now = OffsetDateTime::now_utc();
         let started = format_time(now);
-        let request = request.clone();
-        let owned_id = id.to_owned();
+        // The record a call without one starts from, built once (not the request: that would
+        // copy the call's body into the closure on every attempt).
+        let rebuilt = CallRecord::from_queue_request(id, request, now);
         let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
             let mut record = current
                 .and_then(|row| CallRecord::from_bytes(&row.record).ok())
-                .unwrap_or_else(|| CallRecord::from_queue_request(&owned_id, &request, now));
+                .unwrap_or_else(|| rebuilt.clone());
             match record.begin_attempt(now) {
                 Ok(()) => put(&record, None),
                 Err(_) => LedgerChange::Keep,
@@ -288,14 +289,15 @@ impl Ledger {
         kept: Option<KeptResult>,
     ) -> Result<CallRecord> {
         let now = OffsetDateTime::now_utc();
-        let request = request.clone();
-        let owned_id = id.to_owned();
+        // The record a call without one starts from, built once (not the request: that would
+        // copy the call's body into the closure on every attempt).
+        let rebuilt = CallRecord::from_queue_request(id, request, now);
         let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
         let summary = kept.as_ref().map(KeptResult::summary);
         let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
             let mut record = current
                 .and_then(|row| CallRecord::from_bytes(&row.record).ok())
-                .unwrap_or_else(|| CallRecord::from_queue_request(&owned_id, &request, now));
+                .unwrap_or_else(|| rebuilt.clone());
             record.finish_attempt(
                 now,
                 finish.duration,
