@@ -11,6 +11,7 @@ mod password;
 mod queue_worker;
 mod runtime;
 mod stack;
+mod telemetry_args;
 mod triggers;
 mod up;
 

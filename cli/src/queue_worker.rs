@@ -45,6 +45,8 @@ pub(crate) struct QueueWorkerArgs {
     worker: WorkerArgs,
     #[command(flatten)]
     ledger: LedgerArgs,
+    #[command(flatten)]
+    otlp: crate::telemetry_args::OtlpArgs,
 }
 
 pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
@@ -59,11 +61,17 @@ pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
     )
     .await
     .with_context(|| format!("opening the queue {}", args.queue))?;
+    let telemetry = args.otlp.start("queue-worker")?;
     let registry = prometheus::Registry::new();
     let worker = Worker::new(
         queue,
-        args.worker
-            .config(args.gateway.clone(), password, args.ack_wait, &args.ledger),
+        args.worker.config(
+            args.gateway.clone(),
+            password,
+            args.ack_wait,
+            &args.ledger,
+            telemetry.spans.clone(),
+        ),
         WorkerMetrics::register(&registry)?,
     )?;
     let stop = CancellationToken::new();
@@ -75,12 +83,14 @@ pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
         args.queue, args.gateway
     );
     println!("  metrics: http://{endpoint}/metrics");
+    println!("  {}", args.otlp.describe());
     let running = tokio::spawn(worker.run(stop.clone()));
     crate::up::wait_for_signal().await;
     println!("Shutting down: finishing calls in flight, handing back the rest.");
     stop.cancel();
     let _ = running.await;
     stop_endpoint.cancel();
+    telemetry.shutdown().await;
     println!("Stopped.");
     Ok(())
 }

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger_args::LedgerArgs;
+use crate::telemetry_args::Telemetry;
 use crate::up::duration;
 
 /// Scheduler options (`courier up` and `courier scheduler`).
@@ -148,6 +149,7 @@ pub(crate) async fn start_in_process(
     gateway: Arc<Gateway>,
     caller: Arc<dyn FunctionCaller>,
     queue: Arc<dyn WorkQueue>,
+    spans: Option<courier_core::trace::Spans>,
     data_dir: &Path,
     registry: &prometheus::Registry,
 ) -> Result<Triggers> {
@@ -170,7 +172,7 @@ pub(crate) async fn start_in_process(
     }
     let inputs = Inputs {
         catalog,
-        invoker: Arc::new(Fabric::new(caller, Some(queue))),
+        invoker: Arc::new(Fabric::new(caller, Some(queue)).with_spans(spans)),
         registry: registry.clone(),
         stop: stop.clone(),
     };
@@ -287,6 +289,8 @@ pub(crate) struct StandaloneArgs {
     listen: SocketAddr,
     #[command(flatten)]
     ledger: LedgerArgs,
+    #[command(flatten)]
+    otlp: crate::telemetry_args::OtlpArgs,
 }
 
 /// `courier scheduler`.
@@ -329,7 +333,11 @@ enum ConnectorSource {
 
 /// The inputs of a standalone trigger, from its flags: the function list and calls through
 /// a gateway, queued calls and dead letters in the shared queue, its own `/metrics`.
-async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Inputs> {
+async fn standalone(
+    args: &StandaloneArgs,
+    what: &str,
+    component: &'static str,
+) -> Result<(Inputs, Telemetry)> {
     let password = crate::password::given_or_read(args.password.clone(), &args.data_dir)?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -351,21 +359,33 @@ async fn standalone(args: &StandaloneArgs, what: &str) -> Result<Inputs> {
         .await
         .with_context(|| format!("listing functions at {}", args.gateway))?;
     let caller: Arc<dyn FunctionCaller> = Arc::new(GatewayHttp::new(client, &args.gateway));
-    let invoker: Arc<dyn Invoker> = Arc::new(Fabric::new(caller, Some(queue)));
+    let telemetry = args.otlp.start(component)?;
+    let invoker: Arc<dyn Invoker> =
+        Arc::new(Fabric::new(caller, Some(queue)).with_spans(telemetry.spans.clone()));
     let registry = prometheus::Registry::new();
     let endpoint = crate::component::serve(args.listen, registry.clone(), stop.clone()).await?;
     println!("  queue: {}", args.queue);
     println!("  metrics: http://{endpoint}/metrics");
-    Ok(Inputs {
-        catalog,
-        invoker,
-        registry,
-        stop,
-    })
+    println!("  {}", args.otlp.describe());
+    Ok((
+        Inputs {
+            catalog,
+            invoker,
+            registry,
+            stop,
+        },
+        telemetry,
+    ))
 }
 
-/// Runs one trigger until SIGTERM or Ctrl-C, then drains it.
-async fn run_until_signal(parts: Inputs, task: Task) -> Result<()> {
+/// Runs one trigger until SIGTERM or Ctrl-C, then drains it; its spans are sent last.
+async fn run_until_signal(parts: Inputs, task: Task, telemetry: Telemetry) -> Result<()> {
+    let ran = run_trigger(parts, task).await;
+    telemetry.shutdown().await;
+    ran
+}
+
+async fn run_trigger(parts: Inputs, task: Task) -> Result<()> {
     let (name, mut handle) = task;
     tokio::select! {
         () = crate::up::wait_for_signal() => {
@@ -384,9 +404,9 @@ async fn run_until_signal(parts: Inputs, task: Task) -> Result<()> {
 
 /// `courier scheduler`.
 pub(crate) async fn run_scheduler(args: SchedulerCommand) -> Result<()> {
-    let parts = standalone(&args.standalone, "Scheduler").await?;
+    let (parts, telemetry) = standalone(&args.standalone, "Scheduler", "scheduler").await?;
     let task = parts.spawn_scheduler(args.scheduler.config(&args.standalone.data_dir));
-    run_until_signal(parts, task).await
+    run_until_signal(parts, task, telemetry).await
 }
 
 /// `courier connector kafka|amqp`.
@@ -397,18 +417,18 @@ pub(crate) async fn run_connector(args: ConnectorCommand) -> Result<()> {
             connector,
             kafka,
         } => {
-            let parts = standalone(&s, "Kafka connector").await?;
+            let (parts, telemetry) = standalone(&s, "Kafka connector", "connector-kafka").await?;
             let task = parts.spawn_kafka(kafka, &connector);
-            run_until_signal(parts, task).await
+            run_until_signal(parts, task, telemetry).await
         }
         ConnectorSource::Amqp {
             standalone: s,
             connector,
             amqp,
         } => {
-            let parts = standalone(&s, "AMQP connector").await?;
+            let (parts, telemetry) = standalone(&s, "AMQP connector", "connector-amqp").await?;
             let task = parts.spawn_amqp(amqp, &connector);
-            run_until_signal(parts, task).await
+            run_until_signal(parts, task, telemetry).await
         }
     }
 }

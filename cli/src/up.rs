@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger_args::LedgerArgs;
 use crate::runtime::{LocalOptions, ProviderKind, Runtime};
+use crate::telemetry_args::OtlpArgs;
 use crate::triggers::UpTriggerArgs;
 
 /// How long open connections (followed log streams, slow calls) may keep the server up after
@@ -70,6 +71,7 @@ impl WorkerArgs {
         password: Option<String>,
         ack_wait: Duration,
         ledger: &LedgerArgs,
+        spans: Option<courier_core::trace::Spans>,
     ) -> WorkerConfig {
         WorkerConfig {
             gateway,
@@ -79,6 +81,7 @@ impl WorkerArgs {
             ack_wait,
             drain_timeout: DRAIN_DEADLINE,
             ledger_max_result_bytes: ledger.ledger_max_result_bytes,
+            spans,
             ..WorkerConfig::default()
         }
     }
@@ -148,6 +151,8 @@ pub(crate) struct ServeArgs {
     namespaces: Vec<String>,
     #[command(flatten)]
     pub(crate) ledger: LedgerArgs,
+    #[command(flatten)]
+    pub(crate) otlp: OtlpArgs,
 }
 
 /// The queue worker's way to functions inside `courier up`: the gateway's own proxy path.
@@ -218,6 +223,18 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
     )
     .await?;
     let provider = runtime.provider();
+    let component = if in_process.is_some() {
+        "up"
+    } else {
+        "gateway"
+    };
+    let telemetry = match args.otlp.start(component) {
+        Ok(t) => t,
+        Err(e) => {
+            runtime.shutdown().await;
+            return Err(e);
+        }
+    };
     let queue_url = args.queue.clone().unwrap_or_else(|| {
         format!(
             "file://{}",
@@ -254,6 +271,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
             auth: auth.clone(),
             version: version(),
             spec_checks: crate::triggers::spec_checks(),
+            spans: telemetry.spans.clone(),
         },
         &registry,
     )?;
@@ -290,6 +308,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
 
     println!("  queued calls: {queue_url}");
     println!("  {}", args.ledger.describe());
+    println!("  {}", args.otlp.describe());
     let stop_worker = CancellationToken::new();
     let (worker, triggers) = match in_process {
         Some((worker_args, trigger_args)) => {
@@ -299,7 +318,13 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
             let caller: Arc<dyn FunctionCaller> = Arc::new(InProcess(gateway.clone()));
             let worker = Worker::with_caller(
                 queue.clone(),
-                worker_args.config(url.clone(), password.clone(), args.ack_wait, &args.ledger),
+                worker_args.config(
+                    url.clone(),
+                    password.clone(),
+                    args.ack_wait,
+                    &args.ledger,
+                    telemetry.spans.clone(),
+                ),
                 WorkerMetrics::register(&registry)?,
                 Some(caller.clone()),
             )?;
@@ -309,6 +334,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
                 gateway.clone(),
                 caller,
                 queue.clone(),
+                telemetry.spans.clone(),
                 &data_dir,
                 &registry,
             )
@@ -352,6 +378,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
         _ => {}
     }
     runtime.shutdown().await;
+    telemetry.shutdown().await;
     println!("Stopped.");
     Ok(())
 }

@@ -6,14 +6,17 @@
 //!
 //! The call carries a W3C trace context (the caller's `traceparent`, or a fresh one) in its
 //! stored headers, and its ledger record (`queued`, source `async`) is written with the
-//! publish, in the same queue commit.
+//! publish, in the same queue commit. With spans on (`--otlp-endpoint`) the accept is a
+//! `courier.accept` span: under the caller's span when it sent one, else the root of the
+//! call's trace (the minted context's span id is the accept span's, so every later hop
+//! hangs under it).
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
 use courier_core::ledger::{CallRecord, CallSource, check_call_id};
 use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
-use courier_core::trace::TraceContext;
+use courier_core::trace::{SpanKind, SpanRecord, SpanValue, TraceContext};
 use courier_queue::{Message, Published};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Limited};
@@ -64,6 +67,7 @@ async fn accept(
             "asynchronous invocation takes POST only".into(),
         ));
     }
+    let began = std::time::SystemTime::now();
     let callback_url = match request.headers().get(X_CALLBACK_URL) {
         None => None,
         Some(v) => {
@@ -122,7 +126,9 @@ async fn accept(
     headers.append(X_START_TIME, start.clone());
     // The caller's trace context when it is valid; a fresh one otherwise (a malformed
     // `traceparent` is replaced and its `tracestate` dropped, never stored).
-    let trace = TraceContext::from_headers(headers).unwrap_or_else(mint_trace);
+    let sent = TraceContext::from_headers(headers);
+    let caller_sent = sent.is_some();
+    let trace = sent.unwrap_or_else(mint_trace);
     trace.apply(headers);
     let host = headers
         .get(header::HOST)
@@ -157,11 +163,16 @@ async fn accept(
         payload: payload.into(),
     };
     // The record rides on the publish's own commit: no second write, no second fsync.
-    match queue
+    let published = queue
         .publish_recorded(message, Some(courier_ledger::row(&record)))
         .await
-        .map(|receipt| receipt.published)
-    {
+        .map(|receipt| receipt.published);
+    if let Some(spans) = &gateway.config.spans {
+        let error = published.as_ref().err().map(ToString::to_string);
+        let name = function.to_string();
+        spans.record(accept_span(&trace, caller_sent, &id, &name, began, error));
+    }
+    match published {
         Ok(Published::Stored) => {
             gateway.metrics.submitted.inc();
             tracing::debug!(call_id = %id, function = %function, "Call queued.");
@@ -183,6 +194,40 @@ async fn accept(
         Err(e) => return Err(ApiError::Internal(format!("storing the call: {e}"))),
     }
     Ok((call_id, start))
+}
+
+/// The `courier.accept` span of call `id` of `function`: under the caller's span when it sent
+/// a context, otherwise the trace's root with the minted context's own span id.
+fn accept_span(
+    trace: &TraceContext,
+    caller_sent: bool,
+    id: &str,
+    function: &str,
+    start: std::time::SystemTime,
+    error: Option<String>,
+) -> SpanRecord {
+    let (span_id, parent_id) = if caller_sent {
+        let span = uuid::Uuid::new_v4().into_bytes();
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&span[..8]);
+        (span_id, Some(trace.parent.parent_id))
+    } else {
+        (trace.parent.parent_id, None)
+    };
+    SpanRecord {
+        trace_id: trace.parent.trace_id,
+        span_id,
+        parent_id,
+        name: "courier.accept",
+        kind: SpanKind::Server,
+        start,
+        end: std::time::SystemTime::now(),
+        attributes: vec![
+            ("faas.invoked_name", SpanValue::Text(function.to_owned())),
+            ("courier.call_id", SpanValue::Text(id.to_owned())),
+        ],
+        error,
+    }
 }
 
 /// A fresh trace context: random trace and span ids (uuid v4's random source).

@@ -70,6 +70,9 @@ pub struct GatewayConfig {
     pub version: VersionInfo,
     /// Checks a function spec must pass to be deployed or updated (beyond the gateway's own).
     pub spec_checks: Vec<SpecCheck>,
+    /// Where the `courier.accept` span of each asynchronous call goes (`--otlp-endpoint`);
+    /// `None` builds no span.
+    pub spans: Option<courier_core::trace::Spans>,
 }
 
 impl Default for GatewayConfig {
@@ -86,6 +89,7 @@ impl Default for GatewayConfig {
                 release: env!("CARGO_PKG_VERSION").into(),
             },
             spec_checks: Vec::new(),
+            spans: None,
         }
     }
 }

@@ -20,7 +20,8 @@ pub(crate) struct CallbackInfo<'a> {
     pub(crate) attempts: u64,
     /// Attempts allowed.
     pub(crate) max_attempts: u64,
-    /// The call's trace context: each post is sent it with a fresh parent span id.
+    /// The callback's own hop of the call's trace: every post carries it, so the receiver's
+    /// spans hang under the `courier.callback` span.
     pub(crate) trace: &'a TraceContext,
 }
 
@@ -85,7 +86,7 @@ pub(crate) async fn post(
             }
         }
         // The call's trace, not one the function may have answered with.
-        crate::trace::next_hop(info.trace).apply(&mut headers);
+        info.trace.apply(&mut headers);
         let rb = client
             .post(info.url)
             .timeout(config.callback_timeout)

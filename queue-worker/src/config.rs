@@ -32,6 +32,9 @@ pub struct WorkerConfig {
     /// (`--ledger-max-result-bytes`); a larger one is kept cut to this size and marked
     /// truncated.
     pub ledger_max_result_bytes: usize,
+    /// Where the spans of each attempt, callback and dead-lettering go (`--otlp-endpoint`);
+    /// `None` builds no span.
+    pub spans: Option<courier_core::trace::Spans>,
 }
 
 impl Default for WorkerConfig {
@@ -48,6 +51,7 @@ impl Default for WorkerConfig {
             callback_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             ledger_max_result_bytes: 256 * 1024,
+            spans: None,
         }
     }
 }

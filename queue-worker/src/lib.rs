@@ -6,7 +6,8 @@
 //! of the worker. Each attempt, the final outcome (and, when asked for, the result) and the
 //! callback's fate are written to the invocation ledger (`courier-ledger`), best effort: a
 //! ledger that is off or failing never stops or loses a call. Every hop (attempt, callback)
-//! carries the call's W3C trace context with a fresh parent span id.
+//! carries the call's W3C trace context with a fresh parent span id; with `--otlp-endpoint`
+//! each is also reported as a span (`spans`).
 //!
 //! Invariant: the worker knows the WorkQueue seam and the gateway's HTTP API; it never knows
 //! which queue backend or provider runs, and never touches function processes.
@@ -16,6 +17,7 @@ mod config;
 mod invoke;
 mod metrics;
 mod policies;
+mod spans;
 mod trace;
 mod worker;
 

@@ -29,6 +29,7 @@ use crate::config::WorkerConfig;
 use crate::invoke::{self, Outcome};
 use crate::metrics::WorkerMetrics;
 use crate::policies::Policies;
+use crate::spans::CallSpan;
 use crate::trace;
 use courier_invoke::{FunctionCaller, GatewayHttp, dead_letter_record, keep_dead_letter};
 
@@ -319,6 +320,7 @@ impl Worker {
             .await;
         let attempt = delivery.attempt;
         let attempt_started = Instant::now();
+        let attempt_began = std::time::SystemTime::now();
         let attempt_trace = trace::next_hop(&call_trace);
         let outcome = tokio::select! {
             outcome = self.keeping_alive(&delivery, invoke::invoke(self.caller.as_ref(), &self.config, &request, &attempt_trace)) => outcome,
@@ -339,6 +341,20 @@ impl Worker {
         };
         gauge.dec();
         let attempt_took = attempt_started.elapsed();
+        let call_span = CallSpan {
+            call: &call_trace,
+            call_id: &call_id,
+            function: &function,
+        };
+        if let Some(spans) = &self.config.spans {
+            spans.record(call_span.attempt(
+                &attempt_trace,
+                (attempt_began, std::time::SystemTime::now()),
+                attempt,
+                outcome.status,
+                outcome.error.as_deref(),
+            ));
+        }
         let retry = &policy.retry;
         if retry.should_retry(outcome.status, attempt) {
             let delay = retry.delay(attempt, outcome.retry_after, jitter());
@@ -401,6 +417,14 @@ impl Worker {
                 }
                 return;
             }
+            if let Some(spans) = &self.config.spans {
+                spans.record(call_span.dead_letter(
+                    &trace::next_hop(&call_trace),
+                    std::time::SystemTime::now(),
+                    attempt,
+                    &letter.error,
+                ));
+            }
         }
         let kept = (policy.keep_result || invoke::keep_result_requested(&request))
             .then(|| kept_result(&outcome, self.config.ledger_max_result_bytes))
@@ -424,6 +448,8 @@ impl Worker {
         }
         if let Some(url) = &request.callback_url {
             let url = url.to_url_string();
+            let callback_trace = trace::next_hop(&call_trace);
+            let callback_began = std::time::SystemTime::now();
             let info = CallbackInfo {
                 url: &url,
                 call_id: &call_id,
@@ -431,7 +457,7 @@ impl Worker {
                 duration: started.elapsed(),
                 attempts: attempt,
                 max_attempts: retry.attempts,
-                trace: &call_trace,
+                trace: &callback_trace,
             };
             let posted = self
                 .keeping_alive(
@@ -445,6 +471,16 @@ impl Worker {
                 "failed"
             };
             self.metrics.callbacks.with_label_values(&[result]).inc();
+            if let Some(spans) = &self.config.spans {
+                spans.record(call_span.callback(
+                    &callback_trace,
+                    (callback_began, std::time::SystemTime::now()),
+                    &url,
+                    posted.attempts,
+                    posted.status,
+                    posted.delivered,
+                ));
+            }
             if !posted.delivered {
                 tracing::error!(call_id = %call_id, callback = %url, attempts = posted.attempts, status = posted.status, "Callback not delivered.");
             }

@@ -1,7 +1,11 @@
 //! W3C trace context (`traceparent`, `tracestate`): parsing what a caller sent, minting a
 //! context for a call that came without one, and a new parent span id per hop.
 //!
-//! Pure: randomness comes from the caller (`TraceParent::new` takes the ids).
+//! Pure: randomness comes from the caller (`TraceParent::new` takes the ids). Finished spans
+//! leave through the [`SpanSink`] seam ([`Spans`] is a component's handle on one); what
+//! exports them (OTLP) lives in `courier-telemetry`, never here.
+
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -226,6 +230,29 @@ pub struct SpanRecord {
 pub trait SpanSink: Send + Sync + 'static {
     /// Takes one finished span.
     fn record(&self, span: SpanRecord);
+}
+
+/// A component's handle on where its spans go: cheap to clone. A component without one
+/// (no `--otlp-endpoint`) builds no span at all.
+#[derive(Clone)]
+pub struct Spans(Arc<dyn SpanSink>);
+
+impl Spans {
+    /// Spans recorded into `sink`.
+    pub fn new(sink: Arc<dyn SpanSink>) -> Self {
+        Self(sink)
+    }
+
+    /// Hands one finished span to the sink (never blocks).
+    pub fn record(&self, span: SpanRecord) {
+        self.0.record(span);
+    }
+}
+
+impl std::fmt::Debug for Spans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spans")
+    }
 }
 
 /// Every `tracestate` value joined, when the whole is valid: at most 32 members and 512

@@ -55,6 +55,8 @@ pub(crate) enum Ready {
         call_id: String,
         payload: Bytes,
         row: Option<LedgerRow>,
+        /// The `courier.enqueue` span, begun (only with spans on); ended once stored.
+        span: Option<Box<courier_core::trace::SpanRecord>>,
     },
 }
 

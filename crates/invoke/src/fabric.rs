@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
 use courier_core::ledger::{CallRecord, CallSource};
 use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
-use courier_core::trace::TraceContext;
+use courier_core::trace::{SpanKind, SpanRecord, SpanValue, Spans, TraceContext};
 use courier_queue::{Message, Published, WorkQueue};
 use http::HeaderValue;
 use time::OffsetDateTime;
@@ -88,13 +88,36 @@ impl std::fmt::Debug for dyn Invoker {
 pub struct Fabric {
     caller: Arc<dyn FunctionCaller>,
     queue: Option<Arc<dyn WorkQueue>>,
+    /// Where each queued call's `courier.enqueue` span goes; `None` builds none.
+    spans: Option<Spans>,
 }
 
 impl Fabric {
     /// Calls through `caller`; queues in `queue` (without one, `enqueue` and `dead_letter`
     /// fail with [`InvokeError::NoQueue`]).
     pub fn new(caller: Arc<dyn FunctionCaller>, queue: Option<Arc<dyn WorkQueue>>) -> Self {
-        Self { caller, queue }
+        Self {
+            caller,
+            queue,
+            spans: None,
+        }
+    }
+
+    /// Reports a `courier.enqueue` span for every call it queues (`--otlp-endpoint`).
+    #[must_use]
+    pub fn with_spans(mut self, spans: Option<Spans>) -> Self {
+        self.spans = spans;
+        self
+    }
+
+    /// Ends `span` (begun in `ready`) now, failed with `error` when storing failed, and
+    /// reports it.
+    fn finish_span(&self, span: Option<Box<SpanRecord>>, error: Option<&InvokeError>) {
+        if let (Some(spans), Some(mut span)) = (&self.spans, span) {
+            span.end = SystemTime::now();
+            span.error = error.map(ToString::to_string);
+            spans.record(*span);
+        }
     }
 
     fn queue(&self) -> Result<&Arc<dyn WorkQueue>, InvokeError> {
@@ -120,8 +143,9 @@ fn call_id_header(id: &str) -> Result<HeaderValue, InvokeError> {
 
 /// The `QueueRequest` for `call` with id `id`, as the gateway's `/async-function` stores it,
 /// and the trace context it carries: the call's own `traceparent` (a Kafka or AMQP message's,
-/// a caller's) when valid, a fresh one otherwise (a malformed one is replaced, not kept).
-fn queue_request(call: &Call, id: &str) -> Result<(QueueRequest, TraceContext), InvokeError> {
+/// a caller's) when valid, a fresh one otherwise (a malformed one is replaced, not kept), and
+/// whether it was the call's own.
+fn queue_request(call: &Call, id: &str) -> Result<(QueueRequest, TraceContext, bool), InvokeError> {
     let mut headers = call.headers.clone();
     headers.insert(X_CALL_ID, call_id_header(id)?);
     let start_nanos = SystemTime::now()
@@ -129,7 +153,9 @@ fn queue_request(call: &Call, id: &str) -> Result<(QueueRequest, TraceContext), 
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or_default();
     headers.insert(X_START_TIME, HeaderValue::from(start_nanos));
-    let trace = TraceContext::from_headers(&headers).unwrap_or_else(|| {
+    let sent = TraceContext::from_headers(&headers);
+    let own = sent.is_some();
+    let trace = sent.unwrap_or_else(|| {
         let random = uuid::Uuid::new_v4().into_bytes();
         let span = uuid::Uuid::new_v4().into_bytes();
         TraceContext::mint(random, span[..8].try_into().expect("8 bytes"))
@@ -155,7 +181,41 @@ fn queue_request(call: &Call, id: &str) -> Result<(QueueRequest, TraceContext), 
         callback_url,
         ..QueueRequest::default()
     };
-    Ok((request, trace))
+    Ok((request, trace, own))
+}
+
+/// The `courier.enqueue` span of call `id`, begun now: under the span of the message that
+/// brought it when that carried a context (`own`), else the root of the call's trace with
+/// the minted context's own span id (so the worker's hops hang under it).
+fn enqueue_span(call: &Call, id: &str, trace: &TraceContext, own: bool) -> SpanRecord {
+    let (span_id, parent_id) = if own {
+        let span = uuid::Uuid::new_v4().into_bytes();
+        (
+            span[..8].try_into().expect("8 bytes"),
+            Some(trace.parent.parent_id),
+        )
+    } else {
+        (trace.parent.parent_id, None)
+    };
+    let mut attributes = vec![
+        ("faas.invoked_name", SpanValue::Text(call.function.clone())),
+        ("courier.call_id", SpanValue::Text(id.to_owned())),
+    ];
+    if let Some(source) = &call.source {
+        attributes.push(("courier.source", SpanValue::Text(source.kind().to_owned())));
+    }
+    let now = SystemTime::now();
+    SpanRecord {
+        trace_id: trace.parent.trace_id,
+        span_id,
+        parent_id,
+        name: "courier.enqueue",
+        kind: SpanKind::Producer,
+        start: now,
+        end: now,
+        attributes,
+        error: None,
+    }
 }
 
 /// The ledger row of a call about to be queued as `request`.
@@ -205,27 +265,33 @@ impl Invoker for Fabric {
     fn ready(&self, call: Call) -> Result<ReadyCall, InvokeError> {
         self.queue()?;
         let call_id = call.id_or_new();
-        let (request, trace) = queue_request(&call, &call_id)?;
+        let (request, trace, own) = queue_request(&call, &call_id)?;
         let payload = serde_json::to_vec(&request)
             .map_err(|e| InvokeError::Invalid(format!("encoding the queued call: {e}")))?;
         let row = ledger_row(&call, &call_id, &request, &trace);
+        let span = self
+            .spans
+            .as_ref()
+            .map(|_| Box::new(enqueue_span(&call, &call_id, &trace, own)));
         Ok(ReadyCall(Ready::Encoded {
             call_id,
             payload: payload.into(),
             row: Some(row),
+            span,
         }))
     }
 
     async fn enqueue_ready(&self, ready: ReadyCall) -> Result<Enqueued, InvokeError> {
-        let (call_id, payload, row) = match ready.0 {
+        let (call_id, payload, row, span) = match ready.0 {
             Ready::Encoded {
                 call_id,
                 payload,
                 row,
-            } => (call_id, payload, row),
+                span,
+            } => (call_id, payload, row, span),
             Ready::Call(call) => return self.enqueue(call).await,
         };
-        let receipt = self
+        let stored = self
             .queue()?
             .publish_recorded(
                 Message {
@@ -234,7 +300,10 @@ impl Invoker for Fabric {
                 },
                 row,
             )
-            .await?;
+            .await
+            .map_err(InvokeError::from);
+        self.finish_span(span, stored.as_ref().err());
+        let receipt = stored?;
         Ok(Enqueued {
             call_id,
             duplicate: receipt.published == Published::Duplicate,
@@ -253,6 +322,7 @@ impl Invoker for Fabric {
         let mut answers: Vec<Option<Result<Enqueued, InvokeError>>> =
             Vec::with_capacity(ready.len());
         let mut ids = Vec::with_capacity(ready.len());
+        let mut spans = Vec::with_capacity(ready.len());
         let mut messages = Vec::with_capacity(ready.len());
         for ready in ready {
             let encoded = match ready.0 {
@@ -264,7 +334,9 @@ impl Invoker for Fabric {
                     call_id,
                     payload,
                     row,
+                    span,
                 }) => {
+                    spans.push(span);
                     messages.push((
                         Message {
                             id: call_id.clone(),
@@ -287,7 +359,10 @@ impl Invoker for Fabric {
             .await
             .into_iter()
             .zip(ids)
-            .map(|(receipt, call_id)| {
+            .zip(spans)
+            .map(|((receipt, call_id), span)| {
+                let receipt = receipt.map_err(InvokeError::from);
+                self.finish_span(span, receipt.as_ref().err());
                 let receipt = receipt?;
                 Ok(Enqueued {
                     call_id,
@@ -373,7 +448,7 @@ mod tests {
             HeaderValue::from_static("http://127.0.0.1:9/cb"),
         );
         c.body = bytes::Bytes::from_static(b"hi");
-        let (request, trace) = queue_request(&c, "id-1").expect("valid");
+        let (request, trace, _) = queue_request(&c, "id-1").expect("valid");
         assert_eq!(request.header["X-Call-Id"], vec!["id-1".to_owned()]);
         assert_eq!(
             request.header["Traceparent"],
@@ -402,7 +477,7 @@ mod tests {
             "tracestate",
             HeaderValue::from_static("rojo=00f067aa0ba902b7"),
         );
-        let (request, trace) = queue_request(&c, "id").expect("valid");
+        let (request, trace, _) = queue_request(&c, "id").expect("valid");
         assert_eq!(request.header["Traceparent"], vec![sent.to_owned()]);
         assert_eq!(
             request.header["Tracestate"],
@@ -415,7 +490,7 @@ mod tests {
 
         c.headers
             .insert("traceparent", HeaderValue::from_static("00-zz-bad-01"));
-        let (request, trace) = queue_request(&c, "id").expect("valid");
+        let (request, trace, _) = queue_request(&c, "id").expect("valid");
         assert_ne!(
             request.header["Traceparent"],
             vec!["00-zz-bad-01".to_owned()]
