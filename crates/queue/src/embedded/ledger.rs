@@ -148,6 +148,15 @@ pub(super) fn result(
     Ok(result)
 }
 
+/// A row as an update found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Current {
+    /// The creation and change times of the row stored, expired or not.
+    times: Option<(u64, u64)>,
+    /// The row, unless there is none or it expired.
+    pub(super) row: Option<LedgerRow>,
+}
+
 /// The ledger's tables, open in one write transaction.
 pub(super) struct LedgerTables<'txn> {
     limits: Limits,
@@ -169,13 +178,24 @@ impl<'txn> LedgerTables<'txn> {
         })
     }
 
-    /// The row of call `id` as a reader would see it at `now`.
-    pub(super) fn get(&self, id: &str, now: u64) -> Result<Option<LedgerRow>, redb::Error> {
+    /// The row of call `id` as a reader would see it at `now`, and the creation and change
+    /// times of the row stored, expired or not (for [`LedgerTables::put`]: one lookup for
+    /// the read and the write of an update).
+    pub(super) fn get(&self, id: &str, now: u64) -> Result<Current, redb::Error> {
         let limits = self.limits;
-        Ok(self
-            .rows
-            .get(id)?
-            .and_then(|stored| limits.visible(stored.value(), now)))
+        Ok(match self.rows.get(id)? {
+            Some(stored) => {
+                let value = stored.value();
+                Current {
+                    times: Some((value.0, value.1)),
+                    row: limits.visible(value, now),
+                }
+            }
+            None => Current {
+                times: None,
+                row: None,
+            },
+        })
     }
 
     /// Writes `row` for call `id` unless it has one (a row that expired does not count);
@@ -199,12 +219,12 @@ impl<'txn> LedgerTables<'txn> {
     pub(super) fn put(
         &mut self,
         id: &str,
+        current: &Current,
         row: &LedgerRow,
         result: Option<&[u8]>,
         now: u64,
     ) -> Result<(), redb::Error> {
-        let previous = self.times(id)?;
-        self.write(id, previous, row, result, now)
+        self.write(id, current.times, row, result, now)
     }
 
     /// The creation and change times of the row stored for call `id`, expired or not.
@@ -225,8 +245,13 @@ impl<'txn> LedgerTables<'txn> {
         now: u64,
     ) -> Result<(), redb::Error> {
         if let Some((created_ms, updated_ms)) = previous {
-            self.by_creation.remove((created_ms, id))?;
-            self.by_change.remove((updated_ms, id))?;
+            // Same creation time (every update): the insert below replaces the entry.
+            if created_ms != row.created_at_ms {
+                self.by_creation.remove((created_ms, id))?;
+            }
+            if updated_ms != now {
+                self.by_change.remove((updated_ms, id))?;
+            }
             if result.is_none() && self.limits.expired(updated_ms, now) {
                 self.results.remove(id)?;
             }
@@ -306,6 +331,19 @@ impl<'txn> LedgerTables<'txn> {
         Ok(())
     }
 
+    /// [`LedgerTables::put`] after reading the row (the tests' shorthand).
+    #[cfg(test)]
+    fn put_fresh(
+        &mut self,
+        id: &str,
+        row: &LedgerRow,
+        result: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), redb::Error> {
+        let current = self.get(id, now)?;
+        self.put(id, &current, row, result, now)
+    }
+
     /// Rows stored, expired or not (the tests' view).
     #[cfg(test)]
     fn stored(&self) -> Result<(u64, u64, u64, u64), redb::Error> {
@@ -359,15 +397,21 @@ mod tests {
         let txn = db.begin_write().unwrap();
         let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
         tables
-            .put("a", &row(1, "queued"), Some(b"result a"), 0)
+            .put_fresh("a", &row(1, "queued"), Some(b"result a"), 0)
             .unwrap();
-        tables.put("b", &row(2, "queued"), None, 0).unwrap();
+        tables.put_fresh("b", &row(2, "queued"), None, 0).unwrap();
         // Changed at 600: lives until 1600.
-        tables.put("b", &row(2, "running"), None, 600).unwrap();
+        tables
+            .put_fresh("b", &row(2, "running"), None, 600)
+            .unwrap();
 
-        assert_eq!(tables.get("a", 999).unwrap(), Some(row(1, "queued")));
-        assert_eq!(tables.get("a", 1_000).unwrap(), None, "invisible at once");
-        assert_eq!(tables.get("b", 1_000).unwrap(), Some(row(2, "running")));
+        assert_eq!(tables.get("a", 999).unwrap().row, Some(row(1, "queued")));
+        assert_eq!(
+            tables.get("a", 1_000).unwrap().row,
+            None,
+            "invisible at once"
+        );
+        assert_eq!(tables.get("b", 1_000).unwrap().row, Some(row(2, "running")));
         assert_eq!(tables.stored().unwrap(), (2, 2, 2, 1), "not pruned yet");
 
         let mut removed = Vec::new();
@@ -390,10 +434,12 @@ mod tests {
         let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
         for (i, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             let at = i as u64;
-            tables.put(id, &row(at, "queued"), Some(b"r"), at).unwrap();
+            tables
+                .put_fresh(id, &row(at, "queued"), Some(b"r"), at)
+                .unwrap();
         }
         // "a" changes last: "b" and "c" are the oldest now.
-        tables.put("a", &row(0, "running"), None, 10).unwrap();
+        tables.put_fresh("a", &row(0, "running"), None, 10).unwrap();
 
         let mut removed = Vec::new();
         tables.prune(10, 0, &mut removed).unwrap();
@@ -407,13 +453,13 @@ mod tests {
         let txn = db.begin_write().unwrap();
         let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
         tables
-            .put("a", &row(1, "succeeded"), Some(b"old result"), 0)
+            .put_fresh("a", &row(1, "succeeded"), Some(b"old result"), 0)
             .unwrap();
 
         assert!(!tables.create("a", &row(5, "queued"), 999).unwrap());
-        assert_eq!(tables.get("a", 999).unwrap(), Some(row(1, "succeeded")));
+        assert_eq!(tables.get("a", 999).unwrap().row, Some(row(1, "succeeded")));
         assert!(tables.create("a", &row(5, "queued"), 1_000).unwrap());
-        assert_eq!(tables.get("a", 1_000).unwrap(), Some(row(5, "queued")));
+        assert_eq!(tables.get("a", 1_000).unwrap().row, Some(row(5, "queued")));
         assert_eq!(tables.stored().unwrap(), (1, 1, 1, 0));
     }
 
@@ -435,7 +481,7 @@ mod tests {
                     function: function.into(),
                     ..row(created_at_ms, state)
                 };
-                tables.put(id, &row, None, at).unwrap();
+                tables.put_fresh(id, &row, None, at).unwrap();
             }
             drop(tables);
             txn.commit().unwrap();

@@ -421,11 +421,13 @@ impl Writer {
                             let current = ledger.get(id, now)?;
                             // The closure is the caller's code on the thread every queue
                             // operation needs: a panic fails its own update, not the queue.
-                            match catch_unwind(AssertUnwindSafe(|| (update.0)(current.as_ref()))) {
+                            match catch_unwind(AssertUnwindSafe(|| {
+                                (update.0)(current.row.as_ref())
+                            })) {
                                 Err(_) => Outcome::LedgerUpdatePanicked,
-                                Ok(LedgerChange::Keep) => Outcome::LedgerUpdated(current),
+                                Ok(LedgerChange::Keep) => Outcome::LedgerUpdated(current.row),
                                 Ok(LedgerChange::Put { row, result }) => {
-                                    ledger.put(id, &row, result.as_deref(), now)?;
+                                    ledger.put(id, &current, &row, result.as_deref(), now)?;
                                     ledger_changed.push(id.clone());
                                     ledger_durable |= *durable;
                                     Outcome::LedgerUpdated(Some(row))

@@ -19,12 +19,18 @@
 //! `updated_at_ms` is the writer's clock: a read hides a row past its retention at once, before
 //! the server gets round to dropping it.
 //!
-//! Updates are compare-and-swap on the entry's revision, retried after a conflict. A publish
+//! Updates are compare-and-swap on the entry's revision, retried after a conflict. A row this
+//! process wrote last is remembered with its revision ([`Written`]), so the next update of it
+//! (the worker's attempt end after its attempt begin; in `courier up`, the attempt begin after
+//! the gateway's create) swaps on that revision without reading first; a write by anyone else
+//! in between fails the swap and the update reads as usual. A publish
 //! creates the row only when the key has none (`create`), so a duplicate publish never
 //! replaces the original's record. Durability is JetStream's (the acknowledgement means the
 //! server stored it); `ledger_update`'s `durable` asks for nothing more.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::Client;
@@ -64,6 +70,29 @@ const RESULT_GRACE: Duration = Duration::from_secs(3600);
 /// and the subject), for the size check against the server's `max_payload`.
 const KV_HEADER_ALLOWANCE: usize = 512;
 
+/// Most rows [`Written`] remembers; when full it starts again empty.
+const MAX_REMEMBERED_ROWS: usize = 4096;
+
+/// The rows this process wrote last, by key, with the revision each was written as.
+#[derive(Debug, Default)]
+struct Written(Mutex<HashMap<String, (u64, Stored)>>);
+
+impl Written {
+    /// Takes what is remembered of `key` (an update that fails its swap must not try it again).
+    fn take(&self, key: &str) -> Option<(u64, Stored)> {
+        self.0.lock().ok()?.remove(key)
+    }
+
+    fn remember(&self, key: String, revision: u64, stored: Stored) {
+        if let Ok(mut rows) = self.0.lock() {
+            if rows.len() >= MAX_REMEMBERED_ROWS {
+                rows.clear();
+            }
+            rows.insert(key, (revision, stored));
+        }
+    }
+}
+
 /// What a publish's row write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Created {
@@ -80,6 +109,7 @@ pub(super) struct Ledger {
     rows: kv::Store,
     results: kv::Store,
     retention: Duration,
+    written: Arc<Written>,
 }
 
 impl Ledger {
@@ -118,6 +148,7 @@ impl Ledger {
             rows,
             results,
             retention: config.ledger.retention,
+            written: Arc::default(),
         }))
     }
 
@@ -125,10 +156,18 @@ impl Ledger {
     pub(super) async fn create(&self, id: &str, row: &LedgerRow) -> Result<Created> {
         let doing = format!("create the ledger row of call {id:?}");
         ensure_connected(&self.client, &doing)?;
-        let value = encode(row, now_ms());
+        let now = now_ms();
+        let value = encode(row, now);
         self.check_size(value.len())?;
         match tokio::time::timeout(REQUEST_TIMEOUT, self.rows.create(key(id), value)).await {
-            Ok(Ok(revision)) => Ok(Created::Now(revision)),
+            Ok(Ok(revision)) => {
+                let stored = Stored {
+                    updated_at_ms: now,
+                    row: row.clone(),
+                };
+                self.written.remember(key(id), revision, stored);
+                Ok(Created::Now(revision))
+            }
             Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => Ok(Created::AlreadyThere),
             Ok(Err(e)) => Err(Error::unavailable(&doing, e)),
             Err(_) => Err(Error::unavailable(&doing, timed_out(REQUEST_TIMEOUT))),
@@ -139,6 +178,7 @@ impl Ledger {
     /// of a publish the server refused. Best effort: a row left behind shows a call that was
     /// never queued, until it expires.
     pub(super) async fn forget(&self, id: &str, revision: u64) {
+        self.written.take(&key(id));
         let deleted = tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.rows.delete_expect_revision(key(id), Some(revision)),
@@ -170,11 +210,18 @@ impl Ledger {
                 tokio::time::sleep(backoff(attempt)).await;
             }
             ensure_connected(&self.client, &doing)?;
-            let entry = within(&doing, self.rows.entry(key.clone())).await?;
-            let (current, revision) = match entry {
-                // A deleted or expired row is no row, but its revision is the one to replace.
-                Some(entry) => (self.visible(&entry), entry.revision),
-                None => (None, 0),
+            // First the row as this process wrote it, when it remembers it; read otherwise.
+            let (current, revision) = match self.written.take(&key) {
+                Some((revision, stored)) => (
+                    (!self.expired(stored.updated_at_ms, now_ms())).then_some(stored.row),
+                    revision,
+                ),
+                None => match within(&doing, self.rows.entry(key.clone())).await? {
+                    // A deleted or expired row is no row, but its revision is the one to
+                    // replace.
+                    Some(entry) => (self.visible(&entry), entry.revision),
+                    None => (None, 0),
+                },
             };
             let (row, result) = match update(current.as_ref()) {
                 LedgerChange::Keep => return Ok(current),
@@ -184,12 +231,20 @@ impl Ledger {
             if let Some(result) = result {
                 self.put_result(id, &key, result).await?;
             }
-            let value = encode(&row, now_ms());
+            let now = now_ms();
+            let value = encode(&row, now);
             self.check_size(value.len())?;
             match tokio::time::timeout(REQUEST_TIMEOUT, self.rows.update(&key, value, revision))
                 .await
             {
-                Ok(Ok(_)) => return Ok(Some(row)),
+                Ok(Ok(written)) => {
+                    let stored = Stored {
+                        updated_at_ms: now,
+                        row: row.clone(),
+                    };
+                    self.written.remember(key, written, stored);
+                    return Ok(Some(row));
+                }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     debug!(call_id = %id, attempt, "Ledger update conflicted; trying again.");
                 }
