@@ -37,6 +37,24 @@ pub const DEFAULT_TARGET_PROPORTION: f64 = 0.9;
 /// `com.openfaas.scale.zero-duration` when absent.
 pub const DEFAULT_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
 
+/// What a provider offers the autoscaler ([`crate::Provider::scaling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderScaling {
+    /// Most replicas one function may have; caps `com.openfaas.scale.max`.
+    pub max_replicas: u64,
+    /// Whether the provider can read its functions' CPU use (`com.openfaas.scale.type: cpu`).
+    pub cpu_metrics: bool,
+}
+
+impl Default for ProviderScaling {
+    fn default() -> Self {
+        Self {
+            max_replicas: crate::function::MAX_REPLICAS,
+            cpu_metrics: false,
+        }
+    }
+}
+
 /// What `com.openfaas.scale.target` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScaleType {
@@ -313,6 +331,9 @@ pub struct Stabilizer {
     /// When a call was last seen (or the first sample, so a function idle since it was
     /// deployed also goes to zero).
     last_active: Option<Duration>,
+    /// The replica count the previous decision left; a different current count was set by
+    /// someone else (the scale API, a wake from zero) and counts as a recommendation.
+    expected: Option<u64>,
 }
 
 impl Stabilizer {
@@ -326,10 +347,21 @@ impl Stabilizer {
         sample: Sample,
         down_delay: Duration,
     ) -> Decision {
+        let decision = self.recommend(policy, sample, down_delay);
+        self.expected = Some(decision.desired);
+        decision
+    }
+
+    fn recommend(
+        &mut self,
+        policy: &ScalePolicy,
+        sample: Sample,
+        down_delay: Duration,
+    ) -> Decision {
         let now = sample.now;
-        if self.last_active.is_none() {
-            // First sight: count the replicas it has as a recommendation, so nothing scales
-            // down before a whole window was observed.
+        if self.expected != Some(sample.current) {
+            // First sight, or set by someone else: the replicas it has count as a
+            // recommendation, so nothing scales down before a whole window was observed.
             self.window.push_back((now, sample.current));
         }
         if sample.active || self.last_active.is_none() {
@@ -623,6 +655,22 @@ mod tests {
                 change: Some(Direction::Down)
             }
         );
+    }
+
+    #[test]
+    fn a_count_set_by_hand_is_kept_for_a_whole_window() {
+        let p = policy(&[]);
+        let mut s = Stabilizer::default();
+        assert_eq!(s.decide(&p, sample(0, 0.0, 1), DELAY).change, None);
+        // `POST /system/scale-function` to 3 at t=5.
+        for now in 5..=65 {
+            assert_eq!(
+                s.decide(&p, sample(now, 0.0, 3), DELAY).change,
+                None,
+                "at {now}s"
+            );
+        }
+        assert_eq!(s.decide(&p, sample(66, 0.0, 3), DELAY).desired, 1);
     }
 
     #[test]
