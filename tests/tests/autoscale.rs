@@ -174,14 +174,17 @@ async fn a_step_load_scales_a_function_up_at_once_and_back_to_min_after_the_down
     courier.invoke_until_ok("slow", b"", READY).await;
     assert_eq!(replicas(&courier, "slow").await, 1);
 
-    // 8 callers, each calling again as soon as answered.
-    let stop = Arc::new(AtomicBool::new(false));
+    // 8 callers, each calling again as soon as answered; the first keeps calling through the
+    // scale-down, so replicas are retired under load.
+    let stop_burst = Arc::new(AtomicBool::new(false));
+    let stop_last = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));
     let callers: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
             let client = courier.client();
             let url = courier.url("/function/slow");
+            let stop = if i == 0 { &stop_last } else { &stop_burst };
             let (stop, failures, calls) = (stop.clone(), failures.clone(), calls.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
@@ -214,10 +217,7 @@ async fn a_step_load_scales_a_function_up_at_once_and_back_to_min_after_the_down
     let at_peak = replicas(&courier, "slow").await;
     assert!((3..=5).contains(&at_peak), "{at_peak} replicas under load");
 
-    stop.store(true, Ordering::Relaxed);
-    for caller in callers {
-        caller.await.expect("caller task");
-    }
+    stop_burst.store(true, Ordering::Relaxed);
     let load_stopped = Instant::now();
     eventually(
         DOWN_DELAY + Duration::from_secs(3),
@@ -226,6 +226,12 @@ async fn a_step_load_scales_a_function_up_at_once_and_back_to_min_after_the_down
     )
     .await;
     let down_after = load_stopped.elapsed();
+    // The retired replicas drain while the last caller goes on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_last.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.expect("caller task");
+    }
     assert!(
         down_after >= DOWN_DELAY - Duration::from_millis(500),
         "scaled down after {down_after:?}, before the down delay"
