@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use courier_e2e::{
     Courier, DEFAULT_NAMESPACE, eventually, fork_function, http_function, metric_sum, random_token,
-    replicas_field,
+    replicas_field, run_cli,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -136,6 +136,17 @@ async fn valid_scale_labels_are_accepted() {
             json!({ "com.openfaas.scale.max": "1000" }),
         ))
         .await;
+
+    let mut describe = courier.cli();
+    describe.args(["describe", "ok"]);
+    let out = run_cli(describe, None).await;
+    out.assert_success("courier describe ok");
+    assert!(
+        out.stdout
+            .contains("min 1, max 5, target 2 capacity (proportion 0.8), to zero after 90s idle"),
+        "describe shows the scaling policy\n{out}"
+    );
+    assert!(out.stdout.contains("desired"), "{out}");
 }
 
 /// A fork-mode function that takes about 200 ms per call.
