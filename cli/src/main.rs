@@ -233,6 +233,67 @@ mod tests {
     }
 
     #[test]
+    fn up_and_gateway_take_the_autoscaler_flags_and_their_environment_variables() {
+        for process in [&["up"][..], &["gateway"]] {
+            let matches = Cli::command()
+                .try_get_matches_from(argv(
+                    process,
+                    &[
+                        "--autoscale-interval",
+                        "250ms",
+                        "--autoscale-down-delay",
+                        "5s",
+                        "--no-autoscale",
+                    ],
+                ))
+                .unwrap_or_else(|e| panic!("{process:?}: {e}"));
+            let args = innermost(&matches);
+            assert_eq!(
+                args.get_one::<Duration>("autoscale_interval"),
+                Some(&Duration::from_millis(250))
+            );
+            assert_eq!(
+                args.get_one::<Duration>("autoscale_down_delay"),
+                Some(&Duration::from_secs(5))
+            );
+            assert_eq!(args.get_one::<bool>("no_autoscale"), Some(&true));
+
+            let defaults = Cli::command()
+                .try_get_matches_from(argv(process, &[]))
+                .unwrap_or_else(|e| panic!("{process:?}: {e}"));
+            let args = innermost(&defaults);
+            assert_eq!(
+                args.get_one::<Duration>("autoscale_interval"),
+                Some(&Duration::from_secs(1))
+            );
+            assert_eq!(
+                args.get_one::<Duration>("autoscale_down_delay"),
+                Some(&Duration::from_secs(60))
+            );
+
+            let command = Cli::command();
+            let command = command
+                .find_subcommand(process[0])
+                .unwrap_or_else(|| panic!("no subcommand {process:?}"));
+            for (id, var) in [
+                ("autoscale_interval", "COURIER_AUTOSCALE_INTERVAL"),
+                ("autoscale_down_delay", "COURIER_AUTOSCALE_DOWN_DELAY"),
+                ("no_autoscale", "COURIER_NO_AUTOSCALE"),
+            ] {
+                let env = command
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .and_then(|a| a.get_env());
+                assert_eq!(env.and_then(|e| e.to_str()), Some(var), "{process:?} {id}");
+            }
+
+            let e = Cli::try_parse_from(argv(process, &["--autoscale-interval", "0s"]))
+                .expect_err("a zero interval is refused");
+            assert!(e.to_string().contains("--autoscale-interval"), "{e}");
+        }
+    }
+
+    #[test]
     fn the_client_commands_do_not_take_the_server_flags() {
         for command in [
             &["calls", "list"][..],

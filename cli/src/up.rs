@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use courier_core::Provider;
-use courier_gateway::{BasicAuth, Gateway, GatewayConfig};
+use courier_gateway::{AutoscaleConfig, BasicAuth, Gateway, GatewayConfig};
 use courier_provider_local::SandboxMode;
 use courier_queue::QueueConfig;
 use courier_queue_worker::{
@@ -39,6 +39,14 @@ fn version() -> courier_core::system::VersionInfo {
 /// Parses a Go duration (`100ms`, `1m30s`) or a number of seconds.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     courier_core::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// A Go duration longer than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// `courier up`: everything in one process.
@@ -153,6 +161,28 @@ pub(crate) struct ServeArgs {
     pub(crate) ledger: LedgerArgs,
     #[command(flatten)]
     pub(crate) otlp: OtlpArgs,
+    /// How often the autoscaler samples each function's load and decides its replicas.
+    #[arg(long, env = "COURIER_AUTOSCALE_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    autoscale_interval: Duration,
+    /// How long the load must stay lower before the autoscaler removes replicas (its
+    /// stabilization window; adding replicas is immediate).
+    #[arg(long, env = "COURIER_AUTOSCALE_DOWN_DELAY", default_value = "1m", value_parser = duration)]
+    autoscale_down_delay: Duration,
+    /// Turn the autoscaler off: functions keep the replicas they are deployed or scaled to.
+    #[arg(long, env = "COURIER_NO_AUTOSCALE")]
+    no_autoscale: bool,
+}
+
+impl ServeArgs {
+    /// The autoscaler's settings, or `None` when it is turned off. Off on Kubernetes for now:
+    /// the gateway runs several replicas there, each counting only its own share of the calls.
+    fn autoscale(&self) -> Option<AutoscaleConfig> {
+        let off = self.no_autoscale || matches!(self.provider, ProviderKind::Kubernetes);
+        (!off).then_some(AutoscaleConfig {
+            interval: self.autoscale_interval,
+            down_delay: self.autoscale_down_delay,
+        })
+    }
 }
 
 /// The queue worker's way to functions inside `courier up`: the gateway's own proxy path.
@@ -355,6 +385,19 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
         let extra = crate::triggers::schedules_route(provider.clone());
         tokio::spawn(async move { gateway.serve(listener, registry, extra, shutdown).await })
     };
+    let stop_autoscaler = CancellationToken::new();
+    let autoscaler = args.autoscale().map(|config| {
+        let gateway = gateway.clone();
+        let stop = stop_autoscaler.clone();
+        tokio::spawn(async move { gateway.autoscale(config, stop).await })
+    });
+    match autoscaler {
+        Some(_) => println!(
+            "  autoscaler: every {:?}, scale-down after {:?}",
+            args.autoscale_interval, args.autoscale_down_delay
+        ),
+        None => println!("  autoscaler: off"),
+    }
     if let Some(file) = &args.file
         && let Err(e) = deploy_stack(provider.as_ref(), file).await
     {
@@ -362,6 +405,11 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
     }
     wait_for_signal().await;
     println!("Shutting down: finishing queued calls in flight, then stopping functions.");
+    // No replica changes while calls drain.
+    stop_autoscaler.cancel();
+    if let Some(autoscaler) = autoscaler {
+        let _ = autoscaler.await;
+    }
     // Triggers feed the queue and call through the gateway: they stop first, then the
     // worker, then the server.
     if let Some(triggers) = triggers {

@@ -117,7 +117,7 @@ pub(crate) async fn invoke(
         Ok(path_and_query) => path_and_query,
         Err(e) => return e.into_response().map(Either::Right),
     };
-    route.metrics.started();
+    let in_flight = route.metrics.started();
     let response = forward(
         gateway,
         &route.function,
@@ -132,6 +132,7 @@ pub(crate) async fn invoke(
         response.status(),
         started.elapsed().as_secs_f64(),
     );
+    drop(in_flight);
     response
 }
 

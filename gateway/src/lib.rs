@@ -3,14 +3,15 @@
 //! It owns routing, basic authentication of `/system/*`, decoding and validating management
 //! requests, the synchronous invocation proxy (`/function/{name}`: streaming, pooled,
 //! timeouts, scale-from-zero), asynchronous invocation into the queue with its ledger record
-//! and trace context, the invocation ledger's API (`/system/calls`) and the OpenFaaS-named
-//! Prometheus metrics.
+//! and trace context, the invocation ledger's API (`/system/calls`), the OpenFaaS-named
+//! Prometheus metrics, and the autoscaler driven by its own per-function counters.
 //!
 //! Invariant: the gateway knows only the [`Provider`] seam. It never knows whether functions
 //! are processes or Kubernetes pods, and never touches the data directory.
 
 mod api;
 mod auth;
+mod autoscaler;
 mod enqueue;
 mod error;
 mod invoke;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::BasicAuth;
+pub use autoscaler::AutoscaleConfig;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -160,6 +162,12 @@ impl Gateway {
         let request = request.map(|b| http_body_util::Either::Right(http_body_util::Full::new(b)));
         let local = http::HeaderValue::from_static("127.0.0.1");
         invoke::invoke(self, Some(local), request).await
+    }
+
+    /// Runs the autoscaler until `stop` is cancelled: every `config.interval`, each function's
+    /// load from this gateway's counters becomes a replica count set through the provider.
+    pub async fn autoscale(&self, config: AutoscaleConfig, stop: CancellationToken) {
+        autoscaler::run(self, config, stop).await;
     }
 
     /// Signalled (`notify_one`) after every deploy, update or removal made through this

@@ -1,6 +1,8 @@
 //! The gateway's Prometheus metrics, with OpenFaaS's series names and labels so existing
 //! dashboards and alert rules work. `function_name` is always `name.namespace`.
 
+use std::collections::HashMap;
+
 use courier_core::system::VersionInfo;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -18,6 +20,14 @@ pub struct Metrics {
     pub invocation_started: IntCounterVec,
     /// `gateway_service_count{function_name}`: desired replicas per function.
     pub service_count: IntGaugeVec,
+    /// `gateway_function_invocation_inflight{function_name}`: invocations begun and not yet
+    /// answered (the autoscaler's `capacity` load).
+    pub invocation_inflight: IntGaugeVec,
+    /// `gateway_autoscaler_desired_replicas{function_name}`: what the autoscaler last decided.
+    pub autoscaler_desired: IntGaugeVec,
+    /// `gateway_autoscaler_decisions_total{function_name,direction}`: replica changes the
+    /// autoscaler made (`up`, `down`).
+    pub autoscaler_decisions: IntCounterVec,
     /// `queue_worker_messages_submitted_total`: asynchronous calls stored in the queue.
     pub submitted: IntCounter,
 }
@@ -55,6 +65,27 @@ impl Metrics {
                 Opts::new("gateway_service_count", "Service replicas"),
                 &["function_name"],
             )?,
+            invocation_inflight: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_function_invocation_inflight",
+                    "Function invocations in flight.",
+                ),
+                &["function_name"],
+            )?,
+            autoscaler_desired: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_autoscaler_desired_replicas",
+                    "Replicas the autoscaler wants the function to have.",
+                ),
+                &["function_name"],
+            )?,
+            autoscaler_decisions: IntCounterVec::new(
+                Opts::new(
+                    "gateway_autoscaler_decisions_total",
+                    "Replica changes made by the autoscaler.",
+                ),
+                &["function_name", "direction"],
+            )?,
             submitted: IntCounter::with_opts(Opts::new(
                 "queue_worker_messages_submitted_total",
                 "Asynchronous calls stored in the queue.",
@@ -65,6 +96,9 @@ impl Metrics {
         registry.register(Box::new(metrics.functions_seconds.clone()))?;
         registry.register(Box::new(metrics.invocation_started.clone()))?;
         registry.register(Box::new(metrics.service_count.clone()))?;
+        registry.register(Box::new(metrics.invocation_inflight.clone()))?;
+        registry.register(Box::new(metrics.autoscaler_desired.clone()))?;
+        registry.register(Box::new(metrics.autoscaler_decisions.clone()))?;
         Ok(metrics)
     }
 
@@ -72,6 +106,7 @@ impl Metrics {
     pub(crate) fn for_function(&self, function_name: &str) -> FunctionMetrics {
         FunctionMetrics {
             started: self.invocation_started.with_label_values(&[function_name]),
+            inflight: self.invocation_inflight.with_label_values(&[function_name]),
             ok_total: self
                 .invocation_total
                 .with_label_values(&[function_name, "200"]),
@@ -102,6 +137,10 @@ impl Metrics {
         let _ = self
             .invocation_started
             .remove_label_values(&[function_name]);
+        let _ = self
+            .invocation_inflight
+            .remove_label_values(&[function_name]);
+        self.forget_autoscaler(function_name);
         let codes: Vec<String> = self
             .invocation_series(function_name)
             .iter()
@@ -123,6 +162,46 @@ impl Metrics {
         }
     }
 
+    /// Removes the autoscaler's series of a function it no longer scales.
+    pub(crate) fn forget_autoscaler(&self, function_name: &str) {
+        let _ = self
+            .autoscaler_desired
+            .remove_label_values(&[function_name]);
+        for direction in ["up", "down"] {
+            let _ = self
+                .autoscaler_decisions
+                .remove_label_values(&[function_name, direction]);
+        }
+    }
+
+    /// Invocations started and in flight, per `function_name`, read in one pass over each
+    /// series (the autoscaler's sample; no series is created).
+    pub(crate) fn load_sample(&self) -> HashMap<String, (u64, i64)> {
+        use prometheus::core::Collector;
+        let mut out: HashMap<String, (u64, i64)> = HashMap::new();
+        let name_of = |m: &prometheus::proto::Metric| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == "function_name")
+                .map(|l| l.value().to_owned())
+        };
+        for family in self.invocation_started.collect() {
+            for m in family.get_metric() {
+                if let Some(name) = name_of(m) {
+                    out.entry(name).or_default().0 = m.get_counter().get_value() as u64;
+                }
+            }
+        }
+        for family in self.invocation_inflight.collect() {
+            for m in family.get_metric() {
+                if let Some(name) = name_of(m) {
+                    out.entry(name).or_default().1 = m.get_gauge().get_value() as i64;
+                }
+            }
+        }
+        out
+    }
+
     /// Completed invocations of `function_name` (`name.namespace`), all status codes.
     pub fn invocations_of(&self, function_name: &str) -> u64 {
         self.invocation_series(function_name)
@@ -136,15 +215,19 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub(crate) struct FunctionMetrics {
     started: IntCounter,
+    inflight: IntGauge,
     ok_total: IntCounter,
     ok_seconds: Histogram,
     label: String,
 }
 
 impl FunctionMetrics {
-    /// An invocation began.
-    pub(crate) fn started(&self) {
+    /// An invocation began; it counts as in flight until the guard is dropped (answered,
+    /// failed or abandoned by its caller).
+    pub(crate) fn started(&self) -> InFlight<'_> {
         self.started.inc();
+        self.inflight.inc();
+        InFlight(&self.inflight)
     }
 
     /// An invocation ended with `status` after `seconds`.
@@ -163,5 +246,16 @@ impl FunctionMetrics {
                 .with_label_values(&[self.label.as_str(), code])
                 .observe(seconds);
         }
+    }
+}
+
+/// One invocation in flight: decrements `gateway_function_invocation_inflight` when dropped.
+/// An atomic add each way; no allocation, no lock.
+#[derive(Debug)]
+pub(crate) struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

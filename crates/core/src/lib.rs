@@ -1,10 +1,12 @@
 //! Courier's shared core: the OpenFaaS wire types, the [`Provider`] seam, and the pure rules
 //! every component applies the same way (function and namespace names, the `name.namespace`
-//! invocation form, hop-by-hop headers, Go-compatible JSON decoding, Go duration strings).
+//! invocation form, hop-by-hop headers, Go-compatible JSON decoding, Go duration strings, the
+//! autoscaler's labels and decision).
 //!
 //! Invariant: this crate does no IO. It knows no sockets, no processes, no files, no tokio, no
 //! environment. It must never know which provider or queue backend is in use.
 
+pub mod autoscale;
 pub mod decode;
 pub mod duration;
 pub mod function;

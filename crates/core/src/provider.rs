@@ -6,6 +6,7 @@ use std::fmt;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
+use crate::autoscale::ProviderScaling;
 use crate::function::{FunctionDeployment, FunctionStatus};
 use crate::logs::{LogMessage, LogRequest};
 use crate::names::FunctionRef;
@@ -102,6 +103,13 @@ impl ProviderError {
 pub trait Provider: Send + Sync + 'static {
     /// What this provider is, for `/system/info`.
     fn info(&self) -> ProviderInfo;
+
+    /// What this provider offers the autoscaler: its replica limit, and whether it can read
+    /// CPU use (so `com.openfaas.scale.type: cpu` is refused at deploy when it cannot). The
+    /// default: [`crate::function::MAX_REPLICAS`] and no CPU metrics.
+    fn scaling(&self) -> ProviderScaling {
+        ProviderScaling::default()
+    }
 
     /// Deploys a new function; `AlreadyExists` if the name is taken in that namespace.
     async fn deploy(&self, namespace: &str, spec: FunctionDeployment) -> Result<(), ProviderError>;

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use courier_core::autoscale::ProviderScaling;
 use courier_core::function::MAX_REPLICAS;
 use courier_core::system::{ProviderInfo, VersionInfo};
 use courier_core::{
@@ -253,6 +254,14 @@ impl Provider for LocalProvider {
             orchestration: "process".into(),
             version: self.version.clone(),
             sandbox: Some(self.shared.sandbox.name().into()),
+        }
+    }
+
+    fn scaling(&self) -> ProviderScaling {
+        // Processes have no metrics API to read CPU use from.
+        ProviderScaling {
+            max_replicas: MAX_REPLICAS,
+            cpu_metrics: false,
         }
     }
 

@@ -43,6 +43,10 @@ enum Ended {
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
 /// Longest a retired fork-mode replica waits for its in-flight requests.
 const FORK_DRAIN: Duration = Duration::from_secs(30);
+/// How long a retired fork-mode replica still accepts connections after it left the ready
+/// list, for calls that resolved its address just before (as [`HTTP_DRAIN`] in HTTP mode):
+/// without it such a call would be refused (502) by an autoscaler's scale-down.
+const FORK_ACCEPT_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs replica `id` until it is retired or stopped, restarting it with backoff.
 pub(crate) async fn supervise(rt: Arc<FunctionRuntime>, id: u64, signals: StopSignals) {
@@ -201,24 +205,42 @@ async fn run_fork(
     let inflight = Arc::new(Semaphore::new(max));
     // Closes this replica's connections once it has drained (or on a hard stop).
     let connections = signals.hard.child_token();
+    let accept = |stream: tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(fork::serve_connection(
+            rt.clone(),
+            instance.clone(),
+            stream,
+            inflight.clone(),
+            connections.clone(),
+        ));
+    };
     rt.mark_ready(id, addr);
     loop {
         tokio::select! {
             () = signals.retire.cancelled() => break,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(fork::serve_connection(
-                    rt.clone(),
-                    instance.clone(),
-                    stream,
-                    inflight.clone(),
-                    connections.clone(),
-                ));
+                if let Ok((stream, _)) = accepted {
+                    accept(stream);
+                }
             }
         }
     }
     rt.mark_unready(id);
+    // No new calls are routed here now; those already routed still get in.
+    let grace = tokio::time::sleep(FORK_ACCEPT_GRACE);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            () = signals.hard.cancelled() => break,
+            () = &mut grace => break,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    accept(stream);
+                }
+            }
+        }
+    }
     drop(listener);
     let drained = async {
         while inflight.available_permits() < max {

@@ -1,11 +1,13 @@
 //! `/system/functions`, `/system/function/{name}`, `/system/scale-function/{name}`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use courier_core::autoscale::{LABEL_SCALE_TYPE, ScalePolicy, ScaleType};
 use courier_core::decode::{decode_form, decode_json};
 use courier_core::function::{DeleteFunctionRequest, ScaleServiceRequest};
 use courier_core::names::validate_name;
@@ -68,10 +70,29 @@ fn deployment(
     Ok((namespace, spec))
 }
 
-/// The checks the gateway was configured with (a schedule that parses, ...).
+/// The checks every spec passes: its scaling labels, then the ones the gateway was
+/// configured with (a schedule that parses, ...).
 fn check(gateway: &Gateway, spec: &FunctionDeployment) -> Result<(), ApiError> {
+    check_scaling(gateway, spec)?;
     for check in &gateway.config.spec_checks {
         (check.0)(spec).map_err(|e| ApiError::BadRequest(format!("validation failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The `com.openfaas.scale.*` labels must parse, and ask for nothing the provider cannot do.
+fn check_scaling(gateway: &Gateway, spec: &FunctionDeployment) -> Result<(), ApiError> {
+    let empty = BTreeMap::new();
+    let labels = spec.labels.as_ref().unwrap_or(&empty);
+    let scaling = gateway.provider.scaling();
+    let policy = ScalePolicy::from_labels(labels, scaling.max_replicas)
+        .map_err(|e| ApiError::BadRequest(format!("validation failed: {e}")))?;
+    if policy.kind == ScaleType::Cpu && !scaling.cpu_metrics {
+        return Err(ApiError::BadRequest(format!(
+            "validation failed: label {LABEL_SCALE_TYPE}: cpu needs CPU metrics, which the {} \
+             provider does not have; use rps or capacity",
+            gateway.provider.info().provider
+        )));
     }
     Ok(())
 }
