@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs Courier's whole test suite on a fresh Debian 12 machine:
 # installs what is missing and starts what is not running (bubblewrap for the function
-# sandbox, a nats-server 2.10+ for the JetStream tests, RabbitMQ for the AMQP connector, the
+# sandbox, Chromium and chromedriver for the dashboard's browser tests, a nats-server 2.10+ for the JetStream tests, RabbitMQ for the AMQP connector, the
 # Kafka-compatible broker tansu for the Kafka connector), builds the binaries the end-to-end
 # tests start, and runs every test with cargo-nextest.
 #
@@ -10,7 +10,8 @@
 #
 # Missing infrastructure is a failure, never a skip: COURIER_TEST_REQUIRE_SANDBOX=1 makes the
 # sandbox tests fail when bubblewrap cannot run, COURIER_TEST_REQUIRE_BROKERS=1 makes the
-# broker tests fail when their server (nats-server, RabbitMQ, tansu) is missing.
+# broker tests fail when their server (nats-server, RabbitMQ, tansu) or the browser
+# (chromium, chromedriver) is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,13 @@ fi
 if ! command -v bwrap >/dev/null; then
   log "Installing bubblewrap (function sandbox)"
   apt_install bubblewrap
+fi
+
+# Headless Chromium and its WebDriver for the dashboard's browser tests (tests/tests/ui.rs).
+if [ ! -x "${COURIER_CHROMIUM:-/usr/bin/chromium}" ] ||
+   [ ! -x "${COURIER_CHROMEDRIVER:-/usr/bin/chromedriver}" ]; then
+  log "Installing Chromium and chromedriver (dashboard browser tests)"
+  apt_install chromium chromium-driver
 fi
 
 # Whether the JetStream tests will find a nats-server 2.10+ (see crates/test-support/src/nats.rs):

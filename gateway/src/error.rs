@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The body is too large (413).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A browser request from another site to a route that changes something (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// It exists already (409).
     #[error("{0}")]
     Conflict(String),
@@ -54,6 +57,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundEmpty => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -4,7 +4,8 @@
 //! requests, the synchronous invocation proxy (`/function/{name}`: streaming, pooled,
 //! timeouts, scale-from-zero), asynchronous invocation into the queue with its ledger record
 //! and trace context, the invocation ledger's API (`/system/calls`), the OpenFaaS-named
-//! Prometheus metrics, and the autoscaler driven by its own per-function counters.
+//! Prometheus metrics, the autoscaler driven by its own per-function counters, and the web
+//! dashboard (`/ui/`).
 //!
 //! Invariant: the gateway knows only the [`Provider`] seam. It never knows whether functions
 //! are processes or Kubernetes pods, and never touches the data directory.
@@ -18,7 +19,9 @@ mod invoke;
 mod metrics;
 mod path;
 mod readiness;
+mod same_origin;
 mod server;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,6 +19,7 @@ pub mod callback;
 pub mod kafka;
 pub mod ledger;
 pub mod otlp;
+pub mod webdriver;
 
 use std::fs;
 use std::future::Future;
@@ -1116,7 +1117,7 @@ pub fn replicas_field(status: &Value, key: &str) -> u64 {
 }
 
 /// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }

@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode, header};
 
 use crate::Gateway;
-use crate::auth;
 use crate::error::ApiError;
+use crate::{auth, same_origin, ui};
 
 /// Builds every route of the gateway.
 pub(crate) fn router(
@@ -26,6 +26,7 @@ pub(crate) fn router(
     extra: Router,
 ) -> Router {
     let limit = gateway.config.max_body_bytes;
+    let gateway_for_ui = gateway.clone();
     let system = Router::new()
         .route(
             "/system/functions",
@@ -70,6 +71,7 @@ pub(crate) fn router(
             gateway.clone(),
             auth::require,
         ))
+        .route_layer(axum::middleware::from_fn(same_origin::require))
         .layer(DefaultBodyLimit::max(limit));
     let metrics = Router::new()
         .route("/metrics", get(system::metrics))
@@ -81,6 +83,7 @@ pub(crate) fn router(
         .with_state(gateway)
         .merge(system)
         .merge(metrics)
+        .merge(ui::router(gateway_for_ui))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -111,7 +114,7 @@ fn is_form(headers: &HeaderMap, body: &[u8]) -> bool {
 }
 
 /// The namespace of a management request: the query wins over the body; default when neither.
-fn namespace_of(query: Option<&str>, body: &str) -> Result<String, ApiError> {
+pub(crate) fn namespace_of(query: Option<&str>, body: &str) -> Result<String, ApiError> {
     let chosen = query.filter(|q| !q.is_empty()).unwrap_or(body);
     Ok(courier_core::names::resolve_namespace(Some(chosen))?)
 }

@@ -1,0 +1,31 @@
+//! The dashboard's stylesheet and script, built into the binary: no build step, no Node
+//! toolchain, nothing read from disk at run time.
+
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+
+use crate::error::ApiError;
+
+/// The one script every page loads.
+const APP_JS: &str = include_str!("assets/app.js");
+/// The one stylesheet.
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// `GET /ui/assets/{file}`.
+pub(crate) async fn serve(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let (body, content_type) = match file.as_str() {
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        _ => return Err(ApiError::NotFound(format!("no dashboard asset {file:?}"))),
+    };
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}

@@ -1,0 +1,286 @@
+//! The dashboard's pages as server-rendered HTML shells: the layout (title, navigation), each
+//! page's headings, forms and empty tables, and the data attributes the script reads. The
+//! data itself is fetched by `assets/app.js` from the gateway's JSON API, so every page shows
+//! exactly what `/system/*` serves.
+//!
+//! Knows page names and element ids; never reads functions, the ledger or the queue.
+
+use super::escape::escape;
+
+/// One page of the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// Every function, with scale, remove and deploy.
+    Functions,
+    /// One function: invoke form, logs, spec.
+    Function {
+        /// The function's name (validated).
+        name: String,
+        /// Its namespace (validated).
+        namespace: String,
+    },
+    /// The invocation ledger.
+    Calls,
+    /// Dead-lettered calls.
+    DeadLetters,
+    /// The queue's figures.
+    Queue,
+    /// Cron schedules and their next fire times.
+    Schedules,
+    /// Topics and the functions subscribed to them.
+    Connectors,
+}
+
+/// The navigation: path under `/ui/`, label and the page it selects.
+const NAV: [(&str, &str); 6] = [
+    ("functions", "Functions"),
+    ("calls", "Calls"),
+    ("dead-letters", "Dead letters"),
+    ("queue", "Queue"),
+    ("schedules", "Schedules"),
+    ("connectors", "Connectors"),
+];
+
+impl Page {
+    /// The page a `/ui/{slug}` path names, or `None`.
+    pub(crate) fn from_slug(slug: &str) -> Option<Self> {
+        Some(match slug {
+            "" | "functions" => Self::Functions,
+            "calls" => Self::Calls,
+            "dead-letters" => Self::DeadLetters,
+            "queue" => Self::Queue,
+            "schedules" => Self::Schedules,
+            "connectors" => Self::Connectors,
+            _ => return None,
+        })
+    }
+
+    /// The navigation entry this page belongs to.
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::Functions | Self::Function { .. } => "functions",
+            Self::Calls => "calls",
+            Self::DeadLetters => "dead-letters",
+            Self::Queue => "queue",
+            Self::Schedules => "schedules",
+            Self::Connectors => "connectors",
+        }
+    }
+
+    /// The `<title>` (unescaped).
+    fn title(&self) -> String {
+        match self {
+            Self::Functions => "Functions".into(),
+            Self::Function { name, namespace } => format!("{name}.{namespace}"),
+            Self::Calls => "Calls".into(),
+            Self::DeadLetters => "Dead letters".into(),
+            Self::Queue => "Queue".into(),
+            Self::Schedules => "Schedules".into(),
+            Self::Connectors => "Connectors".into(),
+        }
+    }
+
+    /// The whole document.
+    pub(crate) fn render(&self) -> String {
+        let nav: String = NAV
+            .iter()
+            .map(|(slug, label)| {
+                let current = if *slug == self.slug() {
+                    r#" aria-current="page""#
+                } else {
+                    ""
+                };
+                format!(r#"<a href="/ui/{slug}"{current}>{label}</a>"#)
+            })
+            .collect();
+        let (data, body) = match self {
+            Self::Function { name, namespace } => (
+                format!(
+                    r#" data-function="{}" data-namespace="{}""#,
+                    escape(name),
+                    escape(namespace)
+                ),
+                function_body(name, namespace),
+            ),
+            _ => (String::new(), self.body().to_owned()),
+        };
+        format!(
+            r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Courier</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/ui/assets/app.css">
+<script src="/ui/assets/app.js" defer></script>
+</head>
+<body data-page="{page}"{data}>
+<header><a class="brand" href="/ui/">Courier</a><nav>{nav}</nav></header>
+<main>
+<p id="error" class="error" role="alert" hidden></p>
+{body}
+</main>
+</body>
+</html>
+"#,
+            title = escape(&self.title()),
+            page = match self {
+                Self::Function { .. } => "function",
+                other => other.slug(),
+            },
+        )
+    }
+
+    /// The page's own markup (every page but `Function`, which carries its name).
+    fn body(&self) -> &'static str {
+        match self {
+            Self::Functions => FUNCTIONS,
+            Self::Function { .. } => "",
+            Self::Calls => CALLS,
+            Self::DeadLetters => DEAD_LETTERS,
+            Self::Queue => QUEUE,
+            Self::Schedules => SCHEDULES,
+            Self::Connectors => CONNECTORS,
+        }
+    }
+}
+
+fn function_body(name: &str, namespace: &str) -> String {
+    let name = escape(name);
+    let namespace = escape(namespace);
+    format!(
+        r#"<h1>{name}<span class="muted">.{namespace}</span></h1>
+<dl class="figures" id="summary"></dl>
+<div class="columns">
+<section>
+<h2>Invoke</h2>
+<form id="invoke-form">
+<label>Method <select id="invoke-method"><option>POST</option><option>GET</option><option>PUT</option><option>PATCH</option><option>DELETE</option></select></label>
+<label>Path <input id="invoke-path" value="/" spellcheck="false"></label>
+<label>Mode <select id="invoke-mode"><option value="sync">synchronous</option><option value="async">asynchronous (queued)</option></select></label>
+<label class="wide"><span>Headers, one <code>Name: value</code> a line</span><textarea id="invoke-headers" rows="2" spellcheck="false"></textarea></label>
+<label class="wide">Body <textarea id="invoke-body" rows="4" spellcheck="false"></textarea></label>
+<button id="invoke-button" type="submit">Invoke</button>
+</form>
+<div id="invoke-result" hidden>
+<p><strong id="invoke-status"></strong> <span id="invoke-duration" class="muted"></span> <a id="invoke-call" hidden></a></p>
+<pre id="invoke-response"></pre>
+<table id="invoke-response-headers" class="compact"><tbody></tbody></table>
+</div>
+</section>
+<section>
+<h2>Logs <span class="muted" id="logs-updated"></span></h2>
+<pre id="logs" class="logs"></pre>
+</section>
+</div>
+<section>
+<h2>Spec</h2>
+<pre id="spec"></pre>
+</section>"#
+    )
+}
+
+const FUNCTIONS: &str = r#"<h1>Functions</h1>
+<table id="functions">
+<thead><tr><th>Name</th><th>Namespace</th><th>Mode</th><th>Replicas<br><span class="muted">ready/desired</span></th><th>Invocations</th><th>Error rate</th><th>p50</th><th>Deployed</th><th>Scale</th><th></th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="functions-empty" class="muted" hidden>No functions deployed.</p>
+<details id="deploy">
+<summary>Deploy a function</summary>
+<p class="muted">Paste a function spec as JSON, the body of <code>POST /system/functions</code> (stack files are deployed with <code>courier deploy -f stack.yml</code>).</p>
+<textarea id="deploy-spec" rows="8" spellcheck="false">{"service": "hello", "image": "local/hello:latest", "envProcess": "cat"}</textarea>
+<p><button id="deploy-button" type="button">Deploy</button> <span id="deploy-result"></span></p>
+</details>"#;
+
+const CALLS: &str = r#"<h1>Calls</h1>
+<form id="calls-filter" class="filters">
+<label>Function <input id="filter-function" placeholder="name or name.namespace" spellcheck="false"></label>
+<label>State <select id="filter-state"><option value="">any</option><option>queued</option><option>running</option><option>retrying</option><option>succeeded</option><option>failed</option><option>dead-lettered</option><option>cancelled</option></select></label>
+<button type="submit">Filter</button>
+</form>
+<section id="call-detail" hidden>
+<h2>Call <code id="call-id"></code></h2>
+<dl class="figures" id="call-summary"></dl>
+<h3>Attempts</h3>
+<ol id="call-attempts" class="timeline"></ol>
+<h3>Result</h3>
+<pre id="call-result" class="muted">—</pre>
+<p><button id="call-cancel" type="button">Cancel this call</button> <span id="call-cancel-result"></span></p>
+</section>
+<table id="calls">
+<thead><tr><th>Call</th><th>Function</th><th>State</th><th>Source</th><th>Attempts</th><th>Created</th><th>Updated</th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="calls-empty" class="muted" hidden>No calls match.</p>"#;
+
+const DEAD_LETTERS: &str = r#"<h1>Dead letters</h1>
+<p><button id="purge" type="button">Purge all</button> <button id="purge-confirm" type="button" class="danger" hidden>Really purge every dead letter</button> <span id="purge-result"></span></p>
+<table id="dead-letters">
+<thead><tr><th>Call</th><th>Function</th><th>Attempts</th><th>Last status</th><th>Error</th><th>Failed at</th><th></th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="dead-letters-empty" class="muted" hidden>No dead letters.</p>
+<section id="dead-letter-detail" hidden>
+<h2>Dead letter <code id="dead-letter-id"></code></h2>
+<pre id="dead-letter-request"></pre>
+</section>"#;
+
+const QUEUE: &str = r#"<h1>Queue</h1>
+<dl class="figures big">
+<dt>Pending</dt><dd id="queue-pending">…</dd>
+<dt>Dead letters</dt><dd id="queue-dead-letters">…</dd>
+<dt>Calls running</dt><dd id="queue-running">…</dd>
+<dt>Calls retrying</dt><dd id="queue-retrying">…</dd>
+</dl>
+<p class="muted">Updated every second. <span id="queue-updated"></span></p>"#;
+
+const SCHEDULES: &str = r#"<h1>Schedules</h1>
+<table id="schedules">
+<thead><tr><th>Function</th><th>Namespace</th><th>Schedule</th><th>Time zone</th><th>Next fire times (UTC)</th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="schedules-empty" class="muted" hidden>No scheduled functions.</p>"#;
+
+const CONNECTORS: &str = r#"<h1>Connectors</h1>
+<p class="muted">Topics (Kafka topics, AMQP queues, <code>cron-function</code>) from each function's <code>topic</code> annotation.</p>
+<table id="connectors">
+<thead><tr><th>Topic</th><th>Functions</th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="connectors-empty" class="muted" hidden>No function subscribes to a topic.</p>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_has_a_title_and_the_script() {
+        for slug in [
+            "",
+            "calls",
+            "dead-letters",
+            "queue",
+            "schedules",
+            "connectors",
+        ] {
+            let page = Page::from_slug(slug).unwrap().render();
+            assert!(page.contains("<title>"), "{slug}");
+            assert!(page.contains(r#"src="/ui/assets/app.js""#), "{slug}");
+        }
+        assert_eq!(Page::from_slug("nope"), None);
+    }
+
+    #[test]
+    fn a_function_page_escapes_what_it_shows() {
+        let page = Page::Function {
+            name: "<b>".into(),
+            namespace: "x\"y".into(),
+        }
+        .render();
+        assert!(!page.contains("<b>"));
+        assert!(page.contains("&lt;b&gt;.x&quot;y · Courier"));
+        assert!(page.contains(r#"data-namespace="x&quot;y""#));
+    }
+}

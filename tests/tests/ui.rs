@@ -1,0 +1,383 @@
+//! The web dashboard (`/ui/`) end to end, in a real headless Chromium driven over WebDriver:
+//! a person logs in, sees the example stack's functions, invokes `echo` from the form, watches
+//! an asynchronous call reach `succeeded` on the Calls page, replays a dead letter, sees
+//! `tick`'s next fire times, scales and removes a function; markup a function writes to its
+//! logs and answers is shown as text and never run; without the login `/ui/*` gives no data.
+//!
+//! Every page is saved as a PNG under `target/ui-screenshots/` (or `$COURIER_UI_SCREENSHOTS`);
+//! the paths are printed.
+
+use std::time::Duration;
+
+use courier_e2e::webdriver::{Browser, browser_binaries};
+use courier_e2e::{ADMIN_USER, Courier, DEFAULT_NAMESPACE, call_id, eventually, fork_function};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const READY: Duration = Duration::from_secs(30);
+const SETTLED: Duration = Duration::from_secs(30);
+
+/// `courier up -f examples/stack.yml`.
+async fn courier_with_the_example_stack() -> Courier {
+    let stack = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("examples")
+        .join("stack.yml");
+    let courier = Courier::builder()
+        .arg("-f")
+        .arg(stack.display().to_string())
+        .start()
+        .await;
+    courier.wait_ready("echo", DEFAULT_NAMESPACE, READY).await;
+    courier
+}
+
+/// The dashboard's address with the admin login in it, as a person would type it.
+fn login_url(courier: &Courier, path: &str) -> String {
+    format!(
+        "http://{ADMIN_USER}:{}@127.0.0.1:{}{path}",
+        courier.password(),
+        courier.port()
+    )
+}
+
+async fn assert_no_script_errors(browser: &Browser, page: &str) {
+    let errors = browser.script_errors().await;
+    assert!(errors.is_empty(), "script errors on {page}: {errors:?}");
+}
+
+/// Opens `path` (logged in), checks its title and saves a screenshot once `ready` shows.
+async fn visit(browser: &Browser, courier: &Courier, path: &str, title: &str) {
+    browser.goto(&login_url(courier, path)).await;
+    let got = browser.title().await;
+    assert!(got.starts_with(title), "{path}: title {got:?}");
+}
+
+/// A function that always fails with 500 and is retried once, so its calls dead-letter fast.
+fn broken() -> Value {
+    let mut f = fork_function("broken", "sh -c 'echo broken on purpose >&2; exit 1'");
+    f["annotations"] = json!({
+        "com.openfaas.retry.attempts": "2",
+        "com.openfaas.retry.codes": "500",
+        "com.openfaas.retry.min_wait": "50ms",
+        "com.openfaas.retry.max_wait": "100ms",
+    });
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_runs_the_example_stack_from_the_dashboard() {
+    let Some((chromium, driver)) = browser_binaries() else {
+        return;
+    };
+    let courier = courier_with_the_example_stack().await;
+    courier.deploy(&broken()).await;
+    courier.wait_ready("broken", DEFAULT_NAMESPACE, READY).await;
+    let browser = Browser::start(&chromium, &driver).await;
+
+    // Functions: the example stack, each with its own row.
+    visit(&browser, &courier, "/ui/", "Functions").await;
+    for name in ["echo", "env", "hello", "tick", "wordcount"] {
+        browser
+            .wait_for_text(&format!("#functions tr[data-function={name:?}]"), name)
+            .await;
+    }
+    let echo_row = browser
+        .wait_for_text("#functions tr[data-function=\"echo\"]", "openfaas-fn")
+        .await;
+    assert!(echo_row.contains("fork"), "{echo_row}");
+    browser.screenshot("functions").await;
+    assert_no_script_errors(&browser, "Functions").await;
+
+    // Function: invoke echo from the form and read its answer.
+    browser
+        .click(
+            &browser
+                .find("#functions tr[data-function=\"echo\"] a")
+                .await,
+        )
+        .await;
+    browser.wait_for_text("h1", "echo").await;
+    assert!(browser.title().await.starts_with("echo.openfaas-fn"));
+    let body = browser.find("#invoke-body").await;
+    browser.type_into(&body, "hello from the browser").await;
+    browser.click(&browser.find("#invoke-button").await).await;
+    browser.wait_for_text("#invoke-status", "200").await;
+    assert_eq!(
+        browser.text_of("#invoke-response").await,
+        "hello from the browser"
+    );
+    browser
+        .wait_for_text("#invoke-response-headers", "x-call-id")
+        .await;
+    browser
+        .wait_for_text("#spec", "\"envProcess\": \"cat\"")
+        .await;
+    browser.screenshot("function-echo").await;
+
+    // An asynchronous call from the same form, followed to the Calls page.
+    browser
+        .click(&browser.find("#invoke-mode option[value=\"async\"]").await)
+        .await;
+    browser.type_into(&body, "queued from the browser").await;
+    browser.click(&browser.find("#invoke-button").await).await;
+    browser.wait_for_text("#invoke-status", "202").await;
+    let link = browser.wait_for_text("#invoke-call", "call ").await;
+    let id = link.trim_start_matches("call ").trim().to_owned();
+    assert_no_script_errors(&browser, "Function").await;
+    browser.click(&browser.find("#invoke-call").await).await;
+    browser
+        .wait_for_text(&format!("#calls tr[data-call={id:?}]"), "succeeded")
+        .await;
+    browser.wait_for_text("#call-summary", "succeeded").await;
+    browser.wait_for_text("#call-attempts", "status 200").await;
+    assert_eq!(browser.title().await, "Calls · Courier");
+    browser.screenshot("calls").await;
+    assert_no_script_errors(&browser, "Calls").await;
+
+    // Dead letters: a call of `broken` runs out of attempts; replay it from the page.
+    let resp = courier
+        .anonymous(Method::POST, "/async-function/broken")
+        .body("doomed")
+        .send()
+        .await
+        .expect("submit to broken");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let doomed = call_id(&resp);
+    eventually(SETTLED, "broken's call dead-lettered", || async {
+        let record = courier
+            .admin_json(Method::GET, &format!("/system/calls/{doomed}"))
+            .await;
+        (record["state"] == "dead-lettered").then_some(())
+    })
+    .await;
+    visit(&browser, &courier, "/ui/dead-letters", "Dead letters").await;
+    let row = format!("#dead-letters tr[data-call={doomed:?}]");
+    browser.wait_for_text(&row, "broken").await;
+    browser.screenshot("dead-letters").await;
+    browser
+        .click(&browser.find(&format!("{row} button.replay")).await)
+        .await;
+    let replayed = browser.wait_for_text("#replayed-call", "-").await;
+    let replay = courier
+        .admin_json(Method::GET, &format!("/system/calls/{}", replayed.trim()))
+        .await;
+    assert_eq!(replay["source"]["kind"], "replay", "{replay:#}");
+    assert_eq!(replay["function"], "broken", "{replay:#}");
+    assert_no_script_errors(&browser, "Dead letters").await;
+
+    // Schedules: tick's next five fire times.
+    visit(&browser, &courier, "/ui/schedules", "Schedules").await;
+    let next = browser
+        .wait_for_text("#schedules tr[data-function=\"tick\"] td.next", "Z")
+        .await;
+    assert_eq!(next.lines().count(), 5, "{next}");
+    let tick = browser
+        .text_of("#schedules tr[data-function=\"tick\"]")
+        .await;
+    assert!(
+        tick.contains("*/30 * * * * *") && tick.contains("UTC"),
+        "{tick}"
+    );
+    browser.screenshot("schedules").await;
+    assert_no_script_errors(&browser, "Schedules").await;
+
+    // Queue: live figures.
+    visit(&browser, &courier, "/ui/queue", "Queue").await;
+    browser.wait_for_text("#queue-updated", "Last:").await;
+    let dead = browser.text_of("#queue-dead-letters").await;
+    assert!(dead.parse::<u64>().is_ok(), "{dead:?}");
+    browser.screenshot("queue").await;
+    assert_no_script_errors(&browser, "Queue").await;
+
+    // Connectors: the cron topic and its subscriber.
+    visit(&browser, &courier, "/ui/connectors", "Connectors").await;
+    let topics = browser.wait_for_text("#connectors", "cron-function").await;
+    assert!(topics.contains("tick"), "{topics}");
+    browser.screenshot("connectors").await;
+    assert_no_script_errors(&browser, "Connectors").await;
+
+    // Scale hello to 2, then remove env with its confirmation.
+    visit(&browser, &courier, "/ui/functions", "Functions").await;
+    let hello = "#functions tr[data-function=\"hello\"]";
+    browser.wait_for_text(hello, "hello").await;
+    let echo_row = browser
+        .wait_for_text("#functions tr[data-function=\"echo\"]", "%")
+        .await;
+    assert!(echo_row.contains(" 2 0.0 %"), "echo's two calls, no errors: {echo_row}");
+    browser.screenshot("functions-after-calls").await;
+    let replicas = browser.find(&format!("{hello} input.replicas")).await;
+    browser.type_into(&replicas, "2").await;
+    browser
+        .click(&browser.find(&format!("{hello} button.scale")).await)
+        .await;
+    eventually(READY, "hello scaled to 2", || async {
+        let status = courier.status("hello", DEFAULT_NAMESPACE).await?;
+        (status["replicas"] == 2).then_some(())
+    })
+    .await;
+    let env = "#functions tr[data-function=\"env\"] button.remove";
+    browser.click(&browser.find(env).await).await;
+    browser
+        .wait_for_text("#functions tr[data-function=\"env\"]", "Confirm remove env")
+        .await;
+    assert!(courier.status("env", DEFAULT_NAMESPACE).await.is_some());
+    browser.click(&browser.find(env).await).await;
+    eventually(READY, "env removed", || async {
+        courier
+            .status("env", DEFAULT_NAMESPACE)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_no_script_errors(&browser, "Functions after scale and remove").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn markup_in_a_functions_logs_and_answer_is_shown_as_text_and_never_run() {
+    let Some((chromium, driver)) = browser_binaries() else {
+        return;
+    };
+    let courier = Courier::start().await;
+    // Logs a line of markup on every call, and answers with the request body.
+    let log_markup = "sh -c 'echo \"<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>\" >&2; cat'";
+    courier.deploy(&fork_function("shouty", log_markup)).await;
+    courier.wait_ready("shouty", DEFAULT_NAMESPACE, READY).await;
+    let browser = Browser::start(&chromium, &driver).await;
+
+    visit(
+        &browser,
+        &courier,
+        "/ui/function/shouty",
+        "shouty.openfaas-fn",
+    )
+    .await;
+    let answer = "<script>window.__pwned=3</script><img src=x onerror=\"window.__pwned=4\">";
+    browser
+        .type_into(&browser.find("#invoke-body").await, answer)
+        .await;
+    browser
+        .type_into(
+            &browser.find("#invoke-headers").await,
+            "X-Note: <b onmouseover=alert(1)>",
+        )
+        .await;
+    browser.click(&browser.find("#invoke-button").await).await;
+    browser.wait_for_text("#invoke-status", "200").await;
+    assert_eq!(browser.text_of("#invoke-response").await, answer);
+    let logs = browser
+        .wait_for_text("#logs", "<script>window.__pwned=1</script>")
+        .await;
+    assert!(
+        logs.contains("<img src=x onerror=window.__pwned=2>"),
+        "{logs}"
+    );
+    browser.screenshot("escaping").await;
+
+    let pwned = browser
+        .execute("return typeof window.__pwned;", json!([]))
+        .await;
+    assert_eq!(pwned, "undefined", "a function's markup ran in the page");
+    let injected = browser
+        .execute(
+            "return document.querySelectorAll('main script, main img, main b').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(injected, 0, "a function's markup became elements");
+    assert_no_script_errors(&browser, "Function (escaping)").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_admin_login_the_dashboard_gives_no_data() {
+    let courier = Courier::start().await;
+    courier.deploy(&fork_function("secretive", "cat")).await;
+    let paths = [
+        "/ui/",
+        "/ui/functions",
+        "/ui/calls",
+        "/ui/dead-letters",
+        "/ui/queue",
+        "/ui/schedules",
+        "/ui/connectors",
+        "/ui/function/secretive",
+        "/ui/assets/app.js",
+        "/ui/api/stats",
+        "/ui/api/queue",
+    ];
+    for path in paths {
+        let resp = courier
+            .anonymous(Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(resp.headers().contains_key("www-authenticate"), "{path}");
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            !body.contains("secretive") && !body.contains('{'),
+            "{path}: {body}"
+        );
+        let wrong = courier
+            .anonymous(Method::GET, path)
+            .basic_auth(ADMIN_USER, Some("not-the-password"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let resp = courier.admin(Method::GET, path).send().await.expect("GET");
+        assert_eq!(resp.status(), StatusCode::OK, "{path} with the login");
+    }
+
+    // `/` sends a person to the dashboard, giving nothing away itself.
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(courier.url("/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert!(resp.status().is_redirection(), "{}", resp.status());
+    assert_eq!(resp.headers()["location"], "/ui/");
+
+    // An unknown page or a bad function name is a 4xx with a message.
+    let resp = courier
+        .admin(Method::GET, "/ui/nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = courier
+        .admin(Method::GET, "/ui/function/Bad_Name")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(!resp.text().await.unwrap_or_default().is_empty());
+
+    // A write another site's page makes the browser send, login included, is refused.
+    let resp = courier
+        .admin(Method::DELETE, "/system/functions")
+        .header("Origin", "http://evil.example")
+        .json(&json!({ "functionName": "secretive" }))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = courier
+        .admin(Method::POST, "/system/scale-function/secretive")
+        .header("Sec-Fetch-Site", "cross-site")
+        .json(&json!({ "serviceName": "secretive", "replicas": 0 }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(
+        courier
+            .status("secretive", DEFAULT_NAMESPACE)
+            .await
+            .is_some()
+    );
+}
