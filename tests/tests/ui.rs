@@ -204,7 +204,10 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
     let echo_row = browser
         .wait_for_text("#functions tr[data-function=\"echo\"]", "%")
         .await;
-    assert!(echo_row.contains(" 2 0.0 %"), "echo's two calls, no errors: {echo_row}");
+    assert!(
+        echo_row.contains(" 2 0.0 %"),
+        "echo's two calls, no errors: {echo_row}"
+    );
     browser.screenshot("functions-after-calls").await;
     let replicas = browser.find(&format!("{hello} input.replicas")).await;
     browser.type_into(&replicas, "2").await;
