@@ -406,7 +406,7 @@ async function showCall(id) {
     $("#call-result").textContent = answer.status === 0 ? answer.text
       : `${record.result.status} (${record.result.bytes} bytes${record.result.truncated ? ", truncated" : ""})\n\n${answer.text}`;
   } else if (!record.result) {
-    $("#call-result").textContent = "not kept (deploy with com.courier.keep-result, or send X-Courier-Keep-Result: true)";
+    $("#call-result").textContent = "not kept (deploy with the label com.courier.ledger.result=true, or send X-Courier-Keep-Result: true)";
   }
 }
 
