@@ -16,7 +16,7 @@ use bytes::Bytes;
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
 use courier_core::ledger::{CallRecord, CallSource, check_call_id};
 use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
-use courier_core::trace::{SpanKind, SpanRecord, SpanValue, TraceContext};
+use courier_core::trace::{SpanKind, SpanRecord, SpanValue, TraceContext, entry_span_ids};
 use courier_queue::{Message, Published};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Limited};
@@ -206,14 +206,10 @@ fn accept_span(
     start: std::time::SystemTime,
     error: Option<String>,
 ) -> SpanRecord {
-    let (span_id, parent_id) = if caller_sent {
-        let span = uuid::Uuid::new_v4().into_bytes();
-        let mut span_id = [0u8; 8];
-        span_id.copy_from_slice(&span[..8]);
-        (span_id, Some(trace.parent.parent_id))
-    } else {
-        (trace.parent.parent_id, None)
-    };
+    let fresh = uuid::Uuid::new_v4().into_bytes()[..8]
+        .try_into()
+        .expect("8 bytes");
+    let (span_id, parent_id) = entry_span_ids(trace, caller_sent, fresh);
     SpanRecord {
         trace_id: trace.parent.trace_id,
         span_id,

@@ -11,9 +11,8 @@ use std::time::Duration;
 use courier_e2e::callback::CallbackReceiver;
 use courier_e2e::otlp::OtlpReceiver;
 use courier_e2e::{
-    Courier, DEFAULT_NAMESPACE, call_id, eventually, fork_function, http_function, random_token,
+    Courier, DEFAULT_NAMESPACE, eventually, fork_function, http_function, random_token,
 };
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const READY: Duration = Duration::from_secs(20);
@@ -37,31 +36,9 @@ async fn deploy_web(courier: &Courier) {
     courier.wait_ready("web", DEFAULT_NAMESPACE, READY).await;
 }
 
-/// `POST /async-function/{path}` with `headers`; asserts 202 and returns the call id.
-async fn submit(courier: &Courier, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut request = courier
-        .client()
-        .post(courier.url(&format!("/async-function/{path}")))
-        .body("hello");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let resp = request.send().await.expect("submit an asynchronous call");
-    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{}", courier.output());
-    call_id(&resp)
-}
-
-/// The call's record once final.
+/// The call's record once final (long-polled).
 async fn final_record(courier: &Courier, id: &str) -> Value {
-    let path = format!("/system/calls/{id}?wait=30s");
-    let resp = courier
-        .admin(Method::GET, &path)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.expect("a JSON record")
+    courier.call_waiting(id, "30s").await.0
 }
 
 /// The parent span id of a `traceparent` value, as 8 bytes, after checking its trace.
@@ -102,15 +79,16 @@ async fn a_callers_trace_gets_accept_attempt_callback_and_dead_letter_spans() {
 
     // A call in the caller's trace, with a callback.
     let sent = format!("00-{TRACE_ID}-{CALLER_PARENT}-01");
-    submit(
-        &courier,
-        "web/traced",
-        &[
-            ("traceparent", &sent),
-            ("X-Callback-Url", &callbacks.url("/traced")),
-        ],
-    )
-    .await;
+    courier
+        .submit(
+            "web/traced",
+            &[
+                ("traceparent", &sent),
+                ("X-Callback-Url", &callbacks.url("/traced")),
+            ],
+            "hello",
+        )
+        .await;
     let callback = eventually(CALLBACKS, "the traced call's callback", || async {
         callbacks
             .received()
@@ -139,7 +117,7 @@ async fn a_callers_trace_gets_accept_attempt_callback_and_dead_letter_spans() {
     );
 
     // A call given up after its three attempts: a dead-letter span in its own trace.
-    let id = submit(&courier, "web/status/500", &[]).await;
+    let id = courier.submit("web/status/500", &[], "hello").await;
     let record = final_record(&courier, &id).await;
     assert_eq!(record["state"], "dead-lettered", "{record:#}");
     let trace = record["traceId"].as_str().expect("a trace id").to_owned();
@@ -164,13 +142,11 @@ async fn a_cron_fire_gets_an_enqueue_span_in_its_calls_trace() {
     tick["annotations"] = json!({ "topic": "cron-function", "schedule": "*/1 * * * * *" });
     courier.deploy(&tick).await;
     let record = eventually(READY, "a cron fire's record", || async {
-        let resp = courier
-            .admin(Method::GET, "/system/calls?function=tick&state=succeeded")
-            .send()
+        courier
+            .calls("function=tick&state=succeeded")
             .await
-            .ok()?;
-        let list: Value = resp.json().await.ok()?;
-        list.as_array()?.first().cloned()
+            .into_iter()
+            .next()
     })
     .await;
     let trace = record["traceId"].as_str().expect("a trace id").to_owned();
@@ -188,7 +164,7 @@ async fn the_standard_environment_variable_names_the_endpoint_too() {
         .start()
         .await;
     deploy_web(&courier).await;
-    let id = submit(&courier, "web/traced", &[]).await;
+    let id = courier.submit("web/traced", &[], "hello").await;
     let record = final_record(&courier, &id).await;
     assert_eq!(record["state"], "succeeded", "{record:#}");
     let trace = record["traceId"].as_str().expect("a trace id").to_owned();

@@ -232,6 +232,22 @@ pub trait SpanSink: Send + Sync + 'static {
     fn record(&self, span: SpanRecord);
 }
 
+/// The span id and parent of the span that takes a call in (the gateway's `courier.accept`,
+/// a trigger's `courier.enqueue`): under the sender's span when `context` came with the call
+/// (`sent`), with `fresh` as its id; otherwise the root of the trace, with the minted
+/// context's own span id, so every later hop (whose parent is that id) hangs under it.
+pub fn entry_span_ids(
+    context: &TraceContext,
+    sent: bool,
+    fresh: [u8; 8],
+) -> ([u8; 8], Option<[u8; 8]>) {
+    if sent {
+        (fresh, Some(context.parent.parent_id))
+    } else {
+        (context.parent.parent_id, None)
+    }
+}
+
 /// A component's handle on where its spans go: cheap to clone. A component without one
 /// (no `--otlp-endpoint`) builds no span at all.
 #[derive(Clone)]

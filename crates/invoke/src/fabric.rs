@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use courier_core::headers::{X_CALL_ID, X_CALLBACK_URL, X_START_TIME};
 use courier_core::ledger::{CallRecord, CallSource};
 use courier_core::queue::{GoUrl, QueueRequest, stored_headers};
-use courier_core::trace::{SpanKind, SpanRecord, SpanValue, Spans, TraceContext};
+use courier_core::trace::{SpanKind, SpanRecord, SpanValue, Spans, TraceContext, entry_span_ids};
 use courier_queue::{Message, Published, WorkQueue};
 use http::HeaderValue;
 use time::OffsetDateTime;
@@ -188,15 +188,10 @@ fn queue_request(call: &Call, id: &str) -> Result<(QueueRequest, TraceContext, b
 /// brought it when that carried a context (`own`), else the root of the call's trace with
 /// the minted context's own span id (so the worker's hops hang under it).
 fn enqueue_span(call: &Call, id: &str, trace: &TraceContext, own: bool) -> SpanRecord {
-    let (span_id, parent_id) = if own {
-        let span = uuid::Uuid::new_v4().into_bytes();
-        (
-            span[..8].try_into().expect("8 bytes"),
-            Some(trace.parent.parent_id),
-        )
-    } else {
-        (trace.parent.parent_id, None)
-    };
+    let fresh = uuid::Uuid::new_v4().into_bytes()[..8]
+        .try_into()
+        .expect("8 bytes");
+    let (span_id, parent_id) = entry_span_ids(trace, own, fresh);
     let mut attributes = vec![
         ("faas.invoked_name", SpanValue::Text(call.function.clone())),
         ("courier.call_id", SpanValue::Text(id.to_owned())),
