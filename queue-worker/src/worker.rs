@@ -17,7 +17,7 @@ use std::time::Duration;
 use courier_core::ledger::{KeptResult, Then};
 use courier_core::queue::{DeadLetterRecord, QueueRequest};
 use courier_ledger::{Begin, Finish, Ledger, LedgerError};
-use courier_queue::{Delivery, WorkQueue};
+use courier_queue::{Delivery, Settlement, WorkQueue};
 use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -74,6 +74,17 @@ struct Slots {
 struct Job {
     delivery: Delivery,
     request: QueueRequest,
+    /// Whether the attempt's start was recorded with the fetch.
+    begin: JobBegin,
+}
+
+/// When a job's attempt start is written to the ledger.
+enum JobBegin {
+    /// With the fetch, which said this (`None`: it could not tell, or the ledger is off: run).
+    AtFetch(Option<Begin>),
+    /// When the job starts (it may wait for its function's slot first, and stays
+    /// cancellable meanwhile).
+    AtStart,
 }
 
 impl Worker {
@@ -154,7 +165,35 @@ impl Worker {
             // Never abandoned half-way: a fetch dropped after the queue leased its messages
             // would leave them leased to nobody until their lease ran out. It returns within
             // FETCH_WAIT; what it brings after a shutdown signal is handed back below.
-            let batch = self.queue.fetch(room, FETCH_WAIT).await;
+            // When every call fetched now can start at once (no function is short of room for
+            // all of them), each attempt's start is recorded with the fetch that hands it out
+            // (in the same transaction on the embedded store): no ledger round trip of its
+            // own. Otherwise a call may wait for its function's slot, and it stays `queued`
+            // (cancellable) until it starts.
+            let begin_at_fetch = self.least_function_room(&slots) >= room;
+            let batch = if begin_at_fetch {
+                self.queue
+                    .fetch_begun(room, FETCH_WAIT, courier_ledger::begin_update(mint_trace))
+                    .await
+                    .map(|begun| {
+                        begun
+                            .into_iter()
+                            .map(|courier_queue::Begun { delivery, row }| {
+                                let begun = courier_ledger::begun(&delivery.message.id, row);
+                                let id = &delivery.message.id;
+                                ledger_failed(id, "begin_attempt", begun.as_ref().err());
+                                (delivery, JobBegin::AtFetch(begun.ok()))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+            } else {
+                self.queue.fetch(room, FETCH_WAIT).await.map(|deliveries| {
+                    deliveries
+                        .into_iter()
+                        .map(|delivery| (delivery, JobBegin::AtStart))
+                        .collect()
+                })
+            };
             let deliveries = match batch {
                 Ok(d) => d,
                 Err(e) => {
@@ -165,7 +204,7 @@ impl Worker {
                     }
                 }
             };
-            for delivery in deliveries {
+            for (delivery, begin) in deliveries {
                 let request = match serde_json::from_slice::<QueueRequest>(
                     &delivery.message.payload,
                 ) {
@@ -189,7 +228,11 @@ impl Worker {
                     .parked
                     .entry(function.clone())
                     .or_default()
-                    .push_back(Job { delivery, request });
+                    .push_back(Job {
+                        delivery,
+                        request,
+                        begin,
+                    });
                 self.start_parked(&function, &mut slots);
             }
             // The pending gauge is a queue round trip: refresh it once a second, not per batch.
@@ -219,6 +262,17 @@ impl Worker {
             slots.abandon.cancel();
             slots.tracker.wait().await;
         }
+    }
+
+    /// The fewest calls any function could start now: its free slots (a function not seen
+    /// yet has its whole cap).
+    fn least_function_room(&self, slots: &Slots) -> usize {
+        let cap = self.config.max_inflight_per_function.max(1);
+        slots
+            .per_function
+            .values()
+            .map(|limit| limit.available_permits())
+            .fold(cap, usize::min)
     }
 
     /// Starts parked jobs of `function` while it and the worker have free slots.
@@ -264,6 +318,7 @@ impl Worker {
         let Job {
             delivery,
             mut request,
+            begin: begun,
         } = job;
         let started = Instant::now();
         let call_id = request
@@ -277,13 +332,17 @@ impl Worker {
         let ledger_id = delivery.message.id.clone();
         let function = request.function.clone();
         let call_trace = trace::ensure(&mut request, &call_id);
-        let begun = self
-            .recorded(
-                &delivery,
-                "begin_attempt",
-                self.ledger.begin_attempt(&ledger_id, &request),
-            )
-            .await;
+        let begun = match begun {
+            JobBegin::AtFetch(begun) => begun,
+            JobBegin::AtStart => {
+                self.recorded(
+                    &delivery,
+                    "begin_attempt",
+                    self.ledger.begin_attempt(&ledger_id, &request),
+                )
+                .await
+            }
+        };
         // `rerun`: the call ended (its final record is written) but the worker stopped
         // before its callback was posted; it runs again so the callback is not lost (at least
         // once, as without a ledger), and its final record is left as it is.
@@ -332,10 +391,11 @@ impl Worker {
                     error: Some("handed back: the worker stopped before the attempt ended".into()),
                     then: Then::RetryAfter(Duration::ZERO),
                 };
-                if !rerun {
-                    self.recorded(&delivery, "finish_attempt", self.ledger.finish_attempt(&ledger_id, &request, handed_back, None)).await;
+                if rerun {
+                    let _ = delivery.retry_after(Duration::ZERO).await;
+                } else {
+                    let _ = self.finish_and_settle(delivery, Settlement::RetryAfter(Duration::ZERO), &ledger_id, (&request, handed_back, None)).await;
                 }
-                let _ = delivery.retry_after(Duration::ZERO).await;
                 return;
             }
         };
@@ -363,18 +423,21 @@ impl Worker {
                 .retries
                 .with_label_values(&[function.as_str()])
                 .inc();
-            // Recorded before the retry is scheduled, so the next attempt cannot begin first.
-            if !rerun {
+            // Recorded before the retry is scheduled (in the same step where the queue can),
+            // so the next attempt cannot begin first.
+            let settled = if rerun {
+                delivery.retry_after(delay).await
+            } else {
                 let finish = attempt_finish(&outcome, attempt_took, Then::RetryAfter(delay));
-                self.recorded(
-                    &delivery,
-                    "finish_attempt",
-                    self.ledger
-                        .finish_attempt(&ledger_id, &request, finish, None),
+                self.finish_and_settle(
+                    delivery,
+                    Settlement::RetryAfter(delay),
+                    &ledger_id,
+                    (&request, finish, None),
                 )
-                .await;
-            }
-            if let Err(e) = delivery.retry_after(delay).await {
+                .await
+            };
+            if let Err(e) = settled {
                 tracing::warn!(call_id = %call_id, error = %e, "Could not schedule the retry; the queue will redeliver after the lease.");
             }
             return;
@@ -434,82 +497,112 @@ impl Worker {
         } else {
             Then::Done
         };
-        // The final record goes first: a caller waiting on the call hears as soon as the
-        // function is done, not after the callback.
-        if !rerun {
-            let finish = attempt_finish(&outcome, attempt_took, then);
-            self.recorded(
-                &delivery,
-                "finish_attempt",
-                self.ledger
-                    .finish_attempt(&ledger_id, &request, finish, kept),
-            )
-            .await;
-        }
-        if let Some(url) = &request.callback_url {
-            let url = url.to_url_string();
-            let callback_trace = trace::next_hop(&call_trace);
-            let callback_began = std::time::SystemTime::now();
-            let info = CallbackInfo {
-                url: &url,
-                call_id: &call_id,
-                function: &function,
-                duration: started.elapsed(),
-                attempts: attempt,
-                max_attempts: retry.attempts,
-                trace: &callback_trace,
-            };
-            let posted = self
-                .keeping_alive(
-                    &delivery,
-                    callback::post(&self.client, &self.config, &info, &outcome),
-                )
-                .await;
-            let result = if posted.delivered {
-                "delivered"
-            } else {
-                "failed"
-            };
-            self.metrics.callbacks.with_label_values(&[result]).inc();
-            if let Some(spans) = &self.config.spans {
-                spans.record(call_span.callback(
-                    &callback_trace,
-                    (callback_began, std::time::SystemTime::now()),
-                    &url,
-                    posted.attempts,
-                    posted.status,
-                    posted.delivered,
-                ));
+        let settlement = if exhausted {
+            Settlement::DeadLetter
+        } else {
+            Settlement::Ack
+        };
+        let finish = attempt_finish(&outcome, attempt_took, then);
+        let settled = match &request.callback_url {
+            // No callback: the final record and the settle in one step.
+            None if rerun => settle(delivery, settlement).await,
+            None => {
+                self.finish_and_settle(delivery, settlement, &ledger_id, (&request, finish, kept))
+                    .await
             }
-            if !posted.delivered {
-                tracing::error!(call_id = %call_id, callback = %url, attempts = posted.attempts, status = posted.status, "Callback not delivered.");
+            Some(url) => {
+                // The final record goes first: a caller waiting on the call hears as soon as
+                // the function is done, not after the callback.
+                if !rerun {
+                    self.recorded(
+                        &delivery,
+                        "finish_attempt",
+                        self.ledger
+                            .finish_attempt(&ledger_id, &request, finish, kept),
+                    )
+                    .await;
+                }
+                let url = url.to_url_string();
+                let callback_trace = trace::next_hop(&call_trace);
+                let callback_began = std::time::SystemTime::now();
+                let info = CallbackInfo {
+                    url: &url,
+                    call_id: &call_id,
+                    function: &function,
+                    duration: started.elapsed(),
+                    attempts: attempt,
+                    max_attempts: retry.attempts,
+                    trace: &callback_trace,
+                };
+                let posted = self
+                    .keeping_alive(
+                        &delivery,
+                        callback::post(&self.client, &self.config, &info, &outcome),
+                    )
+                    .await;
+                let result = if posted.delivered {
+                    "delivered"
+                } else {
+                    "failed"
+                };
+                self.metrics.callbacks.with_label_values(&[result]).inc();
+                if let Some(spans) = &self.config.spans {
+                    spans.record(call_span.callback(
+                        &callback_trace,
+                        (callback_began, std::time::SystemTime::now()),
+                        &url,
+                        posted.attempts,
+                        posted.status,
+                        posted.delivered,
+                    ));
+                }
+                if !posted.delivered {
+                    tracing::error!(call_id = %call_id, callback = %url, attempts = posted.attempts, status = posted.status, "Callback not delivered.");
+                }
+                // The callback's outcome and the settle in one step.
+                let (recorded, settled) = self
+                    .ledger
+                    .callback_and_settle(
+                        delivery,
+                        settlement,
+                        &ledger_id,
+                        (posted.attempts, posted.status, posted.delivered),
+                    )
+                    .await;
+                ledger_failed(&ledger_id, "record_callback", recorded.as_ref().err());
+                settled
             }
-            self.recorded(
-                &delivery,
-                "record_callback",
-                self.ledger.record_callback(
-                    &ledger_id,
-                    posted.attempts,
-                    posted.status,
-                    posted.delivered,
-                ),
-            )
-            .await;
-        }
+        };
         if exhausted {
             log_dead_letter(&call_id, &function, attempt, &outcome);
             self.metrics
                 .dead_letters
                 .with_label_values(&[function.as_str()])
                 .inc();
-            self.settle_dead_letter(delivery, &call_id).await;
-            return;
+        } else {
+            tracing::info!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
         }
-        tracing::info!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
-        if let Err(e) = delivery.ack().await {
+        if let Err(e) = settled {
             tracing::warn!(call_id = %call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
         }
         self.metrics.processed.inc();
+    }
+
+    /// Ends the current attempt of call `id` in the ledger and settles `delivery`, in one step
+    /// where the queue has one; a failed ledger write is logged and does not stop the settle.
+    async fn finish_and_settle(
+        &self,
+        delivery: Delivery,
+        settlement: Settlement,
+        id: &str,
+        parts: (&QueueRequest, Finish, Option<KeptResult>),
+    ) -> courier_queue::Result<()> {
+        let (record, settled) = self
+            .ledger
+            .finish_and_settle(delivery, settlement, id, parts)
+            .await;
+        ledger_failed(id, "finish_attempt", record.as_ref().err());
+        settled
     }
 
     /// Whether call `id`, which the ledger says has ended, has a callback that was never
@@ -597,6 +690,37 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Logs a failed ledger write of call `id` (`what`, for the log); the ledger being off is not
+/// a failure.
+fn ledger_failed(id: &str, what: &'static str, error: Option<&LedgerError>) {
+    if let Some(e) = error.filter(|e| !e.is_off()) {
+        tracing::warn!(call_id = %id, ledger = what, error = %e, "Ledger write failed; the call carries on without it.");
+    }
+}
+
+/// Mints the trace context of a call stored without one, as [`trace::ensure`] does before
+/// each attempt, for the record the ledger rebuilds when the call has none. The ledger's key
+/// is the message id; the trace is minted from the call id, which a replay keeps in its
+/// request's `X-Call-Id`.
+fn mint_trace(request: &mut QueueRequest, message_id: &str) {
+    let call_id = request
+        .header
+        .get("X-Call-Id")
+        .and_then(|v| v.first())
+        .cloned()
+        .unwrap_or_else(|| message_id.to_owned());
+    trace::ensure(request, &call_id);
+}
+
+/// Settles `delivery` as `settlement`, without a ledger write.
+async fn settle(delivery: Delivery, settlement: Settlement) -> courier_queue::Result<()> {
+    match settlement {
+        Settlement::Ack => delivery.ack().await,
+        Settlement::RetryAfter(delay) => delivery.retry_after(delay).await,
+        Settlement::DeadLetter => delivery.dead_letter().await,
     }
 }
 

@@ -12,7 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use courier_core::ledger::{CallRecord, CallState, KeptResult, Then, format_time};
 use courier_core::queue::QueueRequest;
-use courier_queue::{LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, WorkQueue};
+use courier_queue::{
+    Delivery, LedgerBegin, LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, Message, Settlement,
+    WorkQueue,
+};
 use futures_util::StreamExt as _;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -244,40 +247,14 @@ impl Ledger {
     /// by an OpenFaaS gateway, or expired) gets one rebuilt from `request`.
     pub async fn begin_attempt(&self, id: &str, request: &QueueRequest) -> Result<Begin> {
         let now = OffsetDateTime::now_utc();
-        let started = format_time(now);
         // The record a call without one starts from, built once (not the request: that would
         // copy the call's body into the closure on every attempt).
         let rebuilt = CallRecord::from_queue_request(id, request, now);
         let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
-            let mut record = current
-                .and_then(|row| CallRecord::from_bytes(&row.record).ok())
-                .unwrap_or_else(|| rebuilt.clone());
-            match record.begin_attempt(now) {
-                Ok(()) => put(&record, None),
-                Err(_) => LedgerChange::Keep,
-            }
+            begin_change(current, || Some(rebuilt.clone()), now)
         });
-        let row = self
-            .queue
-            .ledger_update(id, update, false)
-            .await?
-            .ok_or_else(|| LedgerError::Corrupt {
-                id: id.to_owned(),
-                reason: "the queue kept no record after writing one".into(),
-            })?;
-        let record = decode(id, &row)?;
-        let ours = record
-            .attempts
-            .last()
-            .is_some_and(|attempt| attempt.started_at == started);
-        Ok(match record.state {
-            CallState::Running if ours => Begin::Run(Box::new(record)),
-            CallState::Cancelled => Begin::Cancelled,
-            state if state.is_final() => Begin::AlreadyFinal(state),
-            // Another delivery of the same call began at the same moment, or the record
-            // could not be advanced: run anyway (at least once).
-            _ => Begin::Run(Box::new(record)),
-        })
+        let row = self.queue.ledger_update(id, update, false).await;
+        begun(id, row)
     }
 
     /// The current attempt of call `id` ended; `kept` is its result when the call keeps one.
@@ -288,37 +265,43 @@ impl Ledger {
         finish: Finish,
         kept: Option<KeptResult>,
     ) -> Result<CallRecord> {
-        let now = OffsetDateTime::now_utc();
-        // The record a call without one starts from, built once (not the request: that would
-        // copy the call's body into the closure on every attempt).
-        let rebuilt = CallRecord::from_queue_request(id, request, now);
-        let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
-        let summary = kept.as_ref().map(KeptResult::summary);
-        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
-            let mut record = current
-                .and_then(|row| CallRecord::from_bytes(&row.record).ok())
-                .unwrap_or_else(|| rebuilt.clone());
-            record.finish_attempt(
-                now,
-                finish.duration,
-                finish.status,
-                finish.error.clone(),
-                finish.then,
-            );
-            if summary.is_some() {
-                record.result.clone_from(&summary);
-            }
-            put(&record, result.clone())
-        });
-        let row = self
-            .queue
-            .ledger_update(id, update, false)
-            .await?
-            .ok_or_else(|| LedgerError::Corrupt {
-                id: id.to_owned(),
-                reason: "the queue kept no record after writing one".into(),
-            })?;
-        decode(id, &row)
+        let update = finish_update(id, request, finish, kept);
+        let row = self.queue.ledger_update(id, update, false).await;
+        written(id, row)
+    }
+
+    /// [`Ledger::finish_attempt`], then `delivery` is settled as `settlement`: one step on a
+    /// backend that has one ([`Delivery::settle_recorded`]). The record is written first
+    /// either way. Returns the record and the settle's answer.
+    pub async fn finish_and_settle(
+        &self,
+        delivery: Delivery,
+        settlement: Settlement,
+        id: &str,
+        (request, finish, kept): (&QueueRequest, Finish, Option<KeptResult>),
+    ) -> (Result<CallRecord>, courier_queue::Result<()>) {
+        let update = finish_update(id, request, finish, kept);
+        let done = delivery
+            .settle_recorded(self.queue.as_ref(), settlement, id, update)
+            .await;
+        (written(id, done.row), done.settled)
+    }
+
+    /// [`Ledger::record_callback`], then `delivery` is settled as `settlement`, like
+    /// [`Ledger::finish_and_settle`].
+    pub async fn callback_and_settle(
+        &self,
+        delivery: Delivery,
+        settlement: Settlement,
+        id: &str,
+        posted: (u32, Option<u16>, bool),
+    ) -> (Result<()>, courier_queue::Result<()>) {
+        let (attempts, status, delivered) = posted;
+        let update = callback_update(attempts, status, delivered);
+        let done = delivery
+            .settle_recorded(self.queue.as_ref(), settlement, id, update)
+            .await;
+        (done.row.map(drop).map_err(LedgerError::from), done.settled)
     }
 
     /// The callback of call `id` was posted `attempts` times; `status` was the receiver's
@@ -330,16 +313,112 @@ impl Ledger {
         status: Option<u16>,
         delivered: bool,
     ) -> Result<()> {
-        let now = OffsetDateTime::now_utc();
-        let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
-            let Some(mut record) = current.and_then(|row| CallRecord::from_bytes(&row.record).ok())
-            else {
-                return LedgerChange::Keep;
-            };
-            record.record_callback(now, attempts, status, delivered);
-            put(&record, None)
-        });
+        let update = callback_update(attempts, status, delivered);
         self.queue.ledger_update(id, update, false).await?;
         Ok(())
     }
+}
+
+/// The begin update of the attempts a fetch hands out ([`WorkQueue::fetch_begun`]), each
+/// starting when the queue applies it; read each one's answer with [`begun`]. A call without a
+/// record gets one rebuilt from its queued request, after `prepare` had it (the worker mints
+/// the call's trace context there, as it does before each attempt).
+pub fn begin_update(prepare: fn(&mut QueueRequest, &str)) -> LedgerBegin {
+    Arc::new(move |message: &Message, current: Option<&LedgerRow>| {
+        let now = OffsetDateTime::now_utc();
+        begin_change(
+            current,
+            || {
+                let mut request = serde_json::from_slice::<QueueRequest>(&message.payload).ok()?;
+                prepare(&mut request, &message.id);
+                Some(CallRecord::from_queue_request(&message.id, &request, now))
+            },
+            now,
+        )
+    })
+}
+
+/// Whether the attempt begun on call `id` may run, from the row the begin update left
+/// (`row`: the queue's answer to it).
+pub fn begun(id: &str, row: courier_queue::Result<Option<LedgerRow>>) -> Result<Begin> {
+    let record = written(id, row)?;
+    Ok(match record.state {
+        CallState::Cancelled => Begin::Cancelled,
+        state if state.is_final() => Begin::AlreadyFinal(state),
+        // Running with the new attempt; or another delivery of the same call began at the
+        // same moment, or the record could not be advanced: run anyway (at least once).
+        _ => Begin::Run(Box::new(record)),
+    })
+}
+
+/// An attempt begins at `now` on the record in `current` (or, without one, on the record
+/// `rebuild` makes); nothing changes when it cannot begin (cancelled, final).
+fn begin_change(
+    current: Option<&LedgerRow>,
+    rebuild: impl FnOnce() -> Option<CallRecord>,
+    now: OffsetDateTime,
+) -> LedgerChange {
+    let Some(mut record) = current
+        .and_then(|row| CallRecord::from_bytes(&row.record).ok())
+        .or_else(rebuild)
+    else {
+        return LedgerChange::Keep;
+    };
+    match record.begin_attempt(now) {
+        Ok(()) => put(&record, None),
+        Err(_) => LedgerChange::Keep,
+    }
+}
+
+/// The update that ends the current attempt of call `id` as `finish` says, keeping `kept`.
+fn finish_update(
+    id: &str,
+    request: &QueueRequest,
+    finish: Finish,
+    kept: Option<KeptResult>,
+) -> LedgerUpdate {
+    let now = OffsetDateTime::now_utc();
+    // The record a call without one starts from, built once (not the request: that would
+    // copy the call's body into the closure on every attempt).
+    let rebuilt = CallRecord::from_queue_request(id, request, now);
+    let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
+    let summary = kept.as_ref().map(KeptResult::summary);
+    Arc::new(move |current: Option<&LedgerRow>| {
+        let mut record = current
+            .and_then(|row| CallRecord::from_bytes(&row.record).ok())
+            .unwrap_or_else(|| rebuilt.clone());
+        record.finish_attempt(
+            now,
+            finish.duration,
+            finish.status,
+            finish.error.clone(),
+            finish.then,
+        );
+        if summary.is_some() {
+            record.result.clone_from(&summary);
+        }
+        put(&record, result.clone())
+    })
+}
+
+/// The update that records a callback posted `attempts` times.
+fn callback_update(attempts: u32, status: Option<u16>, delivered: bool) -> LedgerUpdate {
+    let now = OffsetDateTime::now_utc();
+    Arc::new(move |current: Option<&LedgerRow>| {
+        let Some(mut record) = current.and_then(|row| CallRecord::from_bytes(&row.record).ok())
+        else {
+            return LedgerChange::Keep;
+        };
+        record.record_callback(now, attempts, status, delivered);
+        put(&record, None)
+    })
+}
+
+/// The record in the row an update left (`row`: the queue's answer to the update).
+fn written(id: &str, row: courier_queue::Result<Option<LedgerRow>>) -> Result<CallRecord> {
+    let row = row?.ok_or_else(|| LedgerError::Corrupt {
+        id: id.to_owned(),
+        reason: "the queue kept no record after writing one".into(),
+    })?;
+    decode(id, &row)
 }

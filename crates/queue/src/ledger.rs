@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::Message;
+
 /// The ledger's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerConfig {
@@ -82,6 +84,12 @@ pub enum LedgerChange {
 /// is none), it says what to write. It may be called more than once (a backend that uses
 /// compare-and-swap calls it again after a conflict), so it must not have side effects.
 pub type LedgerUpdate = Arc<dyn Fn(Option<&LedgerRow>) -> LedgerChange + Send + Sync>;
+
+/// The update a consumer makes to a message's row as the message is handed out to it (an
+/// attempt begins), applied by [`crate::WorkQueue::fetch_begun`]: called with the message and
+/// its current row. Like a [`LedgerUpdate`] it may be called more than once and must not have
+/// side effects.
+pub type LedgerBegin = Arc<dyn Fn(&Message, Option<&LedgerRow>) -> LedgerChange + Send + Sync>;
 
 /// Which rows a list returns.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,7 +34,7 @@ pub mod embedded;
 pub mod jetstream;
 mod ledger;
 
-pub use ledger::{LedgerChange, LedgerConfig, LedgerQuery, LedgerRow, LedgerUpdate};
+pub use ledger::{LedgerBegin, LedgerChange, LedgerConfig, LedgerQuery, LedgerRow, LedgerUpdate};
 
 /// A queue failure.
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +220,48 @@ pub trait Settle: Send + Sync + 'static {
     async fn keep_alive(&self) -> Result<()>;
     /// Never deliver again (the caller keeps it as a dead letter).
     async fn dead_letter(&self) -> Result<()>;
+    /// Applies `update` to the ledger row of call `id` and settles as `settlement` in one
+    /// step, the row first (the embedded store: one command, one transaction). `None`: the
+    /// backend has no such step, and [`Delivery::settle_recorded`] writes, then settles.
+    async fn settle_recorded(
+        &self,
+        _settlement: Settlement,
+        _id: &str,
+        _update: &LedgerUpdate,
+    ) -> Option<SettledRecorded> {
+        None
+    }
+}
+
+/// How [`Delivery::settle_recorded`] settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// [`Delivery::ack`].
+    Ack,
+    /// [`Delivery::retry_after`].
+    RetryAfter(Duration),
+    /// [`Delivery::dead_letter`].
+    DeadLetter,
+}
+
+/// What [`Delivery::settle_recorded`] did: the ledger write's answer (the row after it) and
+/// the settle's.
+#[derive(Debug)]
+pub struct SettledRecorded {
+    /// The row after the update, as [`WorkQueue::ledger_update`] answers.
+    pub row: Result<Option<LedgerRow>>,
+    /// The settle's answer.
+    pub settled: Result<()>,
+}
+
+/// A delivery handed out by [`WorkQueue::fetch_begun`], with its row after the begin update.
+#[derive(Debug)]
+pub struct Begun {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// The row after the begin update, as [`WorkQueue::ledger_update`] answers
+    /// ([`Error::LedgerOff`] with the ledger off).
+    pub row: Result<Option<LedgerRow>>,
 }
 
 /// One delivery of a message to a consumer.
@@ -268,6 +310,30 @@ impl Delivery {
     /// Never deliver again.
     pub async fn dead_letter(self) -> Result<()> {
         self.settle.dead_letter().await
+    }
+
+    /// Applies `update` to the ledger row of call `id` (not durably, like an attempt's
+    /// progress), then settles as `settlement`: in one step where the backend has one,
+    /// otherwise one after the other. Either way the row is written before the delivery is
+    /// settled, so a crash in between leaves a delivery that comes back, never a settled call
+    /// whose row tells an earlier step. The ledger write failing does not stop the settle.
+    pub async fn settle_recorded(
+        self,
+        queue: &dyn WorkQueue,
+        settlement: Settlement,
+        id: &str,
+        update: LedgerUpdate,
+    ) -> SettledRecorded {
+        if let Some(done) = self.settle.settle_recorded(settlement, id, &update).await {
+            return done;
+        }
+        let row = queue.ledger_update(id, update, false).await;
+        let settled = match settlement {
+            Settlement::Ack => self.settle.ack().await,
+            Settlement::RetryAfter(delay) => self.settle.retry_after(delay).await,
+            Settlement::DeadLetter => self.settle.dead_letter().await,
+        };
+        SettledRecorded { row, settled }
     }
 }
 
@@ -322,6 +388,30 @@ pub trait WorkQueue: Send + Sync + 'static {
 
     /// Up to `max` deliveries; waits at most `wait` for the first one, returns empty if none.
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+
+    /// [`WorkQueue::fetch`], and applies `begin` to each delivered message's ledger row (not
+    /// durably) before answering: in the fetch's own transaction where the backend can (the
+    /// embedded store), otherwise as one concurrent [`WorkQueue::ledger_update`] per delivery.
+    async fn fetch_begun(
+        &self,
+        max: usize,
+        wait: Duration,
+        begin: LedgerBegin,
+    ) -> Result<Vec<Begun>> {
+        let deliveries = self.fetch(max, wait).await?;
+        let rows = futures_util::future::join_all(deliveries.iter().map(|delivery| {
+            let message = delivery.message.clone();
+            let begin = Arc::clone(&begin);
+            let update: LedgerUpdate = Arc::new(move |row| begin(&message, row));
+            self.ledger_update(&delivery.message.id, update, false)
+        }))
+        .await;
+        Ok(deliveries
+            .into_iter()
+            .zip(rows)
+            .map(|(delivery, row)| Begun { delivery, row })
+            .collect())
+    }
 
     /// Messages stored and not yet acknowledged or dead-lettered (for metrics).
     async fn pending(&self) -> Result<u64>;

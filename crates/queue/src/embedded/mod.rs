@@ -42,13 +42,14 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::{
-    DeadLetter, Delivery, Error, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, Message,
-    QueueConfig, Receipt, Result, Settle, WorkQueue,
+    Begun, DeadLetter, Delivery, Error, LedgerBegin, LedgerQuery, LedgerRow, LedgerUpdate,
+    LedgerWatch, Message, QueueConfig, Receipt, Result, Settle, SettledRecorded, Settlement,
+    WorkQueue,
 };
 use ledger::Limits;
 use store::{Leased, ceil_ms, now_ms};
 use watchers::Watchers;
-use writer::{Action, Command, Op, Outcome, UpdateFn, WriterConfig};
+use writer::{Action, BeginFn, Command, Op, Outcome, UpdateFn, WriterConfig};
 
 /// A work queue in a redb file.
 ///
@@ -160,6 +161,63 @@ impl EmbeddedQueue {
         self.writer.take()
     }
 
+    /// Leases up to `max` messages (with `begin` applied to their ledger rows in the same
+    /// transaction), waiting at most `wait` for the first one.
+    async fn lease(
+        &self,
+        max: usize,
+        wait: Duration,
+        begin: Option<BeginFn>,
+    ) -> Result<(Vec<Leased>, Vec<Outcome>)> {
+        if max == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let started = Instant::now();
+        // A wait too long to represent is a wait of a year.
+        let deadline = started
+            .checked_add(wait)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
+        loop {
+            // Registered before asking, so a commit between the answer and the wait still
+            // wakes this fetch.
+            let woken = self.shared.visible.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (leased, next_visible_at, begun) = match self
+                .shared
+                .run(Op::Fetch {
+                    max,
+                    begin: begin.clone(),
+                })
+                .await?
+            {
+                Outcome::Fetched {
+                    leased,
+                    next_visible_at,
+                    begun,
+                } => (leased, next_visible_at, begun),
+                other => return Err(self.shared.unexpected(&other)),
+            };
+            if !leased.is_empty() {
+                return Ok((leased, begun));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let wake = next_visible_at.map_or(deadline, |at| {
+                // At least a millisecond: the visibility check has millisecond resolution.
+                let until_visible = Duration::from_millis(at.saturating_sub(now_ms()).max(1));
+                now.checked_add(until_visible)
+                    .map_or(deadline, |visible| deadline.min(visible))
+            });
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
     fn deliveries(&self, leased: Vec<Leased>) -> Vec<Delivery> {
         leased
             .into_iter()
@@ -248,6 +306,19 @@ impl Shared {
         )
     }
 
+    /// A ledger update's outcome as [`WorkQueue::ledger_update`] answers it.
+    fn ledger_answer(&self, id: &str, outcome: Outcome) -> Result<Option<LedgerRow>> {
+        match outcome {
+            Outcome::LedgerUpdated(row) => Ok(row),
+            Outcome::LedgerUpdatePanicked => Err(Error::storage(
+                format_args!("updating the ledger row of call {id:?}"),
+                "the update panicked",
+            )),
+            Outcome::LedgerOff => Err(Error::LedgerOff),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     fn unexpected(&self, outcome: &Outcome) -> Error {
         Error::storage(
             format_args!("embedded queue {}", self.path.display()),
@@ -324,45 +395,43 @@ impl WorkQueue for EmbeddedQueue {
     }
 
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        if max == 0 {
-            return Ok(Vec::new());
+        let (leased, _) = self.lease(max, wait, None).await?;
+        Ok(self.deliveries(leased))
+    }
+
+    /// The begin updates run in the fetch's own transaction: no command of their own.
+    async fn fetch_begun(
+        &self,
+        max: usize,
+        wait: Duration,
+        begin: LedgerBegin,
+    ) -> Result<Vec<Begun>> {
+        if self.shared.ledger().is_err() {
+            let (leased, _) = self.lease(max, wait, None).await?;
+            return Ok(self
+                .deliveries(leased)
+                .into_iter()
+                .map(|delivery| Begun {
+                    delivery,
+                    row: Err(Error::LedgerOff),
+                })
+                .collect());
         }
-        let started = Instant::now();
-        // A wait too long to represent is a wait of a year.
-        let deadline = started
-            .checked_add(wait)
-            .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
-        loop {
-            // Registered before asking, so a commit between the answer and the wait still
-            // wakes this fetch.
-            let woken = self.shared.visible.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let (leased, next_visible_at) = match self.shared.run(Op::Fetch { max }).await? {
-                Outcome::Fetched {
-                    leased,
-                    next_visible_at,
-                } => (leased, next_visible_at),
-                other => return Err(self.shared.unexpected(&other)),
-            };
-            if !leased.is_empty() {
-                return Ok(self.deliveries(leased));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(Vec::new());
-            }
-            let wake = next_visible_at.map_or(deadline, |at| {
-                // At least a millisecond: the visibility check has millisecond resolution.
-                let until_visible = Duration::from_millis(at.saturating_sub(now_ms()).max(1));
-                now.checked_add(until_visible)
-                    .map_or(deadline, |visible| deadline.min(visible))
-            });
-            tokio::select! {
-                () = &mut woken => {}
-                () = tokio::time::sleep_until(wake) => {}
-            }
+        let (leased, begun) = self.lease(max, wait, Some(BeginFn(begin))).await?;
+        if begun.len() != leased.len() {
+            return Err(self.shared.unexpected_count());
         }
+        let rows: Vec<_> = leased
+            .iter()
+            .zip(begun)
+            .map(|(lease, outcome)| self.shared.ledger_answer(&lease.message.id, outcome))
+            .collect();
+        Ok(self
+            .deliveries(leased)
+            .into_iter()
+            .zip(rows)
+            .map(|(delivery, row)| Begun { delivery, row })
+            .collect())
     }
 
     async fn pending(&self) -> Result<u64> {
@@ -426,15 +495,8 @@ impl WorkQueue for EmbeddedQueue {
             update: UpdateFn(update),
             durable,
         };
-        match self.shared.run(op).await? {
-            Outcome::LedgerUpdated(row) => Ok(row),
-            Outcome::LedgerUpdatePanicked => Err(Error::storage(
-                format_args!("updating the ledger row of call {id:?}"),
-                "the update panicked",
-            )),
-            Outcome::LedgerOff => Err(Error::LedgerOff),
-            other => Err(self.shared.unexpected(&other)),
-        }
+        let outcome = self.shared.run(op).await?;
+        self.shared.ledger_answer(id, outcome)
     }
 
     async fn ledger_get(&self, id: &str) -> Result<Option<LedgerRow>> {
@@ -507,6 +569,49 @@ impl EmbeddedSettle {
 
 #[async_trait]
 impl Settle for EmbeddedSettle {
+    async fn settle_recorded(
+        &self,
+        settlement: Settlement,
+        id: &str,
+        update: &LedgerUpdate,
+    ) -> Option<SettledRecorded> {
+        let action = match settlement {
+            Settlement::Ack | Settlement::DeadLetter => Action::Remove,
+            Settlement::RetryAfter(delay) => Action::RetryAfter(delay),
+        };
+        let op = Op::SettleRecorded {
+            seq: self.seq,
+            attempt: self.attempt,
+            action,
+            id: id.to_owned(),
+            update: UpdateFn(Arc::clone(update)),
+        };
+        Some(match self.shared.run(op).await {
+            Ok(Outcome::SettledRecorded { current, ledger }) => {
+                if !current {
+                    tracing::debug!(
+                        seq = self.seq,
+                        attempt = self.attempt,
+                        action = ?action,
+                        "Stale settle ignored: the delivery was settled or handed out again."
+                    );
+                }
+                SettledRecorded {
+                    row: self.shared.ledger_answer(id, *ledger),
+                    settled: Ok(()),
+                }
+            }
+            Ok(other) => SettledRecorded {
+                row: Err(self.shared.unexpected(&other)),
+                settled: Err(self.shared.unexpected(&other)),
+            },
+            Err(e) => SettledRecorded {
+                row: Err(e.for_each()),
+                settled: Err(e),
+            },
+        })
+    }
+
     async fn ack(&self) -> Result<()> {
         self.settle(Action::Remove).await
     }

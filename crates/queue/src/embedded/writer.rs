@@ -22,8 +22,11 @@
 //! The ledger: a publish's row is written in the publish's own transaction, so it costs no
 //! commit of its own and takes the publish's durability. A ledger update runs its closure
 //! inside the batch's transaction (nothing else writes between its read and its write) and
-//! commits durably when asked to (a cancel), otherwise on the interval like a settle. After a
-//! commit that changed rows, their watchers are woken.
+//! commits durably when asked to (a cancel), otherwise on the interval like a settle. A fetch
+//! may carry a begin update for the rows of the messages it leases, and a settle the update
+//! that records how the attempt ended (`Op::SettleRecorded`): both run in the same transaction
+//! as the lease or the settle, so a worker's call costs it no ledger command of its own. After
+//! a commit that changed rows, their watchers are woken.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -39,7 +42,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use super::ledger::{self, LedgerTables, Limits};
 use super::store::{Leased, Settlement, Tables, ceil_ms, now_ms};
 use super::watchers::Watchers;
-use crate::{DeadLetter, Error, LedgerChange, LedgerRow, LedgerUpdate, Message, Published, Result};
+use crate::{
+    DeadLetter, Error, LedgerBegin, LedgerChange, LedgerRow, LedgerUpdate, Message, Published,
+    Result,
+};
 
 /// Longest time a non-durable commit stays unsynced (JetStream's file store syncs every 2
 /// minutes by default; a queue of calls wants less).
@@ -62,13 +68,24 @@ pub(super) enum Op {
     /// Several publishes as one command (a burst of cron fires): one channel send and one
     /// answer instead of one per message, stored in the same transaction.
     PublishBatch(Vec<(Message, Option<LedgerRow>)>),
+    /// A lease of up to `max` messages, and, when given, the begin update of each leased
+    /// message's ledger row in the same transaction.
     Fetch {
         max: usize,
+        begin: Option<BeginFn>,
     },
     Settle {
         seq: u64,
         attempt: u64,
         action: Action,
+    },
+    /// An update of call `id`'s ledger row, then a settle, in one transaction.
+    SettleRecorded {
+        seq: u64,
+        attempt: u64,
+        action: Action,
+        id: String,
+        update: UpdateFn,
     },
     PutDeadLetter(DeadLetter),
     DeadLetters,
@@ -90,7 +107,8 @@ impl Op {
         match self {
             Self::Publish { row, .. } => row.is_some(),
             Self::PublishBatch(messages) => messages.iter().any(|(_, row)| row.is_some()),
-            Self::LedgerUpdate { .. } => true,
+            Self::LedgerUpdate { .. } | Self::SettleRecorded { .. } => true,
+            Self::Fetch { begin, .. } => begin.is_some(),
             _ => false,
         }
     }
@@ -102,6 +120,16 @@ pub(super) struct UpdateFn(pub(super) LedgerUpdate);
 impl fmt::Debug for UpdateFn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LedgerUpdate")
+    }
+}
+
+/// A [`LedgerBegin`], which has no `Debug` of its own.
+#[derive(Clone)]
+pub(super) struct BeginFn(pub(super) LedgerBegin);
+
+impl fmt::Debug for BeginFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LedgerBegin")
     }
 }
 
@@ -127,10 +155,19 @@ pub(super) enum Outcome {
         leased: Vec<Leased>,
         /// When nothing was leased: when the earliest stored message becomes visible.
         next_visible_at: Option<u64>,
+        /// With a begin update: its outcome for each leased message, in their order (a
+        /// ledger outcome: [`Outcome::LedgerUpdated`], [`Outcome::LedgerUpdatePanicked`] or
+        /// [`Outcome::LedgerOff`]).
+        begun: Vec<Outcome>,
     },
     /// Whether the settle named the message's current delivery (otherwise it changed nothing).
     Settled {
         current: bool,
+    },
+    /// [`Outcome::Settled`] after a ledger update, and the update's outcome.
+    SettledRecorded {
+        current: bool,
+        ledger: Box<Outcome>,
     },
     DeadLetterPut,
     DeadLetters(Vec<DeadLetter>),
@@ -415,35 +452,38 @@ impl Writer {
                         id,
                         update,
                         durable,
-                    } => match &mut ledger {
-                        None => Outcome::LedgerOff,
-                        Some(ledger) => {
-                            let current = ledger.get(id, now)?;
-                            // The closure is the caller's code on the thread every queue
-                            // operation needs: a panic fails its own update, not the queue.
-                            match catch_unwind(AssertUnwindSafe(|| {
-                                (update.0)(current.row.as_ref())
-                            })) {
-                                Err(_) => Outcome::LedgerUpdatePanicked,
-                                Ok(LedgerChange::Keep) => Outcome::LedgerUpdated(current.row),
-                                Ok(LedgerChange::Put { row, result }) => {
-                                    ledger.put(id, &current, &row, result.as_deref(), now)?;
-                                    ledger_changed.push(id.clone());
-                                    ledger_durable |= *durable;
-                                    Outcome::LedgerUpdated(Some(row))
-                                }
-                            }
-                        }
-                    },
-                    Op::Fetch { max } => {
+                    } => {
+                        let outcome =
+                            update_row(&mut ledger, id, now, &mut ledger_changed, |row| {
+                                (update.0)(row)
+                            })?;
+                        ledger_durable |= *durable && ledger_changed.last() == Some(id);
+                        outcome
+                    }
+                    Op::Fetch { max, begin } => {
                         let leased = tables.lease(*max, now, ack_wait_ms)?;
                         fetched = true;
                         // A new lease's end may be the earliest visibility time.
                         wrote |= !leased.is_empty();
                         wake_fetchers |= !leased.is_empty();
+                        let mut begun = Vec::new();
+                        if let Some(begin) = begin {
+                            begun.reserve(leased.len());
+                            for lease in &leased {
+                                let message = &lease.message;
+                                begun.push(update_row(
+                                    &mut ledger,
+                                    &message.id,
+                                    now,
+                                    &mut ledger_changed,
+                                    |row| (begin.0)(message, row),
+                                )?);
+                            }
+                        }
                         Outcome::Fetched {
                             leased,
                             next_visible_at: None,
+                            begun,
                         }
                     }
                     Op::Settle {
@@ -451,19 +491,31 @@ impl Writer {
                         attempt,
                         action,
                     } => {
-                        let settlement = match action {
-                            Action::Remove => Settlement::Remove,
-                            Action::RetryAfter(delay) => {
-                                Settlement::VisibleAt(now.saturating_add(ceil_ms(*delay)))
-                            }
-                            Action::KeepAlive => {
-                                Settlement::VisibleAt(now.saturating_add(ack_wait_ms))
-                            }
-                        };
-                        let current = tables.settle(*seq, *attempt, settlement)?;
+                        let current =
+                            settle(&mut tables, (*seq, *attempt, *action), now, ack_wait_ms)?;
                         wrote |= current;
                         wake_fetchers |= current && matches!(action, Action::RetryAfter(_));
                         Outcome::Settled { current }
+                    }
+                    Op::SettleRecorded {
+                        seq,
+                        attempt,
+                        action,
+                        id,
+                        update,
+                    } => {
+                        let ledger_outcome =
+                            update_row(&mut ledger, id, now, &mut ledger_changed, |row| {
+                                (update.0)(row)
+                            })?;
+                        let current =
+                            settle(&mut tables, (*seq, *attempt, *action), now, ack_wait_ms)?;
+                        wrote |= current;
+                        wake_fetchers |= current && matches!(action, Action::RetryAfter(_));
+                        Outcome::SettledRecorded {
+                            current,
+                            ledger: Box::new(ledger_outcome),
+                        }
                     }
                     Op::PutDeadLetter(letter) => {
                         tables.put_dead_letter(letter)?;
@@ -502,6 +554,7 @@ impl Writer {
                     if let Outcome::Fetched {
                         leased,
                         next_visible_at,
+                        ..
                     } = outcome
                         && leased.is_empty()
                     {
@@ -545,6 +598,48 @@ impl Writer {
             durable,
         })
     }
+}
+
+/// Applies `update` to the ledger row of call `id` (the ledger's outcome for it), adding `id`
+/// to `changed` when it wrote. The closure is the caller's code on the thread every queue
+/// operation needs: a panic fails its own update, not the queue.
+fn update_row(
+    ledger: &mut Option<LedgerTables<'_>>,
+    id: &str,
+    now: u64,
+    changed: &mut Vec<String>,
+    update: impl FnOnce(Option<&LedgerRow>) -> LedgerChange,
+) -> Result<Outcome, redb::Error> {
+    let Some(ledger) = ledger else {
+        return Ok(Outcome::LedgerOff);
+    };
+    let current = ledger.get(id, now)?;
+    Ok(
+        match catch_unwind(AssertUnwindSafe(|| update(current.row.as_ref()))) {
+            Err(_) => Outcome::LedgerUpdatePanicked,
+            Ok(LedgerChange::Keep) => Outcome::LedgerUpdated(current.row),
+            Ok(LedgerChange::Put { row, result }) => {
+                ledger.put(id, &current, &row, result.as_deref(), now)?;
+                changed.push(id.to_owned());
+                Outcome::LedgerUpdated(Some(row))
+            }
+        },
+    )
+}
+
+/// Settles the delivery `(seq, attempt)` as `action`; whether it was the current one.
+fn settle(
+    tables: &mut Tables<'_>,
+    (seq, attempt, action): (u64, u64, Action),
+    now: u64,
+    ack_wait_ms: u64,
+) -> Result<bool, redb::Error> {
+    let settlement = match action {
+        Action::Remove => Settlement::Remove,
+        Action::RetryAfter(delay) => Settlement::VisibleAt(now.saturating_add(ceil_ms(delay))),
+        Action::KeepAlive => Settlement::VisibleAt(now.saturating_add(ack_wait_ms)),
+    };
+    tables.settle(seq, attempt, settlement)
 }
 
 /// Writes `row` (when given, and the ledger is on) for the message just stored, unless its id

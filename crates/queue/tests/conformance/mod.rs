@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use courier_queue::{
-    DeadLetter, Delivery, Error, LedgerChange, LedgerConfig, LedgerQuery, LedgerRow, LedgerUpdate,
-    Message, Published, QueueConfig, WorkQueue,
+    DeadLetter, Delivery, Error, LedgerBegin, LedgerChange, LedgerConfig, LedgerQuery, LedgerRow,
+    LedgerUpdate, Message, Published, QueueConfig, Settlement, WorkQueue,
 };
 use futures_util::StreamExt as _;
 use tokio::time::Instant;
@@ -75,6 +75,8 @@ macro_rules! conformance_tests {
             kept_results_read_back_byte_for_byte,
             ledger_rows_and_results_survive_a_restart,
             with_the_ledger_off_every_ledger_call_says_so,
+            a_begun_fetch_updates_each_delivered_row_before_answering,
+            a_recorded_settle_writes_the_row_and_settles,
         );
     };
     (@each $backend:ty; $($behaviour:ident),* $(,)?) => {
@@ -1538,4 +1540,148 @@ pub async fn with_the_ledger_off_every_ledger_call_says_so<B: Backend>() {
         "ledger_watch did not say the ledger is off",
         matches!(watched, Err(Error::LedgerOff)),
     );
+    // A begun fetch still hands out every message; each row's answer says the ledger is off.
+    let begun = fetch_begun_n(&*queue, 2).await;
+    assert_eq!(begun.len(), 2, "every message is handed out");
+    for begun in begun {
+        off(
+            &format!("fetch_begun row: {:?}", begun.row),
+            matches!(begun.row, Err(Error::LedgerOff)),
+        );
+        let settled = begun
+            .delivery
+            .settle_recorded(
+                &*queue,
+                Settlement::Ack,
+                "call-1",
+                put(row("call-1", 1), None),
+            )
+            .await;
+        off(
+            &format!("settle_recorded row: {:?}", settled.row),
+            matches!(settled.row, Err(Error::LedgerOff)),
+        );
+        settled
+            .settled
+            .expect("the settle works with the ledger off");
+    }
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+}
+
+/// A begin update that marks a row `running` and appends the message's payload to its
+/// record; a message without a row gets one whose record is the payload.
+pub fn mark_running() -> LedgerBegin {
+    Arc::new(|message: &Message, current: Option<&LedgerRow>| {
+        let mut row = current
+            .cloned()
+            .unwrap_or_else(|| row(&message.id, 1_700_000_000_000));
+        row.state = "running".into();
+        let mut record = row.record.to_vec();
+        record.extend_from_slice(&message.payload);
+        row.record = Bytes::from(record);
+        LedgerChange::Put { row, result: None }
+    })
+}
+
+/// Fetches with [`mark_running`] until `want` deliveries arrived or [`EXPECTED_WITHIN`]
+/// passed (a backend may hand out fewer than asked at once).
+pub async fn fetch_begun_n(queue: &dyn WorkQueue, want: usize) -> Vec<courier_queue::Begun> {
+    let mut begun = Vec::new();
+    let deadline = Instant::now() + EXPECTED_WITHIN;
+    while begun.len() < want && Instant::now() < deadline {
+        begun.extend(
+            queue
+                .fetch_begun(want - begun.len(), EXPECTED_WITHIN, mark_running())
+                .await
+                .expect("fetch_begun"),
+        );
+    }
+    begun
+}
+
+pub async fn a_begun_fetch_updates_each_delivered_row_before_answering<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let original = row("call-1", 1_700_000_000_000);
+    publish_recorded(&*queue, "call-1", original.clone()).await;
+    publish_new(&*queue, "call-2").await;
+
+    let begun = fetch_begun_n(&*queue, 2).await;
+    assert_eq!(begun.len(), 2, "both messages are handed out");
+    for begun in &begun {
+        let id = begun.delivery.message.id.as_str();
+        let answered = begun
+            .row
+            .as_ref()
+            .unwrap_or_else(|e| panic!("begin of {id}: {e:?}"))
+            .clone()
+            .unwrap_or_else(|| panic!("begin of {id} left no row"));
+        assert_eq!(answered.state, "running", "{id}");
+        assert!(
+            answered
+                .record
+                .ends_with(format!("payload of {id}").as_bytes()),
+            "{id}: the update saw the message"
+        );
+        assert_eq!(
+            ledger_row(&*queue, id).await,
+            Some(answered),
+            "{id}: the answer is the stored row"
+        );
+    }
+    let first = ledger_row(&*queue, "call-1").await.expect("row of call-1");
+    assert!(
+        first.record.starts_with(&original.record),
+        "the update started from the stored row"
+    );
+}
+
+pub async fn a_recorded_settle_writes_the_row_and_settles<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    for id in ["acked", "retried", "dead"] {
+        publish_recorded(&*queue, id, row(id, 1_700_000_000_000)).await;
+    }
+    let deliveries = fetch_n(&*queue, 3, EXPECTED_WITHIN).await;
+    assert_eq!(deliveries.len(), 3);
+    let retry_delay = Duration::from_millis(300);
+    let mut retried_at = None;
+    for delivery in deliveries {
+        let id = delivery.message.id.clone();
+        let (settlement, state) = match id.as_str() {
+            "acked" => (Settlement::Ack, "succeeded"),
+            "retried" => (Settlement::RetryAfter(retry_delay), "retrying"),
+            _ => (Settlement::DeadLetter, "dead-lettered"),
+        };
+        let written = LedgerRow {
+            state: state.into(),
+            ..row(&id, 1_700_000_000_000)
+        };
+        if id == "retried" {
+            retried_at = Some(Instant::now());
+        }
+        let done = delivery
+            .settle_recorded(&*queue, settlement, &id, put(written.clone(), None))
+            .await;
+        assert_eq!(done.row.expect("row"), Some(written.clone()), "{id}");
+        done.settled.expect("settled");
+        assert_eq!(ledger_row(&*queue, &id).await, Some(written), "{id}");
+    }
+    // Acked and dead-lettered are gone; the retry comes back, not early.
+    let again = fetch_n(&*queue, 1, EXPECTED_WITHIN).await;
+    let ids: Vec<&str> = again.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, ["retried"]);
+    let waited = retried_at.expect("retried").elapsed();
+    assert!(
+        waited + CLOCK_SLACK >= retry_delay,
+        "the retry came back after {waited:?}, before its {retry_delay:?}"
+    );
+    again
+        .into_iter()
+        .next()
+        .expect("one")
+        .ack()
+        .await
+        .expect("ack");
+    assert_eq!(queue.pending().await.expect("pending"), 0);
 }
