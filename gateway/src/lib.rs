@@ -21,6 +21,7 @@ mod path;
 mod readiness;
 mod same_origin;
 mod server;
+mod session;
 mod ui;
 
 use std::sync::Arc;
@@ -117,6 +118,8 @@ pub struct Gateway {
     routes: invoke::Routes,
     /// Signalled after every deploy, update or removal through this gateway.
     changes: Arc<tokio::sync::Notify>,
+    /// The dashboard's login sessions (in memory only).
+    sessions: session::Sessions,
 }
 
 impl Gateway {
@@ -147,6 +150,7 @@ impl Gateway {
             waking: readiness::Waking::default(),
             routes: invoke::Routes::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
+            sessions: session::Sessions::default(),
         }))
     }
 

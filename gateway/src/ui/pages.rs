@@ -80,8 +80,9 @@ impl Page {
         }
     }
 
-    /// The whole document.
-    pub(crate) fn render(&self) -> String {
+    /// The whole document; `csrf` is the session's token when the person logged in with the
+    /// form (the script sends it with every write; the logout form carries it).
+    pub(crate) fn render(&self, csrf: Option<&str>) -> String {
         let nav: String = NAV
             .iter()
             .map(|(slug, label)| {
@@ -104,6 +105,20 @@ impl Page {
             ),
             _ => (String::new(), self.body().to_owned()),
         };
+        let (csrf_meta, logout) = match csrf {
+            Some(token) => (
+                format!(
+                    r#"<meta name="courier-csrf" content="{}">
+"#,
+                    escape(token)
+                ),
+                format!(
+                    r#"<form class="logout" method="post" action="/ui/logout"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form>"#,
+                    escape(token)
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             r#"<!doctype html>
 <html lang="en">
@@ -111,12 +126,12 @@ impl Page {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Courier</title>
-<link rel="icon" href="data:,">
+{csrf_meta}<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/ui/assets/app.css">
 <script src="/ui/assets/app.js" defer></script>
 </head>
 <body data-page="{page}"{data}>
-<header><a class="brand" href="/ui/">Courier</a><nav>{nav}</nav></header>
+<header><a class="brand" href="/ui/">Courier</a><nav>{nav}</nav>{logout}</header>
 <main>
 <p id="error" class="error" role="alert" hidden></p>
 {body}
@@ -144,6 +159,47 @@ impl Page {
             Self::Connectors => CONNECTORS,
         }
     }
+}
+
+/// The login form, with `message` above it after a failed attempt; `next` is where a login
+/// goes (already checked by `login::safe_next`, escaped here).
+pub(crate) fn login(next: &str, message: Option<&str>) -> String {
+    let message = message
+        .map(|m| {
+            format!(
+                r#"<p id="login-error" class="error" role="alert">{}</p>"#,
+                escape(m)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Log in · Courier</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/ui/assets/app.css">
+</head>
+<body data-page="login">
+<header><span class="brand">Courier</span></header>
+<main class="login">
+<h1>Log in</h1>
+{message}
+<form id="login-form" method="post" action="/ui/login">
+<input type="hidden" name="next" value="{next}">
+<label>User <input id="login-user" name="user" value="admin" autocomplete="username" required spellcheck="false"></label>
+<label>Password <input id="login-password" name="password" type="password" autocomplete="current-password" required autofocus></label>
+<button id="login-button" type="submit">Log in</button>
+</form>
+<p class="muted">The admin user of the gateway; <code>courier up</code> keeps the password in <code>courier-data/secrets/basic-auth-password</code>.</p>
+</main>
+</body>
+</html>
+"#,
+        next = escape(next),
+    )
 }
 
 fn function_body(name: &str, namespace: &str) -> String {
@@ -265,7 +321,8 @@ mod tests {
             "schedules",
             "connectors",
         ] {
-            let page = Page::from_slug(slug).unwrap().render();
+            let page = Page::from_slug(slug).unwrap().render(None);
+            assert!(!page.contains("courier-csrf") && !page.contains("/ui/logout"));
             assert!(page.contains("<title>"), "{slug}");
             assert!(page.contains(r#"src="/ui/assets/app.js""#), "{slug}");
         }
@@ -278,9 +335,26 @@ mod tests {
             name: "<b>".into(),
             namespace: "x\"y".into(),
         }
-        .render();
+        .render(None);
         assert!(!page.contains("<b>"));
         assert!(page.contains("&lt;b&gt;.x&quot;y · Courier"));
         assert!(page.contains(r#"data-namespace="x&quot;y""#));
+    }
+
+    #[test]
+    fn a_session_page_carries_its_token_and_a_logout_form() {
+        let page = Page::Calls.render(Some("tok\"en"));
+        assert!(page.contains(r#"<meta name="courier-csrf" content="tok&quot;en">"#));
+        assert!(page.contains(r#"action="/ui/logout""#));
+        assert!(page.contains(r#"name="csrf" value="tok&quot;en""#));
+    }
+
+    #[test]
+    fn the_login_form_escapes_where_it_goes_and_its_message() {
+        let page = login("/ui/calls?a=1&b=\"x", Some("<no>"));
+        assert!(page.contains(r#"name="next" value="/ui/calls?a=1&amp;b=&quot;x""#));
+        assert!(page.contains("&lt;no&gt;"));
+        assert!(!page.contains("app.js"), "the login page needs no script");
+        assert!(!login("/ui/", None).contains("login-error"));
     }
 }

@@ -59,13 +59,25 @@ async function request(method, path, body, headers) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
     if (!init.headers["Content-Type"]) init.headers["Content-Type"] = "application/json";
   }
+  // A write under a login session carries the session's CSRF token (the gateway refuses a
+  // cookie-authenticated write without it).
+  if (CSRF && method !== "GET" && method !== "HEAD") init.headers["X-Courier-Csrf"] = CSRF;
   try {
     const response = await fetch(location.origin + path, init);
+    if (response.status === 401 && CSRF) toLogin();
     return { status: response.status, ok: response.ok, text: await response.text(),
              headers: response.headers };
   } catch (e) {
     return { status: 0, ok: false, text: String(e), headers: new Headers() };
   }
+}
+
+/** The session's CSRF token, when the person logged in with the form. */
+const CSRF = (document.querySelector('meta[name="courier-csrf"]') || {}).content || "";
+
+/** The session ended (expired, logged out elsewhere, gateway restarted): back to the form. */
+function toLogin() {
+  location.assign("/ui/login?next=" + encodeURIComponent(location.pathname + location.search));
 }
 
 /** GET `path` as JSON; on failure shows the gateway's message and returns `fallback`. */
