@@ -1,6 +1,7 @@
 //! Courier's gateway: the OpenFaaS HTTP API in front of a [`Provider`].
 //!
-//! It owns routing, basic authentication of `/system/*`, decoding and validating management
+//! It owns routing, authentication of `/system/*` (basic auth, or the dashboard's login
+//! session), decoding and validating management
 //! requests, the synchronous invocation proxy (`/function/{name}`: streaming, pooled,
 //! timeouts, scale-from-zero), asynchronous invocation into the queue with its ledger record
 //! and trace context, the invocation ledger's API (`/system/calls`), the OpenFaaS-named

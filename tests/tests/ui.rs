@@ -120,6 +120,47 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
     browser.screenshot("functions").await;
     assert_no_script_errors(&browser, "Functions").await;
 
+    // Deploy from a pasted stack file: a broken one names its line, a good one deploys.
+    browser.click(&browser.find("#deploy summary").await).await;
+    let spec = browser.find("#deploy-spec").await;
+    browser
+        .type_into(
+            &spec,
+            "functions:\n  pasted:\n    fprocess: cat\n  commandless:\n    image: x\n",
+        )
+        .await;
+    browser.click(&browser.find("#deploy-button").await).await;
+    let problem = browser.wait_for_text("#deploy-result", "line 4").await;
+    assert!(problem.contains("fprocess"), "{problem}");
+    // The browser logs the refusal's 400 (and only that); reading the log empties it.
+    let errors = browser.script_errors().await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/ui/api/stack") && e.contains("400")),
+        "{errors:?}"
+    );
+    browser
+        .type_into(
+            &spec,
+            "functions:\n  pasted:\n    fprocess: cat\n    labels:\n      team: ui\n",
+        )
+        .await;
+    browser.click(&browser.find("#deploy-button").await).await;
+    browser
+        .wait_for_text("#deploy-result", "deployed pasted")
+        .await;
+    browser
+        .wait_for_text("#functions tr[data-function=\"pasted\"]", "pasted")
+        .await;
+    let pasted = courier
+        .status("pasted", DEFAULT_NAMESPACE)
+        .await
+        .expect("pasted is deployed");
+    assert_eq!(pasted["labels"]["team"], "ui", "{pasted:#}");
+    browser.screenshot("functions-deployed").await;
+    assert_no_script_errors(&browser, "Functions (deploy)").await;
+
     // Function: invoke echo from the form and read its answer.
     browser
         .click(
@@ -144,6 +185,15 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
     browser
         .wait_for_text("#spec", "\"envProcess\": \"cat\"")
         .await;
+    // The request-rate sparkline, drawn from the polled counters.
+    browser.wait_for_text("#rate-now", "/s").await;
+    let drawn = browser
+        .execute(
+            "return document.querySelectorAll('#rate-chart polyline').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(drawn, 1, "the sparkline has its line");
     browser.screenshot("function-echo").await;
 
     // An asynchronous call from the same form, followed to the Calls page.
@@ -163,6 +213,14 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
     browser.wait_for_text("#call-summary", "succeeded").await;
     browser.wait_for_text("#call-attempts", "status 200").await;
     assert_eq!(browser.title().await, "Calls · Courier");
+    // The attempt as a bar on the call's time line.
+    let bars = browser
+        .execute(
+            "return document.querySelectorAll('#call-timeline rect.bar.ok').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(bars, 1, "one successful attempt on the time line");
     browser.screenshot("calls").await;
     assert_no_script_errors(&browser, "Calls").await;
 
@@ -203,6 +261,15 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
         .wait_for_text("#schedules tr[data-function=\"tick\"] td.next", "Z")
         .await;
     assert_eq!(next.lines().count(), 5, "{next}");
+    // Its last fire and the outcome, from the ledger (it fires every 30 seconds).
+    let last = browser
+        .wait_for_text_within(
+            "#schedules tr[data-function=\"tick\"] td.last",
+            "succeeded",
+            Duration::from_secs(45),
+        )
+        .await;
+    assert!(last.contains('Z') && last.contains("(200)"), "{last}");
     let tick = browser
         .text_of("#schedules tr[data-function=\"tick\"]")
         .await;
@@ -218,6 +285,18 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
     browser.wait_for_text("#queue-updated", "Last:").await;
     let dead = browser.text_of("#queue-dead-letters").await;
     assert!(dead.parse::<u64>().is_ok(), "{dead:?}");
+    browser.wait_for_text("#queue-throughput", "/s").await;
+    for figure in ["#queue-in-flight", "#queue-processed", "#queue-pending"] {
+        let shown = browser.text_of(figure).await;
+        assert!(shown.parse::<u64>().is_ok(), "{figure}: {shown:?}");
+    }
+    let processed: u64 = browser.text_of("#queue-processed").await.parse().unwrap();
+    assert!(
+        processed >= 2,
+        "echo's async call and broken's settled: {processed}"
+    );
+    let oldest = browser.text_of("#queue-oldest").await;
+    assert!(!oldest.is_empty() && oldest != "…", "{oldest:?}");
     browser.screenshot("queue").await;
     assert_no_script_errors(&browser, "Queue").await;
 
@@ -225,6 +304,12 @@ async fn a_person_runs_the_example_stack_from_the_dashboard() {
     visit(&browser, &courier, "/ui/connectors", "Connectors").await;
     let topics = browser.wait_for_text("#connectors", "cron-function").await;
     assert!(topics.contains("tick"), "{topics}");
+    browser
+        .wait_for_text(
+            "#connectors tr[data-topic=\"cron-function\"] td.settled",
+            "fired",
+        )
+        .await;
     browser.screenshot("connectors").await;
     assert_no_script_errors(&browser, "Connectors").await;
 

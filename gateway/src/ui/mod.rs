@@ -19,6 +19,7 @@ mod escape;
 mod figures;
 mod login;
 mod pages;
+mod stack;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,11 +61,13 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
         .route("/ui/api/stats", get(figures::stats))
         .route("/ui/api/queue", get(figures::queue))
         .route("/ui/api/connectors", get(figures::connectors))
+        .route("/ui/api/stack", post(stack::parse))
         .with_state((gateway.clone(), registry))
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             auth::require,
-        ));
+        ))
+        .layer(DefaultBodyLimit::max(gateway.config.max_body_bytes));
     // What a person needs to log in: the form, its stylesheet, logout.
     let open = Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
