@@ -1,6 +1,7 @@
 //! Courier's gateway: the OpenFaaS HTTP API in front of a [`Provider`].
 //!
-//! It owns routing, basic authentication of `/system/*`, decoding and validating management
+//! It owns routing, authentication of `/system/*` (basic auth, or the dashboard's login
+//! session), decoding and validating management
 //! requests, the synchronous invocation proxy (`/function/{name}`: streaming, pooled,
 //! timeouts, scale-from-zero), asynchronous invocation into the queue with its ledger record
 //! and trace context, the invocation ledger's API (`/system/calls`), the OpenFaaS-named
@@ -21,6 +22,7 @@ mod path;
 mod readiness;
 mod same_origin;
 mod server;
+mod session;
 mod ui;
 
 use std::sync::Arc;
@@ -117,6 +119,8 @@ pub struct Gateway {
     routes: invoke::Routes,
     /// Signalled after every deploy, update or removal through this gateway.
     changes: Arc<tokio::sync::Notify>,
+    /// The dashboard's login sessions (in memory only).
+    sessions: session::Sessions,
 }
 
 impl Gateway {
@@ -147,6 +151,7 @@ impl Gateway {
             waking: readiness::Waking::default(),
             routes: invoke::Routes::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
+            sessions: session::Sessions::default(),
         }))
     }
 

@@ -1,14 +1,17 @@
 //! Cross-site request refusal for the routes that change something (`/system/*`, `/ui/*`).
 //!
-//! Once a person has logged in to the dashboard, their browser attaches the admin credentials
-//! to every request to the gateway, including a form another site posts to it. A browser says
+//! Once a person has logged in to the dashboard, their browser may attach the admin
+//! credentials (a cached basic auth login; the session cookie, unless the browser honours its
+//! `SameSite=Strict`) to a request another site's page makes it send. A browser says
 //! where a request comes from (`Sec-Fetch-Site`, else `Origin`); a write that a browser marks
 //! as coming from another site is refused with 403 before authentication is even checked.
 //! Requests that carry neither header (the CLI, curl, other OpenFaaS clients) are not
 //! browsers acting for another site and pass unchanged, as do reads (`GET`, `HEAD`,
 //! `OPTIONS`), which change nothing.
 //!
-//! Knows only request headers; nothing of functions, queues or authentication.
+//! This runs before authentication; `crate::auth` adds the session's CSRF token check for
+//! cookie-authenticated writes. Knows only request headers; nothing of functions, queues or
+//! authentication.
 
 use axum::extract::Request;
 use axum::middleware::Next;

@@ -258,6 +258,11 @@ impl Browser {
     /// Waits until the text of the first element matching `css` contains `needle`, and
     /// returns that text.
     pub async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        self.wait_for_text_within(css, needle, WAIT).await
+    }
+
+    /// [`Self::wait_for_text`], waiting up to `wait`.
+    pub async fn wait_for_text_within(&self, css: &str, needle: &str, wait: Duration) -> String {
         let started = Instant::now();
         let mut last = String::new();
         loop {
@@ -267,7 +272,7 @@ impl Browser {
                     return last;
                 }
             }
-            if started.elapsed() >= WAIT {
+            if started.elapsed() >= wait {
                 let page = self
                     .execute(
                         "return [document.title, location.href, (document.getElementById('error') || {}).textContent, window.__courierErrors, document.querySelector('main').innerHTML.slice(0, 1500)];",
@@ -275,7 +280,7 @@ impl Browser {
                     )
                     .await;
                 panic!(
-                    "{css:?} did not show {needle:?} within {WAIT:?}; it shows {last:?}; page: {page}"
+                    "{css:?} did not show {needle:?} within {wait:?}; it shows {last:?}; page: {page}"
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,7 +1,7 @@
 //! Courier's shared core: the OpenFaaS wire types, the [`Provider`] seam, and the pure rules
 //! every component applies the same way (function and namespace names, the `name.namespace`
 //! invocation form, hop-by-hop headers, Go-compatible JSON decoding, Go duration strings, the
-//! autoscaler's labels and decision).
+//! autoscaler's labels and decision, the faas-cli stack file format).
 //!
 //! Invariant: this crate does no IO. It knows no sockets, no processes, no files, no tokio, no
 //! environment. It must never know which provider or queue backend is in use.
@@ -18,6 +18,7 @@ pub mod provider;
 pub mod queue;
 pub mod retry;
 pub mod secret;
+pub mod stack;
 pub mod system;
 pub mod trace;
 

@@ -26,7 +26,6 @@ pub(crate) fn router(
     extra: Router,
 ) -> Router {
     let limit = gateway.config.max_body_bytes;
-    let gateway_for_ui = gateway.clone();
     let system = Router::new()
         .route(
             "/system/functions",
@@ -73,6 +72,7 @@ pub(crate) fn router(
         ))
         .route_layer(axum::middleware::from_fn(same_origin::require))
         .layer(DefaultBodyLimit::max(limit));
+    let ui = ui::router(gateway.clone(), registry.clone());
     let metrics = Router::new()
         .route("/metrics", get(system::metrics))
         .with_state((gateway.clone(), registry));
@@ -83,7 +83,7 @@ pub(crate) fn router(
         .with_state(gateway)
         .merge(system)
         .merge(metrics)
-        .merge(ui::router(gateway_for_ui))
+        .merge(ui)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -80,8 +80,9 @@ impl Page {
         }
     }
 
-    /// The whole document.
-    pub(crate) fn render(&self) -> String {
+    /// The whole document; `csrf` is the session's token when the person logged in with the
+    /// form (the script sends it with every write; the logout form carries it).
+    pub(crate) fn render(&self, csrf: Option<&str>) -> String {
         let nav: String = NAV
             .iter()
             .map(|(slug, label)| {
@@ -104,6 +105,20 @@ impl Page {
             ),
             _ => (String::new(), self.body().to_owned()),
         };
+        let (csrf_meta, logout) = match csrf {
+            Some(token) => (
+                format!(
+                    r#"<meta name="courier-csrf" content="{}">
+"#,
+                    escape(token)
+                ),
+                format!(
+                    r#"<form class="logout" method="post" action="/ui/logout"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form>"#,
+                    escape(token)
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             r#"<!doctype html>
 <html lang="en">
@@ -111,12 +126,12 @@ impl Page {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Courier</title>
-<link rel="icon" href="data:,">
+{csrf_meta}<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/ui/assets/app.css">
 <script src="/ui/assets/app.js" defer></script>
 </head>
 <body data-page="{page}"{data}>
-<header><a class="brand" href="/ui/">Courier</a><nav>{nav}</nav></header>
+<header><a class="brand" href="/ui/">Courier</a><nav>{nav}</nav>{logout}</header>
 <main>
 <p id="error" class="error" role="alert" hidden></p>
 {body}
@@ -146,12 +161,57 @@ impl Page {
     }
 }
 
+/// The login form, with `message` above it after a failed attempt; `next` is where a login
+/// goes (already checked by `login::safe_next`, escaped here).
+pub(crate) fn login(next: &str, message: Option<&str>) -> String {
+    let message = message
+        .map(|m| {
+            format!(
+                r#"<p id="login-error" class="error" role="alert">{}</p>"#,
+                escape(m)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Log in · Courier</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/ui/assets/app.css">
+</head>
+<body data-page="login">
+<header><span class="brand">Courier</span></header>
+<main class="login">
+<h1>Log in</h1>
+{message}
+<form id="login-form" method="post" action="/ui/login">
+<input type="hidden" name="next" value="{next}">
+<label>User <input id="login-user" name="user" value="admin" autocomplete="username" required spellcheck="false"></label>
+<label>Password <input id="login-password" name="password" type="password" autocomplete="current-password" required autofocus></label>
+<button id="login-button" type="submit">Log in</button>
+</form>
+<p class="muted">The admin user of the gateway; <code>courier up</code> keeps the password in <code>courier-data/secrets/basic-auth-password</code>.</p>
+</main>
+</body>
+</html>
+"#,
+        next = escape(next),
+    )
+}
+
 fn function_body(name: &str, namespace: &str) -> String {
     let name = escape(name);
     let namespace = escape(namespace);
     format!(
         r#"<h1>{name}<span class="muted">.{namespace}</span></h1>
 <dl class="figures" id="summary"></dl>
+<figure class="rate">
+<svg id="rate-chart" class="sparkline" viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label="requests per second, last two minutes"></svg>
+<figcaption>Requests/s over the last two minutes (from the gateway's counters, every 2 s): <strong id="rate-now">…</strong></figcaption>
+</figure>
 <div class="columns">
 <section>
 <h2>Invoke</h2>
@@ -188,10 +248,16 @@ const FUNCTIONS: &str = r#"<h1>Functions</h1>
 </table>
 <p id="functions-empty" class="muted" hidden>No functions deployed.</p>
 <details id="deploy">
-<summary>Deploy a function</summary>
-<p class="muted">Paste a function spec as JSON, the body of <code>POST /system/functions</code> (stack files are deployed with <code>courier deploy -f stack.yml</code>).</p>
-<textarea id="deploy-spec" rows="8" spellcheck="false">{"service": "hello", "image": "local/hello:latest", "envProcess": "cat"}</textarea>
-<p><button id="deploy-button" type="button">Deploy</button> <span id="deploy-result"></span></p>
+<summary>Deploy from a stack file</summary>
+<p class="muted">Paste a stack file, the YAML <code>courier up -f</code> and <code>courier deploy -f</code> read (faas-cli's <code>stack.yml</code>; a function's command is <code>fprocess</code> or <code>environment.fprocess</code>). Functions that exist are updated.</p>
+<textarea id="deploy-spec" rows="9" spellcheck="false">functions:
+  hello:
+    fprocess: echo hello
+    labels:
+      com.openfaas.scale.min: 1
+</textarea>
+<p><button id="deploy-button" type="button">Deploy</button></p>
+<pre id="deploy-result" hidden></pre>
 </details>"#;
 
 const CALLS: &str = r#"<h1>Calls</h1>
@@ -204,6 +270,7 @@ const CALLS: &str = r#"<h1>Calls</h1>
 <h2>Call <code id="call-id"></code></h2>
 <dl class="figures" id="call-summary"></dl>
 <h3>Attempts</h3>
+<svg id="call-timeline" class="timeline-chart" viewBox="0 0 640 40" role="img" aria-label="the call's attempts on a time line"></svg>
 <ol id="call-attempts" class="timeline"></ol>
 <h3>Result</h3>
 <pre id="call-result" class="muted">—</pre>
@@ -229,27 +296,34 @@ const DEAD_LETTERS: &str = r#"<h1>Dead letters</h1>
 
 const QUEUE: &str = r#"<h1>Queue</h1>
 <dl class="figures big">
-<dt>Pending</dt><dd id="queue-pending">…</dd>
-<dt>Dead letters</dt><dd id="queue-dead-letters">…</dd>
+<dt title="Messages stored and not yet acknowledged: waiting, being invoked, or waiting for a retry">Depth</dt><dd id="queue-pending">…</dd>
+<dt title="Calls this process's queue worker is invoking now">In flight</dt><dd id="queue-in-flight">…</dd>
+<dt title="Age of the oldest call the ledger shows queued, running or retrying">Oldest waiting</dt><dd id="queue-oldest">…</dd>
+<dt title="Messages the worker settled (acknowledged or dead-lettered) per second, over the last 10 seconds">Worker throughput</dt><dd id="queue-throughput">…</dd>
+<dt title="Messages the worker settled since it started">Settled</dt><dd id="queue-processed">…</dd>
 <dt>Calls running</dt><dd id="queue-running">…</dd>
 <dt>Calls retrying</dt><dd id="queue-retrying">…</dd>
+<dt>Dead letters</dt><dd id="queue-dead-letters">…</dd>
 </dl>
-<p class="muted">Updated every second. <span id="queue-updated"></span></p>"#;
+<svg id="queue-depth-chart" class="sparkline wide" viewBox="0 0 600 60" preserveAspectRatio="none" role="img" aria-label="queue depth, last two minutes"></svg>
+<p class="muted">Depth over the last two minutes. Updated every second. <span id="queue-updated"></span></p>"#;
 
 const SCHEDULES: &str = r#"<h1>Schedules</h1>
 <table id="schedules">
-<thead><tr><th>Function</th><th>Namespace</th><th>Schedule</th><th>Time zone</th><th>Next fire times (UTC)</th></tr></thead>
+<thead><tr><th>Function</th><th>Namespace</th><th>Schedule</th><th>Time zone</th><th>Last fire</th><th>Next fire times (UTC)</th></tr></thead>
 <tbody></tbody>
 </table>
-<p id="schedules-empty" class="muted" hidden>No scheduled functions.</p>"#;
+<p id="schedules-empty" class="muted" hidden>No scheduled functions.</p>
+<p class="muted">The last fire and its outcome come from the invocation ledger (the newest call of the function with a cron source).</p>"#;
 
 const CONNECTORS: &str = r#"<h1>Connectors</h1>
-<p class="muted">Topics (Kafka topics, AMQP queues, <code>cron-function</code>) from each function's <code>topic</code> annotation.</p>
+<p class="muted">Topics (Kafka topics, AMQP queues, <code>cron-function</code>) from each function's <code>topic</code> annotation, with what the connectors and the scheduler running in this process counted since they started.</p>
 <table id="connectors">
-<thead><tr><th>Topic</th><th>Functions</th></tr></thead>
+<thead><tr><th>Topic</th><th>Functions</th><th title="Kafka: consumer lag summed over partitions; AMQP: messages ready in the queue">Lag / depth</th><th title="Messages the connectors received from this topic or queue">Received</th><th title="Per subscribed function: calls that answered, were queued or dead-lettered (connectors), or fires handed over (scheduler)">Settled</th></tr></thead>
 <tbody></tbody>
 </table>
-<p id="connectors-empty" class="muted" hidden>No function subscribes to a topic.</p>"#;
+<p id="connectors-empty" class="muted" hidden>No function subscribes to a topic.</p>
+<p class="muted" id="connectors-note"></p>"#;
 
 #[cfg(test)]
 mod tests {
@@ -265,7 +339,8 @@ mod tests {
             "schedules",
             "connectors",
         ] {
-            let page = Page::from_slug(slug).unwrap().render();
+            let page = Page::from_slug(slug).unwrap().render(None);
+            assert!(!page.contains("courier-csrf") && !page.contains("/ui/logout"));
             assert!(page.contains("<title>"), "{slug}");
             assert!(page.contains(r#"src="/ui/assets/app.js""#), "{slug}");
         }
@@ -278,9 +353,26 @@ mod tests {
             name: "<b>".into(),
             namespace: "x\"y".into(),
         }
-        .render();
+        .render(None);
         assert!(!page.contains("<b>"));
         assert!(page.contains("&lt;b&gt;.x&quot;y · Courier"));
         assert!(page.contains(r#"data-namespace="x&quot;y""#));
+    }
+
+    #[test]
+    fn a_session_page_carries_its_token_and_a_logout_form() {
+        let page = Page::Calls.render(Some("tok\"en"));
+        assert!(page.contains(r#"<meta name="courier-csrf" content="tok&quot;en">"#));
+        assert!(page.contains(r#"action="/ui/logout""#));
+        assert!(page.contains(r#"name="csrf" value="tok&quot;en""#));
+    }
+
+    #[test]
+    fn the_login_form_escapes_where_it_goes_and_its_message() {
+        let page = login("/ui/calls?a=1&b=\"x", Some("<no>"));
+        assert!(page.contains(r#"name="next" value="/ui/calls?a=1&amp;b=&quot;x""#));
+        assert!(page.contains("&lt;no&gt;"));
+        assert!(!page.contains("app.js"), "the login page needs no script");
+        assert!(!login("/ui/", None).contains("login-error"));
     }
 }

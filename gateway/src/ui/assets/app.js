@@ -59,13 +59,25 @@ async function request(method, path, body, headers) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
     if (!init.headers["Content-Type"]) init.headers["Content-Type"] = "application/json";
   }
+  // A write under a login session carries the session's CSRF token (the gateway refuses a
+  // cookie-authenticated write without it).
+  if (CSRF && method !== "GET" && method !== "HEAD") init.headers["X-Courier-Csrf"] = CSRF;
   try {
     const response = await fetch(location.origin + path, init);
+    if (response.status === 401 && CSRF) toLogin();
     return { status: response.status, ok: response.ok, text: await response.text(),
              headers: response.headers };
   } catch (e) {
     return { status: 0, ok: false, text: String(e), headers: new Headers() };
   }
+}
+
+/** The session's CSRF token, when the person logged in with the form. */
+const CSRF = (document.querySelector('meta[name="courier-csrf"]') || {}).content || "";
+
+/** The session ended (expired, logged out elsewhere, gateway restarted): back to the form. */
+function toLogin() {
+  location.assign("/ui/login?next=" + encodeURIComponent(location.pathname + location.search));
 }
 
 /** GET `path` as JSON; on failure shows the gateway's message and returns `fallback`. */
@@ -117,6 +129,71 @@ function poll(ms, task) {
   return setInterval(tick, ms);
 }
 
+/** Shows `value` in `selector`, or "n/a" with `reason` as its tooltip when it is null. */
+function figure(selector, value, reason) {
+  const node = $(selector);
+  if (value === null || value === undefined) {
+    node.textContent = "n/a";
+    node.title = reason;
+    node.classList.add("na");
+  } else {
+    node.textContent = String(value);
+    node.removeAttribute("title");
+    node.classList.remove("na");
+  }
+}
+
+/** "340 ms", "4.2 s", "3 min 5 s", "2 h 10 min". */
+function duration(seconds) {
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  const s = Math.floor(seconds);
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/**
+ * Draws `values` (numbers, oldest first) into `svg` as a line over a filled area, scaled to
+ * its viewBox; the largest value is the top. Inline SVG, no library.
+ */
+function sparkline(svg, values) {
+  const box = svg.viewBox.baseVal;
+  const width = box.width || 300;
+  const height = box.height || 40;
+  svg.dataset.points = String(values.length);
+  if (!values.length) { svg.replaceChildren(); return; }
+  if (values.length === 1) values = [values[0], values[0]];
+  const max = Math.max(...values, 1e-9);
+  const step = width / (values.length - 1);
+  const points = values.map((v, i) =>
+    `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
+  svg.replaceChildren(
+    svgEl("polygon", { points: `0,${height} ${points.join(" ")} ${width},${height}`, class: "area" }),
+    svgEl("polyline", { points: points.join(" "), class: "line" }),
+    svgEl("title", {}, `max ${max.toFixed(2)}, now ${values[values.length - 1].toFixed(2)}`));
+}
+
+/** Per-second rates between successive samples [{at (ms), value}], oldest first. */
+function rates(samples) {
+  const out = [];
+  for (let i = 1; i < samples.length; i++) {
+    const seconds = (samples[i].at - samples[i - 1].at) / 1000;
+    out.push(seconds > 0 ? Math.max(0, samples[i].value - samples[i - 1].value) / seconds : 0);
+  }
+  return out;
+}
+
 function qs(params) {
   const search = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== "") search.set(k, v);
@@ -160,11 +237,64 @@ async function functionsPage() {
       "#functions-empty");
   };
   $("#deploy-button").addEventListener("click", async () => {
-    const answer = await request("POST", "/system/functions", $("#deploy-spec").value);
-    $("#deploy-result").textContent = `${answer.status} ${answer.text.trim()}`;
+    $("#deploy-button").disabled = true;
+    try {
+      await deployStack();
+    } finally {
+      $("#deploy-button").disabled = false;
+    }
     refresh();
   });
   poll(5000, refresh);
+}
+
+/**
+ * Reads the pasted stack file on the gateway (the format `courier up -f` reads), then deploys
+ * each function through /system/functions as `courier deploy` does: update, else create.
+ */
+async function deployStack() {
+  const result = $("#deploy-result");
+  const textarea = $("#deploy-spec");
+  result.hidden = false;
+  result.className = "";
+  result.textContent = "reading the stack file…";
+  const answer = await request("POST", "/ui/api/stack", textarea.value, { "Content-Type": "text/yaml" });
+  let parsed;
+  try { parsed = JSON.parse(answer.text); } catch (e) { parsed = null; }
+  if (!answer.ok) {
+    result.className = "state-failed";
+    const problem = parsed && parsed.error ? parsed : { error: `${answer.status} ${answer.text.trim()}` };
+    result.textContent = (problem.line ? `line ${problem.line}: ` : "") + problem.error;
+    if (problem.line) selectLine(textarea, problem.line);
+    return;
+  }
+  const lines = [];
+  let failed = false;
+  const existing = new Map();
+  for (const spec of parsed) {
+    const query = qs({ namespace: spec.namespace });
+    if (!existing.has(query)) {
+      const list = await getJson("/system/functions" + query, []);
+      existing.set(query, new Set(list.map((f) => f.name)));
+    }
+    // Update what exists, create the rest (`courier deploy` does the same).
+    const method = existing.get(query).has(spec.service) ? "PUT" : "POST";
+    const put = await request(method, "/system/functions" + query, spec);
+    const where = `${spec.service}${spec.namespace ? "." + spec.namespace : ""}`;
+    if (put.ok) lines.push(`deployed ${where}`);
+    else { failed = true; lines.push(`could not deploy ${where}: ${put.status} ${put.text.trim()}`); }
+  }
+  result.className = failed ? "state-failed" : "state-succeeded";
+  result.textContent = lines.join("\n");
+}
+
+/** Selects line `line` (1-based) of a textarea and scrolls to it. */
+function selectLine(textarea, line) {
+  const lines = textarea.value.split("\n");
+  const index = Math.min(line, lines.length) - 1;
+  const start = lines.slice(0, index).reduce((n, l) => n + l.length + 1, 0);
+  textarea.focus();
+  textarea.setSelectionRange(start, start + lines[index].length);
 }
 
 function functionRow(f, stats, refresh) {
@@ -231,6 +361,20 @@ async function functionPage() {
     $("#spec").textContent = JSON.stringify(f, null, 2);
   };
   poll(5000, loadSpec);
+
+  // The request rate: differences of the gateway's invocation counter between polls.
+  const samples = [];
+  poll(2000, async () => {
+    const stats = await getJson("/ui/api/stats", null);
+    if (!stats) return;
+    const figures = stats[`${name}.${namespace}`] || {};
+    samples.push({ at: Date.now(), value: figures.invocations || 0 });
+    if (samples.length > 61) samples.shift();
+    const perSecond = rates(samples);
+    sparkline($("#rate-chart"), perSecond);
+    $("#rate-now").textContent = perSecond.length
+      ? `${perSecond[perSecond.length - 1].toFixed(2)}/s` : "…";
+  });
 
   $("#invoke-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -399,6 +543,7 @@ async function showCall(id) {
     return el("li", {}, parts.join(" · "));
   }));
   if (!(record.attempts || []).length) $("#call-attempts").replaceChildren(el("li", { className: "muted" }, "not started"));
+  drawTimeline($("#call-timeline"), record);
   $("#call-cancel").hidden = record.state !== "queued";
   if (record.result && shownResultFor !== record.id + record.updatedAt) {
     shownResultFor = record.id + record.updatedAt;
@@ -408,6 +553,51 @@ async function showCall(id) {
   } else if (!record.result) {
     $("#call-result").textContent = "not kept (deploy with the label com.courier.ledger.result=true, or send X-Courier-Keep-Result: true)";
   }
+}
+
+/**
+ * A call's attempts as bars on one time axis, from its acceptance to the end of its last
+ * attempt (or now, while one runs): a bar's start and length are the attempt's start and
+ * duration; the gaps between bars are the queue's wait and the retry delays.
+ */
+function drawTimeline(svg, record) {
+  const attempts = record.attempts || [];
+  const row = 22, top = 16, width = 640, left = 40, right = 150;
+  const height = top + Math.max(1, attempts.length) * row + 4;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.dataset.bars = String(attempts.length);
+  const t0 = Date.parse(record.createdAt);
+  const spans = attempts.map((a) => {
+    const start = Date.parse(a.startedAt);
+    const end = a.durationSeconds != null ? start + a.durationSeconds * 1000 : Date.now();
+    return { a, start, end };
+  });
+  const tEnd = Math.max(t0 + 1, ...spans.map((s) => s.end));
+  const x = (t) => left + ((t - t0) / (tEnd - t0)) * (width - left - right);
+  const children = [
+    svgEl("line", { x1: left, x2: width - right, y1: top - 4, y2: top - 4, class: "axis" }),
+    svgEl("text", { x: left, y: top - 7, class: "tick" }, "accepted"),
+    svgEl("text", { x: width - right, y: top - 7, class: "tick end" }, `+${duration((tEnd - t0) / 1000)}`),
+  ];
+  if (!attempts.length) {
+    children.push(svgEl("text", { x: left, y: top + 14, class: "label" }, "not started"));
+  }
+  spans.forEach(({ a, start, end }, i) => {
+    const y = top + i * row;
+    const running = a.durationSeconds == null;
+    const ok = a.status != null && a.status < 400;
+    const kind = running ? "running" : ok ? "ok" : "bad";
+    const x1 = x(start);
+    const w = Math.max(2, x(end) - x1);
+    const label = [running ? "running" : a.status != null ? `${a.status}` : "no answer",
+      running ? "" : `${((end - start)).toFixed(0)} ms`].filter(Boolean).join(" · ");
+    children.push(
+      svgEl("text", { x: 4, y: y + 13, class: "label" }, `#${i + 1}`),
+      svgEl("rect", { x: x1, y: y + 2, width: w, height: row - 8, rx: 2, class: "bar " + kind },
+        svgEl("title", {}, `attempt ${i + 1}: started ${a.startedAt}, ${label}${a.error ? ", " + a.error : ""}`)),
+      svgEl("text", { x: Math.min(x1 + w + 6, width - right + 6), y: y + 13, class: "label" }, label));
+  });
+  svg.replaceChildren(...children);
 }
 
 // ---- Dead letters -------------------------------------------------------------------------
@@ -463,13 +653,36 @@ async function deadLettersPage() {
 // ---- Queue --------------------------------------------------------------------------------
 
 async function queuePage() {
+  const samples = [];
   poll(1000, async () => {
     const q = await getJson("/ui/api/queue", null);
     if (!q) return;
+    samples.push(q);
+    if (samples.length > 120) samples.shift();
+    const noWorker = "no queue worker runs in this process (courier gateway, or courier queue-worker " +
+      "on its own): its figures are on that process's /metrics";
+    const ledgerOff = "the invocation ledger is off (--ledger-retention 0)";
     $("#queue-pending").textContent = q.pending;
     $("#queue-dead-letters").textContent = q.deadLetters;
-    $("#queue-running").textContent = q.running ?? "ledger off";
-    $("#queue-retrying").textContent = q.retrying ?? "ledger off";
+    figure("#queue-running", q.running, ledgerOff);
+    figure("#queue-retrying", q.retrying, ledgerOff);
+    figure("#queue-in-flight", q.inFlight, noWorker);
+    figure("#queue-processed", q.processedTotal, noWorker);
+    if (q.oldestAgeSeconds != null) {
+      figure("#queue-oldest", (q.oldestIsLowerBound ? "≥ " : "") + duration(q.oldestAgeSeconds));
+    } else {
+      figure("#queue-oldest", q.running == null ? null : "none", ledgerOff);
+    }
+    if (q.processedTotal == null) {
+      figure("#queue-throughput", null, noWorker);
+    } else {
+      const recent = samples.filter((s) => s.atMs >= q.atMs - 10000 && s.processedTotal != null);
+      const first = recent[0];
+      const seconds = (q.atMs - first.atMs) / 1000;
+      figure("#queue-throughput", seconds > 0
+        ? `${((q.processedTotal - first.processedTotal) / seconds).toFixed(1)}/s` : "…");
+    }
+    sparkline($("#queue-depth-chart"), samples.map((s) => s.pending));
     $("#queue-updated").textContent = "Last: " + new Date().toLocaleTimeString();
   });
 }
@@ -477,25 +690,46 @@ async function queuePage() {
 // ---- Schedules ----------------------------------------------------------------------------
 
 async function schedulesPage() {
-  poll(10000, async () => {
+  poll(5000, async () => {
     const schedules = await getJson("/system/schedules", null);
     if (!schedules) return;
-    fillTable("#schedules", schedules.map((s) => el("tr", { "data-function": s.function },
+    const lasts = await Promise.all(schedules.map((s) => lastFire(s)));
+    fillTable("#schedules", schedules.map((s, i) => el("tr", { "data-function": s.function },
       el("td", {}, functionLink(s.function, s.namespace)),
       el("td", {}, s.namespace),
       el("td", {}, el("code", {}, s.schedule)),
       el("td", {}, s.timezone || "—"),
+      el("td", { className: "last" }, lasts[i]),
       el("td", { className: "next" }, s.error ? el("span", { className: "state-failed" }, s.error)
         : el("ol", {}, ...(s.next || []).map((t) => el("li", {}, t)))))),
       "#schedules-empty");
   });
 }
 
+/** The newest cron call of a scheduled function in the ledger, as a cell's content. */
+async function lastFire(s) {
+  const answer = await request("GET", "/system/calls" +
+    qs({ function: `${s.function}.${s.namespace}`, limit: 50 }));
+  if (!answer.ok) {
+    return el("span", { className: "na", title: `the ledger cannot tell: ${answer.status} ${answer.text.trim()}` }, "n/a");
+  }
+  let calls = [];
+  try { calls = JSON.parse(answer.text); } catch (e) { /* none */ }
+  const call = calls.find((c) => c.source && c.source.kind === "cron");
+  if (!call) return el("span", { className: "muted" }, "not yet");
+  const attempts = call.attempts || [];
+  const last = attempts[attempts.length - 1];
+  return el("span", {},
+    el("a", { href: "/ui/calls" + qs({ call: call.id }) }, call.source.scheduledAt || call.createdAt),
+    " ", el("span", { className: "state-" + call.state }, call.state),
+    last && last.status != null ? el("span", { className: "muted" }, ` (${last.status})`) : null);
+}
+
 // ---- Connectors ---------------------------------------------------------------------------
 
 async function connectorsPage() {
   poll(5000, async () => {
-    const functions = await allFunctions();
+    const [functions, figures] = await Promise.all([allFunctions(), getJson("/ui/api/connectors", null)]);
     const topics = new Map();
     for (const f of functions) {
       const annotation = (f.annotations || {}).topic;
@@ -505,9 +739,41 @@ async function connectorsPage() {
         topics.get(topic).push(f);
       }
     }
-    const rows = [...topics.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([topic, fs]) =>
-      el("tr", {}, el("td", {}, el("code", {}, topic)),
-        el("td", {}, ...fs.flatMap((f, i) => [i ? ", " : "", functionLink(f.name, f.namespace)]))));
+    const fig = figures || { received: {}, lag: {}, depth: {}, invocations: {}, fires: {}, skips: {} };
+    const na = (reason) => el("span", { className: "na", title: reason }, "n/a");
+    const noConnector = "no connector runs in this process; its figures are on its own /metrics";
+    const rows = [...topics.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([topic, fs]) => {
+      const cron = topic === "cron-function";
+      let lag;
+      if (cron) lag = el("span", { className: "muted", title: "cron fires go to the queue: see the Queue page" }, "—");
+      else if (fig.lag[topic] != null) lag = `lag ${fig.lag[topic]}`;
+      else if (fig.depth[topic] != null) lag = `depth ${fig.depth[topic]}`;
+      else lag = na(fig.connectorsRunning ? "the connector has reported no lag or depth for this topic yet"
+        : noConnector);
+      let received;
+      if (cron) received = el("span", { className: "muted", title: "the scheduler makes its own messages" }, "—");
+      else if (fig.connectorsRunning) received = fig.received[topic] ?? 0;
+      else received = na(noConnector);
+      const settled = fs.map((f) => {
+        const key = `${f.name}.${f.namespace}`;
+        if (cron) {
+          if (!fig.schedulerRunning) return el("div", {}, `${f.name}: `, na("no scheduler runs in this process"));
+          const skipped = Object.values(fig.skips[key] || {}).reduce((a, b) => a + b, 0);
+          return el("div", {}, `${f.name}: ${fig.fires[key] || 0} fired` + (skipped ? `, ${skipped} skipped` : ""));
+        }
+        if (!fig.connectorsRunning) return el("div", {}, `${f.name}: `, na(noConnector));
+        const o = fig.invocations[key] || {};
+        const done = (o.success || 0) + (o.queued || 0) + (o.dead_letter || 0);
+        return el("div", { title: "counted over every topic this function subscribes to" },
+          `${f.name}: ${done} (${o.success || 0} answered, ${o.queued || 0} queued, ` +
+          `${o.dead_letter || 0} dead-lettered, ${o.failed || 0} failed attempts)`);
+      });
+      return el("tr", { "data-topic": topic }, el("td", {}, el("code", {}, topic)),
+        el("td", {}, ...fs.flatMap((f, i) => [i ? ", " : "", functionLink(f.name, f.namespace)])),
+        el("td", { className: "num lag" }, lag),
+        el("td", { className: "num received" }, received),
+        el("td", { className: "settled" }, ...settled));
+    });
     fillTable("#connectors", rows, "#connectors-empty");
   });
 }
