@@ -61,7 +61,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+class Server(HTTPServer):
+    # Every caller's connection waits its turn (the default backlog, 5, refuses some).
+    request_queue_size = 64
+
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
 /// Which function the step load runs on.
