@@ -469,3 +469,27 @@ pub(crate) async fn wait_for_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_autoscaler_runs_on_both_providers_unless_turned_off() {
+        for provider in ["local", "kubernetes"] {
+            let on = Serve::try_parse_from(["courier", "--provider", provider]).unwrap();
+            assert!(on.serve.autoscale().is_some(), "{provider}");
+            let off = Serve::try_parse_from(["courier", "--provider", provider, "--no-autoscale"])
+                .unwrap();
+            assert!(off.serve.autoscale().is_none(), "{provider}");
+        }
+    }
+}
