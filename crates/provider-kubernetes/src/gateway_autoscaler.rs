@@ -191,7 +191,9 @@ async fn load_scales_up_through_the_scale_subresource_and_external_or_fixed_func
     let (client, view) = FakeCluster::start(vec![
         function("busy", &BY_CAPACITY, 1),
         function("external", &external, 1),
-        function("fixed", &fixed, 2),
+        // At 1 replica although min = max = 2 (whoever owns it set it so): an autoscaler that
+        // did not leave it alone would scale it to 2.
+        function("fixed", &fixed, 1),
         slice("busy", port),
         slice("external", port),
         slice("fixed", port),
