@@ -42,6 +42,7 @@
 //! --body-size 1024 --calls 20000 --out async.json`.
 
 mod async_path;
+mod autoscale;
 mod children;
 mod connector;
 mod load;
@@ -111,6 +112,9 @@ enum Command {
     /// Benchmark the scheduler's timer loop: lateness, CPU and memory with many schedules,
     /// against one bare timer.
     Schedule(schedule::ScheduleArgs),
+    /// Benchmark the autoscaler (issue 12's step load): throughput with it on vs the function
+    /// pinned at one replica, and time to scale up.
+    Autoscale(autoscale::AutoscaleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             result
         }
         Command::Schedule(args) => multi_thread(None)?.block_on(schedule::run(args)),
+        Command::Autoscale(args) => multi_thread(None)?.block_on(autoscale::run(args)),
         Command::Connector(args) => multi_thread(None)?.block_on(connector::run(args)),
         Command::Async(args) => {
             let load = multi_thread(args.load_threads)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use courier_core::Provider;
-use courier_provider_kubernetes::{KubernetesConfig, KubernetesProvider};
+use courier_provider_kubernetes::{KubernetesConfig, KubernetesProvider, LeaseConfig};
 use courier_provider_local::{LocalConfig, LocalProvider, SandboxMode};
 
 /// Which provider runs functions.
@@ -31,6 +31,13 @@ pub(crate) struct LocalOptions {
     pub(crate) start_timeout: Duration,
 }
 
+/// This process's name in the autoscaler's lease: the pod's name (`$HOSTNAME` in a pod) and
+/// the process id, unique among the gateways sharing a cluster.
+fn lease_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "courier".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// A started provider.
 pub(crate) enum Runtime {
     Local(Arc<LocalProvider>),
@@ -38,13 +45,16 @@ pub(crate) enum Runtime {
 }
 
 impl Runtime {
-    /// Starts the chosen provider, serving `namespaces` besides `function_namespace`.
+    /// Starts the chosen provider, serving `namespaces` besides `function_namespace`. With
+    /// `autoscaler`, a Kubernetes provider competes for the autoscaler's lease, so only one
+    /// of the gateways sharing the cluster scales functions.
     pub(crate) async fn start(
         kind: ProviderKind,
         function_namespace: &str,
         namespaces: &[String],
         local: LocalOptions,
         version: courier_core::system::VersionInfo,
+        autoscaler: bool,
     ) -> Result<Self> {
         if function_namespace != courier_core::DEFAULT_NAMESPACE {
             bail!(
@@ -72,6 +82,7 @@ impl Runtime {
                 let provider = KubernetesProvider::connect(KubernetesConfig {
                     namespaces: namespaces.to_vec(),
                     version,
+                    autoscaler_lease: autoscaler.then(|| LeaseConfig::new(lease_identity())),
                     ..KubernetesConfig::default()
                 })
                 .await

@@ -174,11 +174,10 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The autoscaler's settings, or `None` when it is turned off. Off on Kubernetes for now:
-    /// the gateway runs several replicas there, each counting only its own share of the calls.
+    /// The autoscaler's settings, or `None` when it is turned off. On both providers; on
+    /// Kubernetes the gateways elect one that scales (the provider's autoscaler lease).
     fn autoscale(&self) -> Option<AutoscaleConfig> {
-        let off = self.no_autoscale || matches!(self.provider, ProviderKind::Kubernetes);
-        (!off).then_some(AutoscaleConfig {
+        (!self.no_autoscale).then_some(AutoscaleConfig {
             interval: self.autoscale_interval,
             down_delay: self.autoscale_down_delay,
         })
@@ -250,6 +249,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
             start_timeout: args.start_timeout,
         },
         version(),
+        args.autoscale().is_some(),
     )
     .await?;
     let provider = runtime.provider();
@@ -468,4 +468,28 @@ pub(crate) async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_autoscaler_runs_on_both_providers_unless_turned_off() {
+        for provider in ["local", "kubernetes"] {
+            let on = Serve::try_parse_from(["courier", "--provider", provider]).unwrap();
+            assert!(on.serve.autoscale().is_some(), "{provider}");
+            let off = Serve::try_parse_from(["courier", "--provider", provider, "--no-autoscale"])
+                .unwrap();
+            assert!(off.serve.autoscale().is_none(), "{provider}");
+        }
+    }
 }

@@ -1,13 +1,20 @@
 //! The autoscaler loop: every interval, sample the gateway's own per-function counters
-//! (invocations started, for `rps`; in flight, for `capacity`), ask the pure decision
+//! (invocations started, for `rps`; in flight, for `capacity`) or, for `cpu`, the provider's
+//! CPU figure ([`courier_core::Provider::cpu_millicores`]), ask the pure decision
 //! (`courier_core::autoscale`) what each function should have, and change it through
 //! [`courier_core::Provider::scale`]. Every call through this gateway counts, whoever made it:
 //! callers of `/function/`, the queue worker and the triggers (they use the same proxy path).
 //!
+//! Only while the provider says this process leads
+//! ([`courier_core::Provider::autoscaler_leader`]: on Kubernetes, the holder of a Lease) does
+//! a round decide and scale; otherwise it stands by, forgets what it remembered, and starts
+//! afresh (a whole stabilization window before any scale-down) once it leads.
+//!
 //! It owns the sampling and the per-function memory. It must not know how a provider runs
 //! replicas or how the decision is made; functions labelled `external`, with `min == max`,
-//! with `cpu` scaling or with labels it cannot read are left alone. A function at zero
-//! replicas is woken by its next call (`readiness`), never by this loop.
+//! with `cpu` scaling on a provider without CPU metrics, or with labels it cannot read are
+//! left alone. A function at zero replicas is woken by its next call (`readiness`), never by
+//! this loop.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -57,6 +64,7 @@ pub(crate) async fn run(gateway: &Gateway, config: AutoscaleConfig, stop: Cancel
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut previous = Instant::now();
+    let mut leading = false;
     tracing::info!(
         interval = ?interval,
         down_delay = ?config.down_delay,
@@ -70,6 +78,22 @@ pub(crate) async fn run(gateway: &Gateway, config: AutoscaleConfig, stop: Cancel
         let now = Instant::now();
         let elapsed = now.duration_since(previous);
         previous = now;
+        let leader = gateway.provider.autoscaler_leader();
+        if leader != leading {
+            leading = leader;
+            if leader {
+                tracing::info!("Autoscaler leading: this gateway scales functions now.");
+            } else {
+                tracing::info!("Autoscaler standing by: another gateway scales functions.");
+            }
+        }
+        if !leader {
+            for name in tracked.keys() {
+                gateway.metrics.forget_autoscaler(name);
+            }
+            tracked.clear();
+            continue;
+        }
         let Some(functions) = list_all(gateway).await else {
             continue;
         };
@@ -125,16 +149,33 @@ async fn round(
     now: Duration,
     elapsed: Duration,
 ) {
-    let limit = gateway.provider.scaling().max_replicas;
+    let scaling = gateway.provider.scaling();
+    let limit = scaling.max_replicas;
     let counters = gateway.metrics.load_sample();
     let mut seen = HashSet::with_capacity(functions.len());
     for status in functions {
         let qualified = format!("{}.{}", status.name, status.namespace);
         let policy = match ScalePolicy::from_labels(&status.labels, limit) {
-            Ok(policy) if policy.owner == Owner::Courier && policy.kind != ScaleType::Cpu => policy,
+            Ok(policy)
+                if policy.owner == Owner::Courier
+                    && (policy.kind != ScaleType::Cpu || scaling.cpu_metrics) =>
+            {
+                policy
+            }
             // Left alone: someone else's, fixed, unreadable (deployed before labels were
-            // checked) or CPU-driven (no CPU metrics here).
+            // checked) or CPU-driven on a provider without CPU metrics.
             _ => continue,
+        };
+        let cpu = match policy.kind {
+            ScaleType::Cpu => match cpu_millicores(gateway, &status, &qualified).await {
+                Some(millicores) => Some(millicores),
+                // No figure this round: hold, and remember nothing.
+                None => {
+                    seen.insert(qualified);
+                    continue;
+                }
+            },
+            _ => None,
         };
         let (started, in_flight) = counters.get(&qualified).copied().unwrap_or_default();
         let entry = tracked.entry(qualified.clone()).or_insert_with(|| Tracked {
@@ -145,7 +186,8 @@ async fn round(
         entry.started = started;
         let load = match policy.kind {
             ScaleType::Rps => calls as f64 / elapsed.as_secs_f64().max(1e-3),
-            ScaleType::Capacity | ScaleType::Cpu => in_flight.max(0) as f64,
+            ScaleType::Capacity => in_flight.max(0) as f64,
+            ScaleType::Cpu => cpu.unwrap_or_default(),
         };
         let sample = Sample {
             now,
@@ -200,4 +242,27 @@ async fn round(
         }
         keep
     });
+}
+
+/// The CPU use of a function's replicas in millicores, or `None` (and a warning when the
+/// provider failed) when there is no figure this round.
+async fn cpu_millicores(
+    gateway: &Gateway,
+    status: &FunctionStatus,
+    qualified: &str,
+) -> Option<f64> {
+    let asked = gateway
+        .provider
+        .cpu_millicores(&status.namespace, &status.name);
+    match tokio::time::timeout(PROVIDER_TIMEOUT, asked).await {
+        Ok(Ok(figure)) => figure,
+        Ok(Err(e)) => {
+            tracing::warn!(function = %qualified, error = %e, "Autoscaler: cannot read CPU use.");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(function = %qualified, "Autoscaler: reading CPU use timed out.");
+            None
+        }
+    }
 }

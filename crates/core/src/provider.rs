@@ -111,6 +111,27 @@ pub trait Provider: Send + Sync + 'static {
         ProviderScaling::default()
     }
 
+    /// Whether this process may set replica counts for the autoscaler right now. A provider
+    /// that several gateway processes share (Kubernetes) elects one of them, so they do not
+    /// all scale the same functions; the others stand by and answer `false`. The default:
+    /// `true` (one process owns what the provider runs).
+    fn autoscaler_leader(&self) -> bool {
+        true
+    }
+
+    /// The CPU use of a function's replicas, summed, in millicores (1000 = one core), for
+    /// `com.openfaas.scale.type: cpu`. `Ok(None)` when there is no figure yet (no replica
+    /// measured); providers whose [`ProviderScaling::cpu_metrics`] is `false` keep the
+    /// default, which is always `Ok(None)`.
+    async fn cpu_millicores(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<f64>, ProviderError> {
+        let _ = (namespace, name);
+        Ok(None)
+    }
+
     /// Deploys a new function; `AlreadyExists` if the name is taken in that namespace.
     async fn deploy(&self, namespace: &str, spec: FunctionDeployment) -> Result<(), ProviderError>;
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 use courier_core::DEFAULT_NAMESPACE;
 use courier_core::system::VersionInfo;
 
+use crate::lease::LeaseConfig;
+
 /// The label selector of the namespaces served besides the configured ones, as OpenFaaS
 /// marks function namespaces (the `deploy/` manifests label `openfaas-fn` so).
 pub const DEFAULT_NAMESPACE_SELECTOR: &str = "openfaas=1";
@@ -37,6 +39,11 @@ pub struct KubernetesConfig {
     pub sync_timeout: Duration,
     /// The version reported in `/system/info`.
     pub version: VersionInfo,
+    /// The Lease the gateways sharing this cluster compete for, so only its holder's
+    /// autoscaler scales ([`courier_core::Provider::autoscaler_leader`]); needs get, create
+    /// and update on `leases` in the default namespace. `None`: no election, this process
+    /// scales whenever its autoscaler runs (right for a single gateway only).
+    pub autoscaler_lease: Option<LeaseConfig>,
 }
 
 impl Default for KubernetesConfig {
@@ -52,6 +59,7 @@ impl Default for KubernetesConfig {
                 sha: "unknown".into(),
                 release: env!("CARGO_PKG_VERSION").into(),
             },
+            autoscaler_lease: None,
         }
     }
 }

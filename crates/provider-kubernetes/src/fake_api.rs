@@ -27,7 +27,7 @@ pub(crate) struct FakeApi {
 }
 
 /// A request received by the fake server.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Received {
     /// The method.
     pub(crate) method: Method,
@@ -149,6 +149,27 @@ pub(crate) fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
     })
 }
 
+/// A function Deployment as the API server hands it back: rendered from `spec` (labels
+/// included), with `replicas` and a resource version.
+pub(crate) fn function_deployment(spec: &courier_core::FunctionDeployment, replicas: i32) -> Value {
+    let function = courier_core::FunctionRef::new(&spec.service, None).expect("a function name");
+    let deployment = crate::render::FunctionObjects {
+        function: &function,
+        spec,
+        secrets: &crate::render::SecretUse::default(),
+        revision: "2026-11-26T10:00:00Z",
+        pods: &crate::config::PodOptions::default(),
+    }
+    .deployment()
+    .expect("a deployment");
+    let mut json = serde_json::to_value(deployment).expect("JSON");
+    json["spec"]["replicas"] = json!(replicas);
+    json["metadata"]["creationTimestamp"] = json!("2026-11-26T10:00:00Z");
+    json["metadata"]["resourceVersion"] = json!("7");
+    json["status"] = json!({ "availableReplicas": replicas });
+    json
+}
+
 /// The RBAC check one API call needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Access {
@@ -173,6 +194,7 @@ impl std::fmt::Display for Access {
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterView {
     accesses: Arc<Mutex<Vec<Access>>>,
+    calls: Arc<Mutex<Vec<Received>>>,
     open_watches: Arc<AtomicUsize>,
 }
 
@@ -182,6 +204,11 @@ impl ClusterView {
         std::mem::take(&mut *self.accesses.lock().expect("accesses lock"))
             .into_iter()
             .collect()
+    }
+
+    /// Every call so far (method, path and query, body), in order.
+    pub(crate) fn calls(&self) -> Vec<Received> {
+        self.calls.lock().expect("calls lock").clone()
     }
 
     /// How many watches are open (answered with nothing yet, as a quiet watch is).
@@ -265,6 +292,7 @@ impl FakeCluster {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let view = ClusterView {
             accesses: Arc::default(),
+            calls: Arc::default(),
             open_watches: Arc::default(),
         };
         let cluster = Self {
@@ -293,6 +321,11 @@ impl FakeCluster {
             let query = form_pairs(parts.uri.query().unwrap_or_default());
             let watch = query.iter().any(|(k, v)| k == "watch" && v == "true");
             let path = ApiPath::parse(parts.uri.path());
+            self.view.calls.lock().expect("calls lock").push(Received {
+                method: parts.method.clone(),
+                uri: parts.uri.to_string(),
+                body: body.clone(),
+            });
             match self.answer(&parts.method, &path, body, apply, watch) {
                 Some(response) => send.send_response(response),
                 None => {
@@ -380,8 +413,19 @@ impl FakeCluster {
                 answer_with(201, &object)
             }
             ("update", _) => {
-                if !self.objects.contains_key(&key) {
+                let Some(stored) = self.objects.get(&key) else {
                     return Some(missing());
+                };
+                // Optimistic concurrency, as the real server: an update naming another
+                // resource version than the stored one is a conflict.
+                let sent = &body["metadata"]["resourceVersion"];
+                if !sent.is_null() && *sent != stored["metadata"]["resourceVersion"] {
+                    let message = format!(
+                        "Operation cannot be fulfilled on {} \"{}\": the object has been modified",
+                        path.access.resource,
+                        path.name.as_deref().unwrap_or_default()
+                    );
+                    return Some(answer_with(409, &failure(409, "Conflict", &message)));
                 }
                 let mut object = body;
                 object["metadata"]["resourceVersion"] = json!(version);

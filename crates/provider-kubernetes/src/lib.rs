@@ -12,8 +12,17 @@
 //!   container runs non-root and locked down: `runAsNonRoot`, `runAsUser` 12000 by default
 //!   ([`PodOptions::run_as_user`]), no privilege escalation, every capability dropped, the
 //!   `RuntimeDefault` seccomp profile (the `restricted` Pod Security level).
-//! - Status and list read the Deployments; the deployed spec is kept in an annotation so
-//!   `/system/function` echoes exactly what was sent (see [`ANNOTATION_SPEC`]).
+//! - Status reads the Deployment; list answers from the watch cache (the function watch keeps
+//!   every function Deployment of each served namespace, so the function catalogs of every
+//!   component and the autoscaler's rounds make no API call); the deployed spec is kept in an
+//!   annotation so `/system/function` echoes exactly what was sent (see [`ANNOTATION_SPEC`]).
+//! - For the gateway's autoscaler: scaling goes through the scale subresource like any scale;
+//!   with [`KubernetesConfig::autoscaler_lease`] the gateways sharing the cluster elect the
+//!   one that scales through a `coordination.k8s.io` Lease ([`LeaseConfig`]; the others stand
+//!   by), and `com.openfaas.scale.type: cpu` reads the function pods' CPU use from the
+//!   metrics API (`metrics.k8s.io/v1beta1` PodMetrics, millicores, as OpenFaaS Pro). Functions
+//!   labelled `com.openfaas.scale.autoscaler: external` or with `min == max` are never scaled
+//!   by it (the gateway's rule), so an HPA or KEDA object owning the Deployment is not fought.
 //! - `resolve` answers from memory, with no IO: watches on function Deployments and on
 //!   EndpointSlices keep a routing table of each function's ready pod addresses
 //!   (`podIP:8080`), and calls take the pods in turn. The gateway must therefore run where
@@ -73,6 +82,8 @@
 //! | each served namespace | `core` | `secrets` | create, delete, get, list, update | /system/secrets; deploy and update read the secrets a function names |
 //! | each served namespace | `core` | `pods` | list | logs (the function's pods) |
 //! | each served namespace | `core` | `pods/log` | get | logs |
+//! | each served namespace | `coordination.k8s.io` | `leases` | create, get, update | the autoscaler's lease (one gateway scales at a time; default namespace only) |
+//! | each served namespace | `metrics.k8s.io` | `pods` | list | CPU use of a function's pods (com.openfaas.scale.type: cpu) |
 //! | cluster | `core` | `namespaces` | list, watch | namespace discovery (the labelled namespaces) |
 //!
 //! Linking: like every library on k8s-openapi, this crate picks no Kubernetes version. The
@@ -96,12 +107,15 @@
 //! ```
 //!
 //! Invariant: this crate knows the Provider seam and the Kubernetes API, nothing of HTTP
-//! routing, authentication, the gateway or queues. Rendering (`render`), routing (`routing`)
-//! and the served set (`served`) do no IO; only `provider`, `watch` and `logs` talk to the
-//! API server.
+//! routing, authentication, the gateway or queues. Rendering (`render`), routing (`routing`),
+//! the function cache (`cache`) and the served set (`served`) do no IO; only `provider`,
+//! `watch`, `lease`, `cpu` and `logs` talk to the API server.
 
+mod cache;
 mod config;
+mod cpu;
 mod error;
+mod lease;
 mod logs;
 mod permissions;
 mod provider;
@@ -112,9 +126,12 @@ mod watch;
 
 #[cfg(test)]
 mod fake_api;
+#[cfg(test)]
+mod gateway_autoscaler;
 
 pub use config::{DEFAULT_NAMESPACE_SELECTOR, DEFAULT_RUN_AS_USER, KubernetesConfig, PodOptions};
 pub use error::{Error, Result};
+pub use lease::{DEFAULT_LEASE_NAME, LeaseConfig};
 pub use permissions::{PERMISSIONS, Permission, PermissionScope};
 pub use provider::{FIELD_MANAGER, KubernetesProvider, SCALE_FIELD_MANAGER};
 pub use render::{ANNOTATION_REVISION, ANNOTATION_SPEC, LABEL_MANAGED_BY, MANAGED_BY};

@@ -79,6 +79,20 @@ pub const PERMISSIONS: &[Permission] = &[
         used_by: "logs",
     },
     Permission {
+        scope: PermissionScope::ServedNamespace,
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["create", "get", "update"],
+        used_by: "the autoscaler's lease (one gateway scales at a time; default namespace only)",
+    },
+    Permission {
+        scope: PermissionScope::ServedNamespace,
+        api_group: "metrics.k8s.io",
+        resource: "pods",
+        verbs: &["list"],
+        used_by: "CPU use of a function's pods (com.openfaas.scale.type: cpu)",
+    },
+    Permission {
         scope: PermissionScope::Cluster,
         api_group: "",
         resource: "namespaces",

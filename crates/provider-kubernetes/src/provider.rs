@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use courier_core::autoscale::ProviderScaling;
 use courier_core::function::LABEL_FUNCTION;
 use courier_core::system::ProviderInfo;
 use courier_core::{
@@ -18,8 +19,11 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::FunctionCache;
 use crate::config::KubernetesConfig;
+use crate::cpu;
 use crate::error::{Error, Result, Target, within};
+use crate::lease::{self, Leadership};
 use crate::logs;
 use crate::render::{self, FunctionObjects, SecretUse};
 use crate::routing::RoutingTable;
@@ -40,6 +44,10 @@ pub struct KubernetesProvider {
     config: KubernetesConfig,
     served: Arc<ServedNamespaces>,
     pub(crate) routing: Arc<RoutingTable>,
+    /// The function Deployments the watches keep (answers `list`).
+    pub(crate) cache: Arc<FunctionCache>,
+    /// Whether this process holds the autoscaler's lease.
+    leadership: Arc<Leadership>,
     watches: TaskTracker,
     stop: CancellationToken,
 }
@@ -142,6 +150,7 @@ impl KubernetesProvider {
             .map(|ns| watching.spawn_namespace(ns, &provider.stop))
             .collect();
         let discovery = selector.map(|s| watching.spawn_discovery(s, &provider.stop));
+        provider.spawn_lease();
 
         let fixed_listed = tokio::time::timeout_at(deadline, futures_util::future::join_all(fixed));
         let mut synced = fixed_listed.await.is_ok();
@@ -176,6 +185,8 @@ impl KubernetesProvider {
             client,
             config,
             routing: Arc::default(),
+            cache: Arc::default(),
+            leadership: Arc::default(),
             watches: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
@@ -185,9 +196,24 @@ impl KubernetesProvider {
         Watching {
             client: self.client.clone(),
             table: self.routing.clone(),
+            cache: self.cache.clone(),
             served: self.served.clone(),
             tracker: self.watches.clone(),
         }
+    }
+
+    /// Starts competing for the autoscaler's lease, when configured.
+    pub(crate) fn spawn_lease(&self) {
+        let Some(config) = self.config.autoscaler_lease.clone() else {
+            return;
+        };
+        self.watches.spawn(lease::hold(
+            self.api(courier_core::DEFAULT_NAMESPACE),
+            config,
+            self.config.request_timeout,
+            self.leadership.clone(),
+            self.stop.clone(),
+        ));
     }
 
     /// The namespace selector to follow, after checking that the namespaces may be listed:
@@ -337,11 +363,13 @@ impl KubernetesProvider {
                 })?;
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        self.call(deployments.patch(name, &params, &Patch::Apply(&deployment)))
+        let applied = self
+            .call(deployments.patch(name, &params, &Patch::Apply(&deployment)))
             .await
             .map_err(|e| {
                 e.into_provider_for(target, format!("apply the Deployment of {function}"))
             })?;
+        self.cache.apply(namespace, applied);
         self.call(
             self.api::<Service>(namespace)
                 .patch(name, &params, &Patch::Apply(&service)),
@@ -375,6 +403,7 @@ impl KubernetesProvider {
                 format!("scale {name}.{namespace}"),
             )
         })?;
+        self.cache.set_replicas(namespace, name, replicas);
         Ok(())
     }
 
@@ -421,6 +450,39 @@ impl Provider for KubernetesProvider {
             version: self.config.version.clone(),
             sandbox: None,
         }
+    }
+
+    /// No replica limit beyond [`MAX_REPLICAS`](courier_core::function::MAX_REPLICAS); CPU use
+    /// from the metrics API (see [`cpu_millicores`](Self::cpu_millicores)).
+    fn scaling(&self) -> ProviderScaling {
+        ProviderScaling {
+            max_replicas: courier_core::function::MAX_REPLICAS,
+            cpu_metrics: true,
+        }
+    }
+
+    /// With an [autoscaler lease](KubernetesConfig::autoscaler_lease): whether this process
+    /// holds it now. Without one: always (a single gateway is assumed).
+    fn autoscaler_leader(&self) -> bool {
+        self.config.autoscaler_lease.is_none() || self.leadership.is_leader()
+    }
+
+    /// The summed `usage.cpu` of the function's PodMetrics (`metrics.k8s.io/v1beta1`), in
+    /// millicores; `None` when the metrics API reports none of its pods.
+    async fn cpu_millicores(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<f64>, ProviderError> {
+        self.check_served(namespace)?;
+        cpu::function_millicores(
+            self.client.clone(),
+            namespace,
+            name,
+            self.config.request_timeout,
+        )
+        .await
+        .map_err(|e| e.into_provider(format!("read the CPU use of {name}.{namespace}")))
     }
 
     /// Applies the Deployment (without replicas: the API server creates it with 1) and the
@@ -506,8 +568,13 @@ impl Provider for KubernetesProvider {
         Ok(())
     }
 
+    /// From the watch cache once the namespace's function watch has listed it (no API call);
+    /// before that, a list call.
     async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, ProviderError> {
         self.check_served(namespace)?;
+        if let Some(cached) = self.cache.list(namespace) {
+            return Ok(cached.iter().map(|d| render::status(d)).collect());
+        }
         let mut out: Vec<FunctionStatus> = self
             .functions(namespace)
             .await?

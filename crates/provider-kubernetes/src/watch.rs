@@ -1,7 +1,8 @@
 //! The watches that keep the [`RoutingTable`] and the [`ServedNamespaces`] current.
 //!
-//! - Per served namespace, one on function Deployments (metadata only: which functions
-//!   exist) and one on EndpointSlices (which pods are ready).
+//! - Per served namespace, one on function Deployments (which functions exist, for routing;
+//!   the whole objects, for the [`FunctionCache`] that answers `Provider::list`) and one on
+//!   EndpointSlices (which pods are ready).
 //! - With a namespace selector, one on the cluster's namespaces (metadata only): a matching
 //!   namespace that is not served yet gets its two watches and is served once both have
 //!   listed it; one that stops matching (label removed, namespace deleted) has its watches
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::FunctionCache;
 use crate::routing::{LABEL_SERVICE_NAME, ReadySlice, RoutingTable};
 use crate::served::ServedNamespaces;
 
@@ -48,6 +50,7 @@ enum Change<T> {
 pub(crate) struct Watching {
     pub(crate) client: Client,
     pub(crate) table: Arc<RoutingTable>,
+    pub(crate) cache: Arc<FunctionCache>,
     pub(crate) served: Arc<ServedNamespaces>,
     pub(crate) tracker: TaskTracker,
 }
@@ -65,6 +68,7 @@ impl Watching {
             Api::namespaced(self.client.clone(), namespace),
             namespace.to_owned(),
             self.table.clone(),
+            self.cache.clone(),
             functions_tx,
             stop.clone(),
         ));
@@ -143,6 +147,7 @@ impl Watching {
         token.cancel();
         self.served.withdraw(namespace);
         self.table.forget_namespace(namespace);
+        self.cache.forget_namespace(namespace);
         tracing::info!(namespace, "Namespace no longer labelled; no longer served.");
     }
 }
@@ -193,22 +198,37 @@ async fn discover(
     .await;
 }
 
-/// Follows the function Deployments of one namespace (their metadata only).
+/// Follows the function Deployments of one namespace: their names into the routing table,
+/// the objects into the cache.
 pub(crate) async fn functions(
-    api: Api<PartialObjectMeta<Deployment>>,
+    api: Api<Deployment>,
     namespace: String,
     table: Arc<RoutingTable>,
+    cache: Arc<FunctionCache>,
     synced: oneshot::Sender<()>,
     stop: CancellationToken,
 ) {
     let events = watcher(api, watcher::Config::default().labels(LABEL_FUNCTION)).default_backoff();
     follow(
         events,
-        |meta| meta.metadata.name.clone().unwrap_or_default(),
+        |deployment: &Deployment| {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            (name, deployment.clone())
+        },
         |change| match change {
-            Change::Apply(name) => table.add_function(&namespace, &name),
-            Change::Remove(name) => table.remove_function(&namespace, &name),
-            Change::Replace(names) => table.replace_functions(&namespace, names),
+            Change::Apply((name, deployment)) => {
+                table.add_function(&namespace, &name);
+                cache.apply(&namespace, deployment);
+            }
+            Change::Remove((name, _)) => {
+                table.remove_function(&namespace, &name);
+                cache.remove(&namespace, &name);
+            }
+            Change::Replace(functions) => {
+                let (names, deployments) = functions.into_iter().unzip();
+                table.replace_functions(&namespace, names);
+                cache.replace(&namespace, deployments);
+            }
         },
         "functions",
         &namespace,
@@ -293,7 +313,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::fake_api::{FakeApi, TEST_DEADLINE, answer_with, failure, list};
+    use crate::fake_api::{
+        FakeApi, TEST_DEADLINE, answer_with, failure, function_deployment, list,
+    };
     use crate::{KubernetesConfig, KubernetesProvider};
     use courier_core::Provider;
 
@@ -379,32 +401,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_function_watch_reads_metadata_only() {
+    async fn the_function_watch_routes_and_caches_the_deployments() {
         let (client, mut api) = FakeApi::pair();
         let table = Arc::new(RoutingTable::default());
+        let cache = Arc::new(FunctionCache::default());
         let (synced_tx, synced) = oneshot::channel();
         let stop = CancellationToken::new();
         tokio::spawn(functions(
             Api::namespaced(client, DEFAULT_NAMESPACE),
             DEFAULT_NAMESPACE.into(),
             table.clone(),
+            cache.clone(),
             synced_tx,
             stop.clone(),
         ));
+        let echo_deployment =
+            function_deployment(&courier_core::FunctionDeployment::test("echo", "cat"), 2);
         within_deadline(async {
-            let (request, send) = api.receive().await;
-            request.assert_is(
-                &Method::GET,
+            api.expect(
+                Method::GET,
                 &format!("{DEPLOYMENTS}?labelSelector=faas_function"),
-            );
-            let meta = json!({
-                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                "metadata": { "name": "echo", "namespace": DEFAULT_NAMESPACE },
-            });
-            send.send_response(answer_with(
                 200,
-                &list("PartialObjectMetadataList", "meta.k8s.io/v1", vec![meta]),
-            ));
+                list("DeploymentList", "apps/v1", vec![echo_deployment.clone()]),
+            )
+            .await;
             synced.await.unwrap();
         })
         .await;
@@ -412,7 +432,73 @@ mod tests {
             table.resolve(&echo()),
             Err(ProviderError::NotReady(_))
         ));
+        let cached = cache
+            .list(DEFAULT_NAMESPACE)
+            .expect("the namespace is listed");
+        assert_eq!(cached.len(), 1);
+        assert_eq!(cached[0].spec.as_ref().unwrap().replicas, Some(2));
+
+        within_deadline(async {
+            let (watch, send) = api.receive().await;
+            watch.assert_is(&Method::GET, &format!("{DEPLOYMENTS}?watch=true"));
+            let event = json!({ "type": "DELETED", "object": echo_deployment });
+            send.send_response(http::Response::new(Body::from(
+                format!("{event}\n").into_bytes(),
+            )));
+            let (_again, _pending) = api.receive().await;
+        })
+        .await;
+        assert!(cache.list(DEFAULT_NAMESPACE).unwrap().is_empty());
+        assert!(matches!(
+            table.resolve(&echo()),
+            Err(ProviderError::NotFound { .. })
+        ));
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn catalog_reads_are_served_from_the_watch_cache_without_listing_again() {
+        let (client, api) = FakeApi::pair();
+        let mut cluster = Cluster::start_with(
+            api,
+            200,
+            vec![],
+            vec![function_deployment(
+                &courier_core::FunctionDeployment::test("echo", "cat"),
+                3,
+            )],
+        );
+        let config = KubernetesConfig {
+            namespace_selector: None,
+            ..KubernetesConfig::default()
+        };
+        let provider = within_deadline(KubernetesProvider::start(client, config))
+            .await
+            .unwrap();
+        assert_eq!(
+            cluster.listed(),
+            [
+                "/apis/apps/v1/namespaces/openfaas-fn/deployments",
+                "/apis/discovery.k8s.io/v1/namespaces/openfaas-fn/endpointslices",
+            ],
+            "each watch lists once at start"
+        );
+        // A catalog refreshes every 500 ms in each component; the autoscaler every second.
+        for _ in 0..50 {
+            let functions = provider.list(DEFAULT_NAMESPACE).await.unwrap();
+            assert_eq!(functions.len(), 1);
+            assert_eq!(
+                (functions[0].name.as_str(), functions[0].replicas),
+                ("echo", 3)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            cluster.listed(),
+            Vec::<String>::new(),
+            "no list call after start"
+        );
+        within_deadline(provider.shutdown()).await;
     }
 
     const NAMESPACES: &str = "/api/v1/namespaces";
@@ -433,7 +519,18 @@ mod tests {
     }
 
     impl Cluster {
-        fn start(mut api: FakeApi, namespace_status: u16, namespaces: Vec<Value>) -> Self {
+        fn start(api: FakeApi, namespace_status: u16, namespaces: Vec<Value>) -> Self {
+            Self::start_with(api, namespace_status, namespaces, vec![])
+        }
+
+        /// As [`start`](Self::start), listing `functions` as the Deployments of every
+        /// namespace.
+        fn start_with(
+            mut api: FakeApi,
+            namespace_status: u16,
+            namespaces: Vec<Value>,
+            functions: Vec<Value>,
+        ) -> Self {
             let (listed_tx, listed) = tokio::sync::mpsc::unbounded_channel();
             let (events, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
             let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
@@ -477,6 +574,9 @@ mod tests {
                                     200,
                                     list("PartialObjectMetadataList", "meta.k8s.io/v1", namespaces.clone()),
                                 ),
+                                p if p.ends_with("/deployments") => {
+                                    (200, list("DeploymentList", "apps/v1", functions.clone()))
+                                }
                                 _ => (200, list("List", "v1", vec![])),
                             };
                             send.send_response(answer_with(status, &answer));

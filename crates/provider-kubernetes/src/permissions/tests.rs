@@ -124,11 +124,34 @@ async fn exercise() -> BTreeMap<&'static str, BTreeSet<Access>> {
     needed.insert("status", needs(&view, provider.status(NS, "echo")).await);
     needed.insert("list", needs(&view, provider.list(NS)).await);
     needed.insert("logs", needs(&view, provider.logs(logs)).await);
+    needed.insert(
+        "cpu_millicores",
+        needs(&view, provider.cpu_millicores(NS, "echo")).await,
+    );
     needed.insert("delete", needs(&view, provider.delete(NS, "echo")).await);
     needed.insert(
         "delete_secret",
         needs(&view, provider.delete_secret(NS, "api-key")).await,
     );
+
+    // The autoscaler's lease: taken, then released at shutdown.
+    let (client, view) = FakeCluster::start(vec![]);
+    let config = KubernetesConfig {
+        autoscaler_lease: Some(crate::LeaseConfig::new("gateway-a")),
+        ..KubernetesConfig::default()
+    };
+    let provider = KubernetesProvider::without_watches(client, config);
+    provider.spawn_lease();
+    let leads = async {
+        while !provider.autoscaler_leader() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(TEST_DEADLINE, leads)
+        .await
+        .expect("the lease was taken");
+    provider.shutdown().await;
+    needed.insert("autoscaler lease", view.take());
     needed
 }
 
@@ -179,6 +202,11 @@ async fn each_code_path_needs_exactly_these_permissions() {
         ("status", vec!["get deployments"]),
         ("list", vec!["list deployments"]),
         ("logs", vec!["get deployments", "get pods/log", "list pods"]),
+        ("cpu_millicores", vec!["list pods"]),
+        (
+            "autoscaler lease",
+            vec!["create leases", "get leases", "update leases"],
+        ),
         (
             "delete",
             vec!["delete deployments", "delete services", "get deployments"],
