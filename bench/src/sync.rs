@@ -55,6 +55,10 @@ pub(crate) struct SyncArgs {
     /// Worker threads of the load generator's runtime [default: one per CPU].
     #[arg(long)]
     pub(crate) load_threads: Option<usize>,
+    /// A label of the function Courier proxies to, `KEY=VALUE`, repeatable (e.g.
+    /// `com.openfaas.scale.max=1` pins it at one replica).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// The upstreams to measure against, one after the other: `hyper` (this binary's fast
     /// upstream) and/or `nginx` (Debian's nginx answering `200 ok`; must be installed).
     #[arg(long, value_delimiter = ',', default_value = "hyper,nginx")]
@@ -223,7 +227,13 @@ async fn bench_upstream(
             .map(|word| shell_quote(&word))
             .collect::<Vec<_>>()
             .join(" ");
-        let addr = start_courier(&http, children, courier, &fprocess, dir, &body).await?;
+        let labels: serde_json::Map<String, serde_json::Value> = args
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        let addr =
+            start_courier(&http, children, courier, (&fprocess, &labels), dir, &body).await?;
         targets.push(Target {
             variant: Variant::Courier,
             addr,
@@ -263,7 +273,7 @@ async fn start_courier(
     http: &reqwest::Client,
     children: &mut Children,
     courier: &Path,
-    fprocess: &str,
+    (fprocess, labels): (&str, &serde_json::Map<String, serde_json::Value>),
     dir: &Path,
     body: &Bytes,
 ) -> anyhow::Result<SocketAddr> {
@@ -283,7 +293,7 @@ async fn start_courier(
     )?;
     let base = format!("http://{addr}");
     wait_ok(http, children, id, &format!("{base}/healthz")).await?;
-    deploy_process(http, children, id, &base, fprocess, body).await?;
+    deploy_process(http, children, id, &base, (fprocess, labels), body).await?;
     Ok(addr)
 }
 
@@ -298,7 +308,15 @@ pub(crate) async fn deploy(
     body: &Bytes,
 ) -> anyhow::Result<()> {
     let fprocess = format!("{} upstream", shell_quote(&exe.display().to_string()));
-    deploy_process(http, children, id, base, &fprocess, body).await
+    deploy_process(
+        http,
+        children,
+        id,
+        base,
+        (&fprocess, &serde_json::Map::new()),
+        body,
+    )
+    .await
 }
 
 /// Deploys `fprocess` as the HTTP-mode function [`FUNCTION`] into the Courier at `base`
@@ -308,7 +326,7 @@ async fn deploy_process(
     children: &mut Children,
     id: ChildId,
     base: &str,
-    fprocess: &str,
+    (fprocess, labels): (&str, &serde_json::Map<String, serde_json::Value>),
     body: &Bytes,
 ) -> anyhow::Result<()> {
     let spec = json!({
@@ -316,6 +334,7 @@ async fn deploy_process(
         "image": "bench:latest",
         "envProcess": fprocess,
         "envVars": { "mode": "http" },
+        "labels": labels,
     });
     let response = http
         .post(format!("{base}/system/functions"))
@@ -487,5 +506,13 @@ mod tests {
     fn quoting() {
         assert_eq!(shell_quote("/a/b-c_d.e"), "/a/b-c_d.e");
         assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+}
+
+/// `KEY=VALUE`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
 }
