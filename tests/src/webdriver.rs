@@ -151,6 +151,20 @@ impl Browser {
 
     /// One WebDriver command; answers its `value`, panics on a WebDriver error.
     async fn command(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_command(method, path, body)
+            .await
+            .unwrap_or_else(|(status, error)| {
+                panic!("WebDriver {method} {path} answered {status}: {error}")
+            })
+    }
+
+    /// One WebDriver command; answers its `value`, or the status and error it answered.
+    async fn try_command(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, (reqwest::StatusCode, Value)> {
         let url = if path == "/session" {
             format!("{}{path}", self.base)
         } else {
@@ -170,12 +184,11 @@ impl Browser {
             .json()
             .await
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON: {e}"));
-        assert!(
-            status.is_success(),
-            "WebDriver {method} {path} answered {status}: {}",
-            answer["value"]
-        );
-        answer["value"].clone()
+        if status.is_success() {
+            Ok(answer["value"].clone())
+        } else {
+            Err((status, answer["value"].clone()))
+        }
     }
 
     /// Opens `url` and waits for it to load.
@@ -249,10 +262,38 @@ impl Browser {
         text.as_str().unwrap_or_default().to_owned()
     }
 
-    /// The rendered text of the first element matching `css`.
+    /// The rendered text of `element`, or `None` when the page replaced it meanwhile (a
+    /// re-render by the page's polling).
+    async fn text_unless_stale(&self, element: &Element) -> Option<String> {
+        match self
+            .try_command("GET", &format!("/element/{}/text", element.0), Value::Null)
+            .await
+        {
+            Ok(text) => Some(text.as_str().unwrap_or_default().to_owned()),
+            Err((_, error)) if error["error"] == "stale element reference" => None,
+            Err((status, error)) => {
+                panic!(
+                    "WebDriver GET /element/{}/text answered {status}: {error}",
+                    element.0
+                )
+            }
+        }
+    }
+
+    /// The rendered text of the first element matching `css` (found again when the page
+    /// re-rendered it between the find and the read).
     pub async fn text_of(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.text(&element).await
+        let started = Instant::now();
+        loop {
+            let element = self.find(css).await;
+            if let Some(text) = self.text_unless_stale(&element).await {
+                return text;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{css:?} kept being replaced for {WAIT:?}"
+            );
+        }
     }
 
     /// Waits until the text of the first element matching `css` contains `needle`, and
@@ -266,8 +307,10 @@ impl Browser {
         let started = Instant::now();
         let mut last = String::new();
         loop {
-            if let Some(e) = self.find_all(css).await.into_iter().next() {
-                last = self.text(&e).await;
+            if let Some(e) = self.find_all(css).await.into_iter().next()
+                && let Some(text) = self.text_unless_stale(&e).await
+            {
+                last = text;
                 if last.contains(needle) {
                     return last;
                 }
