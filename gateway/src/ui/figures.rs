@@ -32,6 +32,11 @@ use crate::error::ApiError;
 /// How many records of a state the queue figures count at most.
 const STATE_COUNT_LIMIT: usize = 1000;
 
+/// How long the ledger's part of the queue figures is served again before the ledger is
+/// listed anew: every open Queue page polls each second, and a list walks the JetStream
+/// ledger bucket, so the lists run at most this often per gateway, however many people look.
+const LEDGER_FIGURES_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One function's invocation figures since the gateway started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,12 +114,41 @@ pub(crate) fn figures(
     out
 }
 
-/// The figures' handlers' state: the gateway and the process's metrics registry.
-pub(crate) type FiguresState = (Arc<Gateway>, prometheus::Registry);
+/// The figures' handlers' state: the gateway, the process's metrics registry and the ledger
+/// figures last read.
+pub(crate) type FiguresState = (Arc<Gateway>, prometheus::Registry, Arc<LedgerFiguresCache>);
+
+/// The ledger's part of the queue figures (queued, running, retrying), with when it was read.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerFiguresCache(
+    tokio::sync::Mutex<Option<(std::time::Instant, LedgerFigures)>>,
+);
+
+/// Queued, running and retrying calls as the ledger lists them.
+type LedgerFigures = [Option<Unfinished>; 3];
+
+impl LedgerFiguresCache {
+    /// The figures read at most [`LEDGER_FIGURES_TTL`] ago, or read now.
+    async fn get(&self, gateway: &Gateway) -> LedgerFigures {
+        let mut cached = self.0.lock().await;
+        if let Some((at, figures)) = *cached
+            && at.elapsed() < LEDGER_FIGURES_TTL
+        {
+            return figures;
+        }
+        let figures = [
+            unfinished(gateway, CallState::Queued).await,
+            unfinished(gateway, CallState::Running).await,
+            unfinished(gateway, CallState::Retrying).await,
+        ];
+        *cached = Some((std::time::Instant::now(), figures));
+        figures
+    }
+}
 
 /// `GET /ui/api/stats`: [`FunctionFigures`] keyed by `name.namespace`.
 pub(crate) async fn stats(
-    State((gateway, _)): State<FiguresState>,
+    State((gateway, _, _)): State<FiguresState>,
 ) -> Json<BTreeMap<String, FunctionFigures>> {
     let metrics = &gateway.metrics;
     Json(figures(
@@ -227,7 +261,7 @@ pub(crate) struct QueueFigures {
 
 /// `GET /ui/api/queue`.
 pub(crate) async fn queue(
-    State((gateway, registry)): State<FiguresState>,
+    State((gateway, registry, ledger_figures)): State<FiguresState>,
 ) -> Result<Json<QueueFigures>, ApiError> {
     let queue = gateway.queue.as_ref().ok_or_else(|| {
         ApiError::NotFound(
@@ -238,9 +272,7 @@ pub(crate) async fn queue(
     let pending = queue.pending().await.map_err(unavailable)?;
     let dead_letters = queue.dead_letters().await.map_err(unavailable)?.len();
     let at_ms = now_ms();
-    let queued = unfinished(&gateway, CallState::Queued).await;
-    let running = unfinished(&gateway, CallState::Running).await;
-    let retrying = unfinished(&gateway, CallState::Retrying).await;
+    let [queued, running, retrying] = ledger_figures.get(&gateway).await;
     let oldest = [&queued, &running, &retrying]
         .into_iter()
         .flatten()
@@ -366,7 +398,7 @@ pub(crate) fn connector_figures(families: &[MetricFamily], at_ms: u64) -> Connec
 
 /// `GET /ui/api/connectors`.
 pub(crate) async fn connectors(
-    State((_, registry)): State<FiguresState>,
+    State((_, registry, _)): State<FiguresState>,
 ) -> Json<ConnectorFigures> {
     Json(connector_figures(&registry.gather(), now_ms()))
 }

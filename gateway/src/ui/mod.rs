@@ -62,7 +62,7 @@ pub(crate) fn router(gateway: Arc<Gateway>, registry: prometheus::Registry) -> R
         .route("/ui/api/queue", get(figures::queue))
         .route("/ui/api/connectors", get(figures::connectors))
         .route("/ui/api/stack", post(stack::parse))
-        .with_state((gateway.clone(), registry))
+        .with_state((gateway.clone(), registry, Arc::default()))
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             auth::require,
