@@ -5,7 +5,7 @@
 //! Per round and per layout (`1+1`, then `2+2`), on a fresh cluster (three nats-servers with
 //! their own stores, routed to each other):
 //!
-//! - each gateway (`--no-auth --sandbox off`) gets the hyper upstream (`courier-bench
+//! - each gateway (`--no-auth --sandbox off --no-autoscale`) gets the hyper upstream (`courier-bench
 //!   upstream`) deployed as the HTTP-mode function `bench`, one replica per gateway; worker `i` invokes through gateway `i mod gateways`, with
 //!   `--max-inflight 50` (and the same per function);
 //! - a closed-loop load of N keep-alive connections, split evenly over the gateways, posts
@@ -173,7 +173,8 @@ async fn one_run(
             Command::new(courier)
                 .args(["gateway", "--listen", &addr.to_string(), "--data-dir"])
                 .arg(&data)
-                .args(["--no-auth", "--sandbox", "off", "--queue", &seeds])
+                .args(["--no-auth", "--sandbox", "off", "--no-autoscale"])
+                .args(["--queue", &seeds])
                 .args(["--queue-replicas", &NODES.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
