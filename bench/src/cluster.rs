@@ -5,9 +5,10 @@
 //! Per round and per layout (`1+1`, then `2+2`), on a fresh cluster (three nats-servers with
 //! their own stores, routed to each other):
 //!
-//! - each gateway (`--no-auth --sandbox off --no-autoscale`) gets the hyper upstream (`courier-bench
-//!   upstream`) deployed as the HTTP-mode function `bench`, one replica per gateway; worker `i` invokes through gateway `i mod gateways`, with
-//!   `--max-inflight 50` (and the same per function);
+//! - each gateway (`--no-auth --sandbox off --no-autoscale`) gets the hyper upstream
+//!   (`courier-bench upstream`) deployed as the HTTP-mode function `bench`, one replica per
+//!   gateway; worker `i` invokes through gateway `i mod gateways`, with `--max-inflight 50`
+//!   (and the same per function);
 //! - a closed-loop load of N keep-alive connections, split evenly over the gateways, posts
 //!   1 KiB bodies to `/async-function/bench` for the duration (after a warm-up), while the
 //!   workers consume;
