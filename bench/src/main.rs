@@ -40,10 +40,15 @@
 //! the queue worker against a bare fetch-POST-ack loop on the same backend
 //! (see `async_path.rs`). Flags: `--connections 32 --duration 10s --rounds 3
 //! --body-size 1024 --calls 20000 --out async.json`.
+//!
+//! `cluster` runs the asynchronous path on a three-node JetStream cluster with
+//! `--queue-replicas 3`, two gateways + two queue workers against one of each (see
+//! `cluster.rs`).
 
 mod async_path;
 mod autoscale;
 mod children;
+mod cluster;
 mod connector;
 mod load;
 mod nginx;
@@ -106,6 +111,9 @@ enum Command {
     /// Benchmark the asynchronous path: accepts and completions against
     /// baselines on the same queue backend (embedded and/or JetStream).
     Async(async_path::AsyncArgs),
+    /// Benchmark the asynchronous path on a 3-node JetStream cluster (--queue-replicas 3):
+    /// two gateways + two queue workers against one of each.
+    Cluster(cluster::ClusterArgs),
     /// Benchmark the Kafka connector: messages/s from a pre-filled topic through
     /// `courier up` against a bare consume-and-POST loop on the same broker.
     Connector(connector::ConnectorBenchArgs),
@@ -139,6 +147,15 @@ fn main() -> anyhow::Result<()> {
         Command::Schedule(args) => multi_thread(None)?.block_on(schedule::run(args)),
         Command::Autoscale(args) => multi_thread(None)?.block_on(autoscale::run(args)),
         Command::Connector(args) => multi_thread(None)?.block_on(connector::run(args)),
+        Command::Cluster(args) => {
+            let load = multi_thread(args.load_threads)?;
+            let control = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let result = control.block_on(cluster::run(args, load.handle().clone()));
+            load.shutdown_background();
+            result
+        }
         Command::Async(args) => {
             let load = multi_thread(args.load_threads)?;
             let control = tokio::runtime::Builder::new_current_thread()

@@ -8,6 +8,7 @@ mod commands;
 mod component;
 mod ledger_args;
 mod password;
+mod queue_args;
 mod queue_worker;
 mod runtime;
 mod stack;
@@ -229,6 +230,44 @@ mod tests {
                     .and_then(|a| a.get_env());
                 assert_eq!(env.and_then(|e| e.to_str()), Some(var), "{process:?} {id}");
             }
+        }
+    }
+
+    #[test]
+    fn every_process_that_opens_the_queue_takes_queue_replicas_and_its_variable() {
+        let root = Cli::command();
+        for process in QUEUE_PROCESSES {
+            let matches = Cli::command()
+                .try_get_matches_from(argv(process, &["--queue-replicas", "3"]))
+                .unwrap_or_else(|e| panic!("{process:?}: {e}"));
+            assert_eq!(
+                innermost(&matches).get_one::<u8>("queue_replicas"),
+                Some(&3),
+                "{process:?}"
+            );
+            let defaults = Cli::command()
+                .try_get_matches_from(argv(process, &[]))
+                .unwrap_or_else(|e| panic!("{process:?}: {e}"));
+            assert_eq!(
+                innermost(&defaults).get_one::<u8>("queue_replicas"),
+                Some(&1),
+                "{process:?}"
+            );
+            let mut command = &root;
+            for name in process.iter().take_while(|a| !a.starts_with('-')) {
+                command = command
+                    .find_subcommand(name)
+                    .unwrap_or_else(|| panic!("no subcommand {name}"));
+            }
+            let env = command
+                .get_arguments()
+                .find(|a| a.get_id() == "queue_replicas")
+                .and_then(|a| a.get_env());
+            assert_eq!(
+                env.and_then(|e| e.to_str()),
+                Some("COURIER_QUEUE_REPLICAS"),
+                "{process:?}"
+            );
         }
     }
 

@@ -15,10 +15,13 @@ use crate::up::{WorkerArgs, duration};
 
 #[derive(Debug, Args)]
 pub(crate) struct QueueWorkerArgs {
-    /// The queue to consume: `nats://host:port` (shared with the gateways) or `file:///path`
-    /// (an embedded store no gateway process has open).
+    /// The queue to consume: `nats://host:port` (shared with the gateways; several servers of
+    /// one cluster comma-separated, `nats://a:4222,nats://b:4222`) or `file:///path` (an
+    /// embedded store no gateway process has open).
     #[arg(long, env = "COURIER_QUEUE")]
     queue: String,
+    #[command(flatten)]
+    queue_replicas: crate::queue_args::QueueReplicasArgs,
     /// The gateway functions are invoked through.
     #[arg(long, env = "COURIER_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
@@ -56,6 +59,7 @@ pub(crate) async fn run(args: QueueWorkerArgs) -> Result<()> {
         QueueConfig {
             ack_wait: args.ack_wait,
             ledger: args.ledger.config(),
+            replicas: args.queue_replicas.replicas(),
             ..QueueConfig::default()
         },
     )

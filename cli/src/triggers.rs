@@ -268,10 +268,13 @@ pub(crate) struct StandaloneArgs {
     /// The gateway functions are listed from and called through.
     #[arg(long, env = "COURIER_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
-    /// The queue shared with the gateways and queue workers (`nats://host:port`), where
-    /// queued calls and dead letters go.
+    /// The queue shared with the gateways and queue workers (`nats://host:port`; several
+    /// servers of one cluster comma-separated, `nats://a:4222,nats://b:4222`), where queued
+    /// calls and dead letters go.
     #[arg(long, env = "COURIER_QUEUE")]
     queue: String,
+    #[command(flatten)]
+    queue_replicas: crate::queue_args::QueueReplicasArgs,
     /// Where the admin password is read from when COURIER_BASIC_AUTH_PASSWORD is not set, and
     /// (scheduler) where its state is kept.
     #[arg(long, env = "COURIER_DATA_DIR", default_value = "./courier-data")]
@@ -347,6 +350,7 @@ async fn standalone(
         &args.queue,
         QueueConfig {
             ledger: args.ledger.config(),
+            replicas: args.queue_replicas.replicas(),
             ..QueueConfig::default()
         },
     )

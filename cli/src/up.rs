@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger_args::LedgerArgs;
+use crate::queue_args::QueueReplicasArgs;
 use crate::runtime::{LocalOptions, ProviderKind, Runtime};
 use crate::telemetry_args::OtlpArgs;
 use crate::triggers::UpTriggerArgs;
@@ -138,9 +139,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
     /// Where queued (`/async-function`) calls are stored: `file:///path` (an embedded store;
-    /// default `<data-dir>/queue/queue.redb`) or `nats://host:port` (NATS JetStream).
+    /// default `<data-dir>/queue/queue.redb`) or `nats://host:port` (NATS JetStream; several
+    /// servers of one cluster comma-separated, `nats://a:4222,nats://b:4222`).
     #[arg(long, env = "COURIER_QUEUE")]
     queue: Option<String>,
+    #[command(flatten)]
+    pub(crate) queue_replicas: QueueReplicasArgs,
     /// How long a queued call may go unsettled before it is delivered again.
     #[arg(long, env = "COURIER_ACK_WAIT", default_value = "30s", value_parser = duration)]
     pub(crate) ack_wait: Duration,
@@ -278,6 +282,7 @@ async fn serve(args: ServeArgs, in_process: Option<(WorkerArgs, UpTriggerArgs)>)
             // The QueueRequest carries the body base64-encoded, plus the headers.
             max_payload_bytes: args.max_async_body_bytes / 3 * 4 + 256 * 1024,
             ledger: args.ledger.config(),
+            replicas: args.queue_replicas.replicas(),
             ..QueueConfig::default()
         },
     )

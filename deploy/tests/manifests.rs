@@ -595,11 +595,22 @@ const COMMANDS: [(&str, &str); 5] = [
     ),
 ];
 
+/// What every component that opens the queue runs with in `tree`, beyond [`COMMANDS`]: in
+/// production, as many queue replicas as NATS servers.
+fn queue_flags(tree: &str) -> &'static [&'static str] {
+    if tree == "overlays/production" {
+        &["--queue-replicas", "3"]
+    } else {
+        &[]
+    }
+}
+
 #[test]
 fn each_component_runs_its_command_and_is_probed_where_it_listens() -> Result<()> {
     each_tree(|tree, problems| {
         for (deployment, args) in COMMANDS {
-            let args: Vec<&str> = args.split_whitespace().collect();
+            let mut args: Vec<&str> = args.split_whitespace().collect();
+            args.extend(queue_flags(&tree.name));
             let w = tree.workload(deployment)?;
             let c = w.container(deployment)?;
             let at = format!("{} container {}", w.id, c.name);
@@ -1046,6 +1057,29 @@ fn rbac_grants_the_provider_exactly_what_it_uses() -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Replicas, budgets and NATS.
+
+#[test]
+fn the_queue_keeps_as_many_replicas_as_there_are_nats_servers() -> Result<()> {
+    each_tree(|tree, problems| {
+        let servers = tree.workload("nats")?.replicas;
+        for (deployment, _) in COMMANDS {
+            let w = tree.workload(deployment)?;
+            let args = w.container(deployment)?.args.clone().unwrap_or_default();
+            // Absent: the default, one replica.
+            let replicas = match args.iter().position(|a| a == "--queue-replicas") {
+                Some(i) => args.get(i + 1).and_then(|n| n.parse::<i32>().ok()),
+                None => Some(1),
+            };
+            if replicas != Some(servers) {
+                problems.push(format!(
+                    "{}: --queue-replicas {replicas:?} with {servers} NATS servers",
+                    w.id
+                ));
+            }
+        }
+        Ok(())
+    })
+}
 
 #[test]
 fn replicas_suit_each_overlay() -> Result<()> {

@@ -62,6 +62,15 @@ pub enum Error {
     /// The invocation ledger is off (`--ledger-retention 0`).
     #[error("the invocation ledger is off (--ledger-retention 0)")]
     LedgerOff,
+    /// The queue cannot be set up as asked (a seed URL that does not parse, more replicas than
+    /// the backend or the servers offer); trying again will not help until the setup changes.
+    #[error("{context}: {reason}")]
+    Misconfigured {
+        /// What was being done.
+        context: String,
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
     /// Local storage failed (the embedded backend).
     #[error("queue storage failed: {context}: {source}")]
     Storage {
@@ -96,6 +105,14 @@ impl Error {
         }
     }
 
+    /// A set-up that cannot work as asked.
+    pub fn misconfigured(context: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self::Misconfigured {
+            context: context.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// This failure again, for each of several operations it failed together (the cause kept
     /// as its text): same variant, same retryability.
     pub fn for_each(&self) -> Self {
@@ -108,6 +125,7 @@ impl Error {
             Self::Unavailable { context, source } => Self::unavailable(context, source.to_string()),
             Self::Storage { context, source } => Self::storage(context, source.to_string()),
             Self::LedgerOff => Self::LedgerOff,
+            Self::Misconfigured { context, reason } => Self::misconfigured(context, reason),
         }
     }
 
@@ -124,6 +142,7 @@ impl Error {
             Self::Unavailable { .. } => "unavailable",
             Self::Storage { .. } => "storage",
             Self::LedgerOff => "ledger_off",
+            Self::Misconfigured { .. } => "misconfigured",
         }
     }
 }
@@ -192,6 +211,11 @@ pub struct QueueConfig {
     pub subject: String,
     /// JetStream: the durable consumer's name.
     pub consumer: String,
+    /// JetStream: how many servers of the cluster keep a copy of the request stream, the
+    /// dead-letter stream and the ledger buckets (1: no replication; 3 survives the loss of
+    /// one server). Existing streams with fewer copies are raised to this many, never lowered.
+    /// The embedded backend keeps one copy and refuses more.
+    pub replicas: usize,
 }
 
 impl Default for QueueConfig {
@@ -205,6 +229,7 @@ impl Default for QueueConfig {
             stream: "OF_faas-request".into(),
             subject: "faas-request".into(),
             consumer: "courier-queue-worker".into(),
+            replicas: 1,
         }
     }
 }
@@ -469,8 +494,9 @@ impl fmt::Debug for dyn WorkQueue {
     }
 }
 
-/// Opens the queue named by `url`: `nats://host:port` (JetStream) or `file:///path`
-/// (embedded store in that file).
+/// Opens the queue named by `url`: `nats://host:port` (JetStream; several servers of one
+/// cluster as seeds: `nats://a:4222,nats://b:4222`) or `file:///path` (embedded store in
+/// that file, which keeps one copy: `config.replicas` above 1 is refused).
 pub async fn open(url: &str, config: QueueConfig) -> Result<Arc<dyn WorkQueue>> {
     if url.starts_with("nats://") || url.starts_with("tls://") {
         Ok(Arc::new(
@@ -479,6 +505,16 @@ pub async fn open(url: &str, config: QueueConfig) -> Result<Arc<dyn WorkQueue>> 
     } else if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
             return Err(Error::UnsupportedUrl(url.to_owned()));
+        }
+        if config.replicas > 1 {
+            return Err(Error::misconfigured(
+                format_args!("open the embedded queue {path}"),
+                format_args!(
+                    "it is one file on one machine and keeps one copy, not {}: use \
+                     --queue-replicas 1, or a JetStream cluster (--queue nats://...)",
+                    config.replicas
+                ),
+            ));
         }
         Ok(Arc::new(
             embedded::EmbeddedQueue::open(path.as_ref(), config).await?,

@@ -53,11 +53,8 @@ impl DeadLetters {
         config: &QueueConfig,
     ) -> Result<Self> {
         let wanted = stream_config(config);
-        let stream = within(
-            &format!("create dead-letter stream {:?}", wanted.name),
-            jetstream.get_or_create_stream(wanted.clone()),
-        )
-        .await?;
+        let stream =
+            super::cluster::get_or_create(&jetstream, &wanted, "dead-letter stream").await?;
         let current = &stream.cached_info().config;
         if current.max_messages_per_subject != 1 || current.subjects != wanted.subjects {
             warn!(
@@ -245,6 +242,7 @@ fn stream_config(config: &QueueConfig) -> stream::Config {
         storage: StorageType::File,
         max_messages_per_subject: 1,
         discard: DiscardPolicy::Old,
+        num_replicas: config.replicas,
         ..Default::default()
     }
 }

@@ -130,6 +130,7 @@ impl Ledger {
                 format!("Courier's invocation ledger of stream {}", config.stream),
                 config.ledger.retention,
                 &config.ledger,
+                config.replicas,
             ),
         )
         .await?;
@@ -140,6 +141,7 @@ impl Ledger {
                 format!("Courier's kept call results of stream {}", config.stream),
                 config.ledger.retention.saturating_add(RESULT_GRACE),
                 &config.ledger,
+                config.replicas,
             ),
         )
         .await?;
@@ -429,8 +431,7 @@ impl Ledger {
 /// Gets the bucket's stream, creating it if missing; gives an existing one `wanted`'s limits.
 async fn ensure_bucket(jetstream: &Context, wanted: stream::Config) -> Result<kv::Store> {
     let bucket = wanted.name.trim_start_matches("KV_").to_owned();
-    let doing = format!("create ledger bucket {bucket:?}");
-    let stream = within(&doing, jetstream.get_or_create_stream(wanted.clone())).await?;
+    let stream = super::cluster::get_or_create(jetstream, &wanted, "ledger bucket").await?;
     let current = &stream.cached_info().config;
     if current.max_age != wanted.max_age
         || current.max_messages != wanted.max_messages
@@ -471,6 +472,7 @@ fn bucket_config(
     description: String,
     max_age: Duration,
     ledger: &LedgerConfig,
+    replicas: usize,
 ) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
@@ -486,7 +488,7 @@ fn bucket_config(
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -636,6 +638,7 @@ mod tests {
             String::new(),
             config.ledger.retention,
             &config.ledger,
+            3,
         );
         assert_eq!(rows.name, "KV_OF_faas-request_ledger");
         assert_eq!(rows.subjects, ["$KV.OF_faas-request_ledger.>"]);
@@ -646,6 +649,7 @@ mod tests {
         assert_eq!(rows.discard, DiscardPolicy::Old);
         assert_eq!(rows.storage, StorageType::File);
         assert!(rows.allow_direct && rows.allow_rollup);
+        assert_eq!(rows.num_replicas, 3);
         assert_eq!(results_bucket(&config), "OF_faas-request_ledger_results");
     }
 

@@ -23,6 +23,7 @@
 //! restores its subscriptions; the stream and consumer live on the server, so nothing needs to
 //! be set up again after a server restart.
 
+mod cluster;
 mod dead_letters;
 mod ledger;
 
@@ -218,10 +219,12 @@ impl JetStreamQueue {
         Error::unavailable("publish", e)
     }
 
-    /// Connects to the NATS server at `url` and creates the stream, the consumer and the
-    /// dead-letter stream if they are missing (an existing stream gets `config`'s dedup window
-    /// and size limit).
+    /// Connects to the NATS server at `url` (or, given several comma-separated seed URLs of
+    /// one cluster, to one of them) and creates the stream, the consumer and the dead-letter
+    /// stream if they are missing, with `config.replicas` copies (an existing stream gets
+    /// `config`'s dedup window and size limit, and its copies raised to `config.replicas`).
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Self> {
+        let seeds = cluster::seeds(url)?;
         let server = redact_credentials(url);
         let events_server = server.clone();
         let client = ConnectOptions::new()
@@ -231,7 +234,7 @@ impl JetStreamQueue {
                 let server = events_server.clone();
                 async move { log_connection_event(&server, &event) }
             })
-            .connect(url)
+            .connect(seeds)
             .await
             .map_err(|e| Error::unavailable(format_args!("connect to NATS at {server}"), e))?;
 
@@ -271,6 +274,7 @@ impl JetStreamQueue {
             stream = %config.stream,
             subject = %config.subject,
             consumer = %config.consumer,
+            replicas = config.replicas,
             ledger = ledger.is_some(),
             "JetStream queue ready."
         );
@@ -529,14 +533,10 @@ impl Settle for JetStreamSettle {
 }
 
 /// Gets the stream, creating it if missing; gives an existing stream `config`'s dedup window
-/// and size limit.
+/// and size limit, and raises its copies to `config.replicas`.
 async fn ensure_stream(jetstream: &Context, config: &QueueConfig) -> Result<stream::Stream> {
     let wanted = stream_config(config);
-    let doing = format!("create stream {:?}", config.stream);
-    let stream = jetstream
-        .get_or_create_stream(wanted.clone())
-        .await
-        .map_err(|e| Error::unavailable(&doing, e))?;
+    let stream = cluster::get_or_create(jetstream, &wanted, "stream").await?;
     let current = &stream.cached_info().config;
     if current.retention != RetentionPolicy::WorkQueue {
         warn!(
@@ -577,6 +577,7 @@ fn stream_config(config: &QueueConfig) -> stream::Config {
         duplicate_window: config.dedup_window,
         max_message_size: i32::try_from(config.max_payload_bytes + HEADER_ALLOWANCE_BYTES)
             .unwrap_or(i32::MAX),
+        num_replicas: config.replicas,
         ..Default::default()
     }
 }
@@ -691,6 +692,12 @@ mod tests {
         assert_eq!(stream.storage, StorageType::File);
         assert_eq!(stream.duplicate_window, Duration::from_secs(60));
         assert_eq!(stream.max_message_size, 1000 + 4096);
+        assert_eq!(stream.num_replicas, 1);
+        let replicated = stream_config(&QueueConfig {
+            replicas: 3,
+            ..QueueConfig::default()
+        });
+        assert_eq!(replicated.num_replicas, 3);
     }
 
     #[test]
