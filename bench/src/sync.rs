@@ -498,6 +498,14 @@ pub(crate) fn print_log_tail(path: &Path) {
     }
 }
 
+/// `KEY=VALUE`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::shell_quote;
@@ -506,13 +514,5 @@ mod tests {
     fn quoting() {
         assert_eq!(shell_quote("/a/b-c_d.e"), "/a/b-c_d.e");
         assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
-    }
-}
-
-/// `KEY=VALUE`.
-fn parse_label(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
 }
