@@ -31,8 +31,14 @@ pub const X_CONNECTOR: HeaderName = HeaderName::from_static("x-connector");
 /// `X-Scheduled-Time`, the fire time in RFC 3339 (UTC).
 pub const X_SCHEDULED_TIME: HeaderName = HeaderName::from_static("x-scheduled-time");
 
-/// How often an enqueue that failed with a retryable error is tried in all.
-const ENQUEUE_ATTEMPTS: u32 = 3;
+/// How long a fire the queue could not take for now (a retryable error: the queue is
+/// unavailable, e.g. a JetStream stream electing a new leader after a node died, which takes a
+/// few seconds) is tried again. Its call id is derived from the schedule and the instant, so a
+/// late store is still once per instant.
+const ENQUEUE_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// The longest wait between two tries of a fire.
+const ENQUEUE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The pause before the second enqueue attempt (doubled before each further one).
 const ENQUEUE_BACKOFF: Duration = Duration::from_millis(100);
@@ -343,12 +349,13 @@ impl Dispatcher {
     }
 
     /// Counts a fire the queue answered; a retryable failure is tried again (built afresh:
-    /// the invoker took the call, and no copy is kept for the rare retry), up to
-    /// [`ENQUEUE_ATTEMPTS`] in all.
+    /// the invoker took the call, and no copy is kept for the rare retry), with a growing
+    /// back-off, for up to [`ENQUEUE_RETRY_FOR`].
     async fn settle_enqueue(&self, mut fire: Fire, mut outcome: Result<Enqueued, InvokeError>) {
         let slot = fire.in_flight.0.clone();
         let mut backoff = ENQUEUE_BACKOFF;
         let mut attempt = 1;
+        let started = tokio::time::Instant::now();
         loop {
             match outcome {
                 Ok(enqueued) => {
@@ -371,7 +378,7 @@ impl Dispatcher {
                     slot.set_last_enqueued(enqueued);
                     return;
                 }
-                Err(e) if e.is_retryable() && attempt < ENQUEUE_ATTEMPTS => {
+                Err(e) if e.is_retryable() && started.elapsed() < ENQUEUE_RETRY_FOR => {
                     tracing::debug!(function = %fire.label, attempt, error = %e, "Enqueue failed; retrying.");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -380,7 +387,7 @@ impl Dispatcher {
                             return;
                         }
                     }
-                    backoff *= 2;
+                    backoff = (backoff * 2).min(ENQUEUE_BACKOFF_MAX);
                     attempt += 1;
                     outcome = self.invoker.enqueue(fire.call()).await;
                 }
