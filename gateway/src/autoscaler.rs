@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use courier_core::FunctionStatus;
-use courier_core::autoscale::{Owner, Sample, ScalePolicy, ScaleType, Stabilizer};
+use courier_core::autoscale::{Direction, Owner, Sample, ScalePolicy, ScaleType, Stabilizer};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,8 @@ struct Tracked {
     stabilizer: Stabilizer,
     /// `gateway_function_invocation_started` at the previous round.
     started: u64,
+    /// A scale-up is being held because the function is short of CPU (logged once).
+    held: bool,
 }
 
 /// Runs the autoscaler until `stop` is cancelled.
@@ -181,6 +183,7 @@ async fn round(
         let entry = tracked.entry(qualified.clone()).or_insert_with(|| Tracked {
             stabilizer: Stabilizer::default(),
             started,
+            held: false,
         });
         let calls = started.saturating_sub(entry.started);
         entry.started = started;
@@ -203,8 +206,31 @@ async fn round(
             .set(i64::try_from(decision.desired).unwrap_or(i64::MAX));
         seen.insert(qualified.clone());
         let Some(direction) = decision.change else {
+            entry.held = false;
             continue;
         };
+        // On one machine, more processes of a function whose replicas are busy on CPU while
+        // none is idle only compete for it (BENCHMARKS.md, "Sync path: how many replicas").
+        if direction == Direction::Up
+            && policy.kind != ScaleType::Cpu
+            && gateway
+                .provider
+                .cpu_starved(&status.namespace, &status.name)
+                .await
+        {
+            if !entry.held {
+                tracing::info!(
+                    function = %qualified,
+                    replicas = status.replicas,
+                    wanted = decision.desired,
+                    load,
+                    "Autoscaler holding: the replicas are busy on CPU and the machine has none idle, so more would only compete for it."
+                );
+            }
+            entry.held = true;
+            continue;
+        }
+        entry.held = false;
         tracing::info!(
             function = %qualified,
             direction = direction.as_str(),

@@ -403,3 +403,108 @@ async fn http_mode_load_is_spread_over_the_replicas_the_autoscaler_adds() {
         "calls go to every replica in turn: {ports:?}"
     );
 }
+
+/// Threads that keep every core of this machine busy until dropped.
+struct Burners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Burners {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..2 * cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 1_u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005) + 1);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_busy_on_cpu_is_not_scaled_up_on_a_machine_with_none_idle() {
+    let courier = Courier::builder().start().await;
+    let labels = json!({
+        "com.openfaas.scale.type": "capacity",
+        "com.openfaas.scale.target": "1",
+        "com.openfaas.scale.target-proportion": "1",
+        "com.openfaas.scale.max": "3",
+    });
+    // `busy` keeps a CPU burner in its replica's process tree (bounded by `timeout`, so nothing
+    // outlives the test); `idle` is the same server without it.
+    let mut busy = http_function("busy", &random_token());
+    let server = busy["envProcess"].as_str().expect("command").to_owned();
+    busy["envProcess"] = json!(format!(
+        "sh -c 'timeout 60 sh -c \"while :; do :; done\" & exec {}'",
+        server.replace('\'', "'\\''")
+    ));
+    busy["labels"] = labels.clone();
+    let mut idle = http_function("idle", &random_token());
+    idle["labels"] = labels;
+    courier.deploy(&busy).await;
+    courier.deploy(&idle).await;
+    courier.wait_ready("busy", DEFAULT_NAMESPACE, READY).await;
+    courier.wait_ready("idle", DEFAULT_NAMESPACE, READY).await;
+
+    // Every core is kept busy by this test; both functions get the same load (3 calls in
+    // flight each, 3x the target).
+    let burners = Burners::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = ["busy", "idle", "busy", "idle", "busy", "idle"]
+        .into_iter()
+        .map(|name| {
+            let client = courier.client();
+            let url = courier.url(&format!("/function/{name}/sleep?s=0.3"));
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = client.get(&url).send().await;
+                }
+            })
+        })
+        .collect();
+    // The function that waits scales as usual...
+    courier
+        .wait_available("idle", DEFAULT_NAMESPACE, 2, READY)
+        .await;
+    // ...while the one busy on CPU is held, saying why.
+    eventually(
+        Duration::from_secs(15),
+        "the autoscaler to say it holds busy",
+        || async {
+            courier
+                .output()
+                .lines()
+                .any(|l| l.contains("Autoscaler holding") && l.contains("busy."))
+                .then_some(())
+        },
+    )
+    .await;
+    let busy_replicas = replicas(&courier, "busy").await;
+    stop.store(true, Ordering::Relaxed);
+    drop(burners);
+    for caller in callers {
+        caller.await.expect("caller task");
+    }
+    assert_eq!(
+        busy_replicas, 1,
+        "a function busy on CPU on a saturated machine stays at its replicas"
+    );
+}

@@ -119,6 +119,15 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
+    /// Whether more replicas of a function would only compete for CPU that is not there: its
+    /// replicas are busy on CPU and the machine has none idle (replicas that share one
+    /// machine). The autoscaler then holds a scale-up. The default: `false` (each replica gets
+    /// CPU of its own, as on a cluster).
+    async fn cpu_starved(&self, namespace: &str, name: &str) -> bool {
+        let _ = (namespace, name);
+        false
+    }
+
     /// The CPU use of a function's replicas, summed, in millicores (1000 = one core), for
     /// `com.openfaas.scale.type: cpu`. `Ok(None)` when there is no figure yet (no replica
     /// measured); providers whose [`ProviderScaling::cpu_metrics`] is `false` keep the

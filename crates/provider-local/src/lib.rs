@@ -14,6 +14,7 @@
 //! Invariant: this crate knows the [`courier_core::Provider`] seam and nothing of the gateway,
 //! HTTP routing, authentication or queues.
 
+mod cpu;
 mod error;
 mod logbook;
 mod process;

@@ -265,6 +265,23 @@ impl Provider for LocalProvider {
         }
     }
 
+    /// HTTP-mode replicas only: their servers live as long as the replica, so their process
+    /// trees' CPU time is theirs. (A fork replica's calls are short-lived children.)
+    async fn cpu_starved(&self, namespace: &str, name: &str) -> bool {
+        let Some(rt) = self.get(namespace, name) else {
+            return false;
+        };
+        let roots = rt.replica_pids();
+        if roots.is_empty() {
+            return false;
+        }
+        tokio::task::spawn_blocking(move || crate::cpu::watch(&roots))
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(crate::cpu::Use::starved)
+    }
+
     async fn deploy(&self, namespace: &str, spec: FunctionDeployment) -> Result<(), ProviderError> {
         let _guard = self.mutate.lock().await;
         if self.get(namespace, &spec.service).is_some() {

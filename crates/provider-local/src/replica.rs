@@ -59,6 +59,7 @@ pub(crate) async fn supervise(rt: Arc<FunctionRuntime>, id: u64, signals: StopSi
             Mode::Fork => run_fork(&rt, id, &instance, &signals).await,
         };
         rt.mark_unready(id);
+        rt.set_pid(id, None);
         if ended == Ended::Stopped || signals.retire.is_cancelled() {
             return;
         }
@@ -112,6 +113,7 @@ async fn run_http(
         }
     };
     let mut group = GroupGuard::new(child.id());
+    rt.set_pid(id, child.id());
     pump_lines(child.stdout.take(), rt.log.clone(), instance);
     pump_lines(child.stderr.take(), rt.log.clone(), instance);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

@@ -244,6 +244,8 @@ pub(crate) struct FunctionRuntime {
     next: AtomicUsize,
     next_id: AtomicU64,
     hard_stop: CancellationToken,
+    /// The root process of each running HTTP-mode replica, by replica id (for its CPU use).
+    pids: Mutex<std::collections::HashMap<u64, u32>>,
 }
 
 impl FunctionRuntime {
@@ -270,12 +272,32 @@ impl FunctionRuntime {
             next: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             hard_stop: parent.child_token(),
+            pids: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
     /// Desired replicas.
     pub(crate) fn desired(&self) -> u64 {
         self.desired.load(Ordering::Relaxed)
+    }
+
+    /// Replica `id`'s root process is `pid` (`None`: it has none now).
+    pub(crate) fn set_pid(&self, id: u64, pid: Option<u32>) {
+        let mut pids = self.pids.lock().expect("pids lock");
+        match pid {
+            Some(pid) => pids.insert(id, pid),
+            None => pids.remove(&id),
+        };
+    }
+
+    /// The root processes of the running HTTP-mode replicas.
+    pub(crate) fn replica_pids(&self) -> Vec<u32> {
+        self.pids
+            .lock()
+            .expect("pids lock")
+            .values()
+            .copied()
+            .collect()
     }
 
     /// Ready replicas.
