@@ -18,7 +18,7 @@ use std::time::Duration;
 pub(crate) const WINDOW: Duration = Duration::from_millis(250);
 
 /// A replica using at least this share of one core is busy on CPU.
-const BUSY_CORES_PER_REPLICA: f64 = 0.3;
+const BUSY_CORES_PER_REPLICA: f64 = 0.2;
 
 /// A machine with less than this share of one core idle has none to give a new replica.
 const IDLE_CORES_NEEDED: f64 = 0.3;
