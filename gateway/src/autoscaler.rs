@@ -54,8 +54,9 @@ struct Tracked {
     stabilizer: Stabilizer,
     /// `gateway_function_invocation_started` at the previous round.
     started: u64,
-    /// A scale-up is being held because the function is short of CPU (logged once).
-    held: bool,
+    /// A scale-up is being held because the function is short of CPU (logged once): the
+    /// load of the last round held.
+    held: Option<f64>,
 }
 
 /// Runs the autoscaler until `stop` is cancelled.
@@ -183,7 +184,7 @@ async fn round(
         let entry = tracked.entry(qualified.clone()).or_insert_with(|| Tracked {
             stabilizer: Stabilizer::default(),
             started,
-            held: false,
+            held: None,
         });
         let calls = started.saturating_sub(entry.started);
         entry.started = started;
@@ -206,19 +207,22 @@ async fn round(
             .set(i64::try_from(decision.desired).unwrap_or(i64::MAX));
         seen.insert(qualified.clone());
         let Some(direction) = decision.change else {
-            entry.held = false;
+            entry.held = None;
             continue;
         };
         // On one machine, more processes of a function whose replicas are busy on CPU while
         // none is idle only compete for it (BENCHMARKS.md, "Sync path: how many replicas").
+        // Once held, a load that has not grown keeps the hold without asking again: at the
+        // end of a burst the round's load is part of it, and the CPU already idle.
         if direction == Direction::Up
             && policy.kind != ScaleType::Cpu
-            && gateway
-                .provider
-                .cpu_starved(&status.namespace, &status.name)
-                .await
+            && (entry.held.is_some_and(|held| load <= held)
+                || gateway
+                    .provider
+                    .cpu_starved(&status.namespace, &status.name)
+                    .await)
         {
-            if !entry.held {
+            if entry.held.is_none() {
                 tracing::info!(
                     function = %qualified,
                     replicas = status.replicas,
@@ -227,10 +231,10 @@ async fn round(
                     "Autoscaler holding: the replicas are busy on CPU and the machine has none idle, so more would only compete for it."
                 );
             }
-            entry.held = true;
+            entry.held = Some(load);
             continue;
         }
-        entry.held = false;
+        entry.held = None;
         tracing::info!(
             function = %qualified,
             direction = direction.as_str(),

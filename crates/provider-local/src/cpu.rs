@@ -7,15 +7,24 @@
 //! on two cores serves 0.53x what one replica does). A function that waits (I/O, sleeps) uses
 //! little CPU and is never held.
 //!
+//! An answer covers the time since the previous answer for the same function when that was
+//! recent ([`Reading`]): the autoscaler asks once per round while it wants more replicas, so
+//! the CPU it is told about is the CPU of the round whose load it counted. Only a first
+//! answer (or one after a pause) watches a fresh [`WINDOW`]: at the end of a burst, a window
+//! that starts after the load stopped would see idle replicas on an idle machine.
+//!
 //! Both `/proc/stat` and `/proc/<pid>/stat` count in the same clock ticks, so shares are ratios
 //! of tick counts and the tick rate is never needed. Knows nothing of functions or replicas:
 //! it is given process ids.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long CPU use is watched for one answer.
 pub(crate) const WINDOW: Duration = Duration::from_millis(250);
+
+/// A previous reading at most this old starts the next answer's window.
+const REUSE_WITHIN: Duration = Duration::from_secs(3);
 
 /// A replica using at least this share of one core is busy on CPU.
 const BUSY_CORES_PER_REPLICA: f64 = 0.2;
@@ -50,26 +59,72 @@ impl Use {
     }
 }
 
+/// The ticks of some process trees at one moment, kept so the next answer can start there.
+#[derive(Debug, Clone)]
+pub(crate) struct Reading {
+    at: Instant,
+    /// The roots read, sorted.
+    roots: Vec<u32>,
+    ticks: Ticks,
+}
+
+/// CPU use of the process trees rooted at `roots` since `previous` when that reading is of
+/// the same roots and between [`WINDOW`] and [`REUSE_WITHIN`] old; otherwise over a fresh
+/// [`WINDOW`] (blocking the thread). Returns the use (`None` when `/proc` cannot be read or
+/// there are no roots) and the reading to pass next time.
+pub(crate) fn watch_since(
+    previous: Option<&Reading>,
+    roots: &[u32],
+) -> (Option<Use>, Option<Reading>) {
+    if roots.is_empty() {
+        return (None, None);
+    }
+    let mut roots = roots.to_vec();
+    roots.sort_unstable();
+    let read = |roots: Vec<u32>| {
+        ticks(&roots).map(|ticks| Reading {
+            at: Instant::now(),
+            roots,
+            ticks,
+        })
+    };
+    let Some(now) = read(roots.clone()) else {
+        return (None, None);
+    };
+    if let Some(previous) = previous
+        && previous.roots == now.roots
+        && (WINDOW..=REUSE_WITHIN).contains(&now.at.duration_since(previous.at))
+    {
+        return (between(&previous.ticks, &now.ticks, roots.len()), Some(now));
+    }
+    std::thread::sleep(WINDOW);
+    let Some(after) = read(roots) else {
+        return (None, None);
+    };
+    (
+        between(&now.ticks, &after.ticks, after.roots.len()),
+        Some(after),
+    )
+}
+
 /// Watches the process trees rooted at `roots` for [`WINDOW`] (blocking the thread).
 /// `None` when `/proc` cannot be read or there are no roots.
-pub(crate) fn watch(roots: &[u32]) -> Option<Use> {
-    if roots.is_empty() {
-        return None;
-    }
+#[cfg(test)]
+fn watch(roots: &[u32]) -> Option<Use> {
+    watch_since(None, roots).0
+}
+
+/// The use between two readings of `trees` process trees.
+fn between(before: &Ticks, after: &Ticks, trees: usize) -> Option<Use> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let before = ticks(roots)?;
-    std::thread::sleep(WINDOW);
-    let after = ticks(roots)?;
     let total = after.total.saturating_sub(before.total);
-    if total == 0 {
+    if total == 0 || trees == 0 {
         return None;
     }
     // Ticks of one core over the window.
     let per_core = total as f64 / cpus;
     Some(Use {
-        cores_per_tree: after.trees.saturating_sub(before.trees) as f64
-            / per_core
-            / roots.len() as f64,
+        cores_per_tree: after.trees.saturating_sub(before.trees) as f64 / per_core / trees as f64,
         idle_cores: after.idle.saturating_sub(before.idle) as f64 / per_core,
     })
 }
@@ -233,5 +288,32 @@ mod tests {
             "a thread spinning for the whole window shows as CPU use: {seen:?}"
         );
         assert!(watch(&[]).is_none());
+    }
+
+    #[test]
+    fn a_recent_reading_of_the_same_trees_starts_the_next_window() {
+        let me = [std::process::id()];
+        let (_, first) = watch_since(None, &me);
+        let first = first.expect("/proc is readable");
+        // Too recent (less than a window ago): a fresh window is watched.
+        let started = Instant::now();
+        let (seen, second) = watch_since(Some(&first), &me);
+        assert!(seen.is_some());
+        assert!(started.elapsed() >= WINDOW, "watched a window of its own");
+        let second = second.expect("a reading");
+        // A window later, the reading is reused: the answer is immediate.
+        std::thread::sleep(WINDOW);
+        let started = Instant::now();
+        let (seen, _) = watch_since(Some(&second), &me);
+        assert!(seen.is_some());
+        assert!(
+            started.elapsed() < WINDOW,
+            "covered the time since the previous reading, took {:?}",
+            started.elapsed()
+        );
+        // Other trees: a fresh window.
+        let started = Instant::now();
+        let (_, _) = watch_since(Some(&second), &[1]);
+        assert!(started.elapsed() >= WINDOW);
     }
 }

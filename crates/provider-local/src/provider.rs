@@ -275,11 +275,16 @@ impl Provider for LocalProvider {
         if roots.is_empty() {
             return false;
         }
-        tokio::task::spawn_blocking(move || crate::cpu::watch(&roots))
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(crate::cpu::Use::starved)
+        tokio::task::spawn_blocking(move || {
+            let previous = rt.cpu_reading.lock().expect("cpu reading lock").take();
+            let (seen, reading) = crate::cpu::watch_since(previous.as_ref(), &roots);
+            *rt.cpu_reading.lock().expect("cpu reading lock") = reading;
+            seen
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(crate::cpu::Use::starved)
     }
 
     async fn deploy(&self, namespace: &str, spec: FunctionDeployment) -> Result<(), ProviderError> {

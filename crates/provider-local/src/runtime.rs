@@ -246,6 +246,8 @@ pub(crate) struct FunctionRuntime {
     hard_stop: CancellationToken,
     /// The root process of each running HTTP-mode replica, by replica id (for its CPU use).
     pids: Mutex<std::collections::HashMap<u64, u32>>,
+    /// The last CPU reading of those processes, where the next CPU answer starts.
+    pub(crate) cpu_reading: Mutex<Option<crate::cpu::Reading>>,
 }
 
 impl FunctionRuntime {
@@ -273,6 +275,7 @@ impl FunctionRuntime {
             next_id: AtomicU64::new(1),
             hard_stop: parent.child_token(),
             pids: Mutex::new(std::collections::HashMap::new()),
+            cpu_reading: Mutex::new(None),
         })
     }
 

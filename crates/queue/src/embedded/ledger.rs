@@ -6,19 +6,26 @@
 //! Tables (times are wall-clock milliseconds since the Unix epoch):
 //! - `ledger_rows`: id → (created_ms, updated_ms, function, state, record). `updated_ms` is
 //!   when the row was last written: it expires `retention` after that.
-//! - `ledger_by_creation`: (created_ms, id) → (updated_ms, function, state). Lists walk it
-//!   newest first and filter on its value, reading a row only when it is listed.
-//! - `ledger_by_change`: (updated_ms, id) → (). Expired rows are pruned from its start, a
-//!   batch per ledger write (like the dedup ids), and so are the least recently changed rows
-//!   beyond `max_records`.
+//! - `ledger_created`: (created_ms, id) → function. Written once, when the row is created:
+//!   an update writes the row alone (one tree write per change: the worker changes every
+//!   call's row twice, and the store's one writer thread is the async path's limit).
+//!   Lists walk it newest first, filter on the function there and on the state in the row.
+//!   Expired rows are pruned from its start, a batch per ledger write (like the dedup ids):
+//!   a row cannot have expired before its creation time did, so the walk stops at the first
+//!   entry that has not. Beyond `max_records`, the oldest rows go.
 //! - `ledger_results`: id → the kept result, removed with its row.
 //!
 //! A row past its retention is invisible at once (reads compare `updated_ms` with the clock)
 //! and removed by a later write. Equal creation times list by id, descending.
+//!
+//! Stores written before `ledger_created` had `ledger_by_creation` and `ledger_by_change`
+//! (two index entries rewritten per change): [`initialise`] drops them and indexes the rows
+//! again.
 
 use bytes::Bytes;
 use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 
 use super::store::ceil_ms;
@@ -28,9 +35,12 @@ use crate::{LedgerConfig, LedgerQuery, LedgerRow};
 type StoredRow<'a> = (u64, u64, &'a str, &'a str, &'a [u8]);
 
 const ROWS: TableDefinition<'_, &str, StoredRow<'_>> = TableDefinition::new("ledger_rows");
-const BY_CREATION: TableDefinition<'_, (u64, &str), (u64, &str, &str)> =
+const CREATED: TableDefinition<'_, (u64, &str), &str> = TableDefinition::new("ledger_created");
+/// The indexes of stores written before `ledger_created`, by their old types.
+const OLD_BY_CREATION: TableDefinition<'_, (u64, &str), (u64, &str, &str)> =
     TableDefinition::new("ledger_by_creation");
-const BY_CHANGE: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("ledger_by_change");
+const OLD_BY_CHANGE: TableDefinition<'_, (u64, &str), ()> =
+    TableDefinition::new("ledger_by_change");
 const RESULTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ledger_results");
 
 /// Rows pruned per ledger write, at least (more when the batch wrote many, so pruning keeps up
@@ -72,12 +82,25 @@ impl Limits {
     }
 }
 
-/// Creates the ledger's tables if they are missing (readers expect every table to exist).
+/// Creates the ledger's tables if they are missing (readers expect every table to exist), and
+/// replaces the indexes of a store written before `ledger_created`.
 pub(super) fn initialise(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(ROWS)?;
-    txn.open_table(BY_CREATION)?;
-    txn.open_table(BY_CHANGE)?;
+    let rows = txn.open_table(ROWS)?;
+    let mut created = txn.open_table(CREATED)?;
     txn.open_table(RESULTS)?;
+    let old = txn
+        .list_tables()?
+        .any(|table| table.name() == OLD_BY_CREATION.name());
+    if old {
+        for entry in rows.iter()? {
+            let (id, stored) = entry?;
+            let (created_ms, _, function, ..) = stored.value();
+            created.insert((created_ms, id.value()), function)?;
+        }
+        drop((rows, created));
+        txn.delete_table(OLD_BY_CREATION)?;
+        txn.delete_table(OLD_BY_CHANGE)?;
+    }
     Ok(())
 }
 
@@ -106,14 +129,14 @@ pub(super) fn list(
     if query.limit == 0 {
         return Ok(listed);
     }
-    let index = txn.open_table(BY_CREATION)?;
+    let index = txn.open_table(CREATED)?;
     let rows = txn.open_table(ROWS)?;
     for entry in index.iter()?.rev() {
-        let (key, tags) = entry?;
-        let (updated_ms, function, state) = tags.value();
-        if limits.expired(updated_ms, now)
-            || query.function.as_deref().is_some_and(|f| f != function)
-            || query.state.as_deref().is_some_and(|s| s != state)
+        let (key, function) = entry?;
+        if query
+            .function
+            .as_deref()
+            .is_some_and(|f| f != function.value())
         {
             continue;
         }
@@ -121,6 +144,7 @@ pub(super) fn list(
         if let Some(row) = rows
             .get(id)?
             .and_then(|stored| limits.visible(stored.value(), now))
+            .filter(|row| query.state.as_deref().is_none_or(|s| s == row.state))
         {
             listed.push(row);
             if listed.len() >= query.limit {
@@ -161,8 +185,7 @@ pub(super) struct Current {
 pub(super) struct LedgerTables<'txn> {
     limits: Limits,
     rows: Table<'txn, &'static str, StoredRow<'static>>,
-    by_creation: Table<'txn, (u64, &'static str), (u64, &'static str, &'static str)>,
-    by_change: Table<'txn, (u64, &'static str), ()>,
+    created: Table<'txn, (u64, &'static str), &'static str>,
     results: Table<'txn, &'static str, &'static [u8]>,
 }
 
@@ -172,8 +195,7 @@ impl<'txn> LedgerTables<'txn> {
         Ok(Self {
             limits,
             rows: txn.open_table(ROWS)?,
-            by_creation: txn.open_table(BY_CREATION)?,
-            by_change: txn.open_table(BY_CHANGE)?,
+            created: txn.open_table(CREATED)?,
             results: txn.open_table(RESULTS)?,
         })
     }
@@ -244,13 +266,11 @@ impl<'txn> LedgerTables<'txn> {
         result: Option<&[u8]>,
         now: u64,
     ) -> Result<(), redb::Error> {
+        // An update keeps the creation time: the index entry stays as it is.
+        let indexed = previous.is_some_and(|(created_ms, _)| created_ms == row.created_at_ms);
         if let Some((created_ms, updated_ms)) = previous {
-            // Same creation time (every update): the insert below replaces the entry.
-            if created_ms != row.created_at_ms {
-                self.by_creation.remove((created_ms, id))?;
-            }
-            if updated_ms != now {
-                self.by_change.remove((updated_ms, id))?;
+            if !indexed {
+                self.created.remove((created_ms, id))?;
             }
             if result.is_none() && self.limits.expired(updated_ms, now) {
                 self.results.remove(id)?;
@@ -266,11 +286,10 @@ impl<'txn> LedgerTables<'txn> {
                 row.record.as_ref(),
             ),
         )?;
-        self.by_creation.insert(
-            (row.created_at_ms, id),
-            (now, row.function.as_str(), row.state.as_str()),
-        )?;
-        self.by_change.insert((now, id), ())?;
+        if !indexed {
+            self.created
+                .insert((row.created_at_ms, id), row.function.as_str())?;
+        }
         if let Some(result) = result {
             self.results.insert(id, result)?;
         }
@@ -278,8 +297,8 @@ impl<'txn> LedgerTables<'txn> {
     }
 
     /// Removes up to `max(PRUNE_PER_BATCH, at_least)` rows expired at `now`, then as many of the
-    /// least recently changed rows beyond `max_records`, each with its result. Adds the ids
-    /// removed to `removed`.
+    /// oldest rows beyond `max_records`, each with its result. Adds the ids removed to
+    /// `removed`.
     pub(super) fn prune(
         &mut self,
         now: u64,
@@ -288,14 +307,24 @@ impl<'txn> LedgerTables<'txn> {
     ) -> Result<(), redb::Error> {
         let limits = self.limits;
         let batch = PRUNE_PER_BATCH.max(at_least);
+        // Rows whose creation time has expired, oldest first: the candidates (a row changed
+        // since may still be visible).
         let mut doomed = Vec::new();
-        for entry in self.by_change.iter()?.take(batch) {
+        let mut walked = 0;
+        for entry in self.created.iter()?.take(batch) {
             let (key, _) = entry?;
-            let (updated_ms, id) = key.value();
-            if !limits.expired(updated_ms, now) {
+            let (created_ms, id) = key.value();
+            if !limits.expired(created_ms, now) {
                 break;
             }
-            doomed.push(id.to_owned());
+            walked += 1;
+            let expired = self
+                .rows
+                .get(id)?
+                .is_none_or(|stored| limits.expired(stored.value().1, now));
+            if expired {
+                doomed.push(id.to_owned());
+            }
         }
         let over = self
             .rows
@@ -304,10 +333,20 @@ impl<'txn> LedgerTables<'txn> {
             .saturating_sub(limits.max_records);
         let over = usize::try_from(over).unwrap_or(usize::MAX).min(batch);
         if over > 0 {
-            // The least recently changed rows that are not already doomed.
-            for entry in self.by_change.iter()?.skip(doomed.len()).take(over) {
+            // The oldest rows that are not already doomed.
+            let mut taken = 0;
+            for (i, entry) in self.created.iter()?.enumerate() {
+                if taken == over {
+                    break;
+                }
                 let (key, _) = entry?;
-                doomed.push(key.value().1.to_owned());
+                let id = key.value().1;
+                // Only the entries walked above can be doomed already.
+                if i < walked && doomed.iter().any(|d| d == id) {
+                    continue;
+                }
+                doomed.push(id.to_owned());
+                taken += 1;
             }
         }
         for id in doomed {
@@ -317,15 +356,11 @@ impl<'txn> LedgerTables<'txn> {
         Ok(())
     }
 
-    /// Removes the row of call `id`, its index entries and its result.
+    /// Removes the row of call `id`, its index entry and its result.
     fn remove(&mut self, id: &str) -> Result<(), redb::Error> {
-        let removed = self.rows.remove(id)?.map(|stored| {
-            let (created_ms, updated_ms, ..) = stored.value();
-            (created_ms, updated_ms)
-        });
-        if let Some((created_ms, updated_ms)) = removed {
-            self.by_creation.remove((created_ms, id))?;
-            self.by_change.remove((updated_ms, id))?;
+        let removed = self.rows.remove(id)?.map(|stored| stored.value().0);
+        if let Some(created_ms) = removed {
+            self.created.remove((created_ms, id))?;
         }
         self.results.remove(id)?;
         Ok(())
@@ -346,13 +381,8 @@ impl<'txn> LedgerTables<'txn> {
 
     /// Rows stored, expired or not (the tests' view).
     #[cfg(test)]
-    fn stored(&self) -> Result<(u64, u64, u64, u64), redb::Error> {
-        Ok((
-            self.rows.len()?,
-            self.by_creation.len()?,
-            self.by_change.len()?,
-            self.results.len()?,
-        ))
+    fn stored(&self) -> Result<(u64, u64, u64), redb::Error> {
+        Ok((self.rows.len()?, self.created.len()?, self.results.len()?))
     }
 }
 
@@ -397,38 +427,69 @@ mod tests {
         let txn = db.begin_write().unwrap();
         let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
         tables
-            .put_fresh("a", &row(1, "queued"), Some(b"result a"), 0)
+            .put_fresh("a", &row(0, "queued"), Some(b"result a"), 0)
             .unwrap();
-        tables.put_fresh("b", &row(2, "queued"), None, 0).unwrap();
+        tables.put_fresh("b", &row(0, "queued"), None, 0).unwrap();
         // Changed at 600: lives until 1600.
         tables
-            .put_fresh("b", &row(2, "running"), None, 600)
+            .put_fresh("b", &row(0, "running"), None, 600)
             .unwrap();
 
-        assert_eq!(tables.get("a", 999).unwrap().row, Some(row(1, "queued")));
+        assert_eq!(tables.get("a", 999).unwrap().row, Some(row(0, "queued")));
         assert_eq!(
             tables.get("a", 1_000).unwrap().row,
             None,
             "invisible at once"
         );
-        assert_eq!(tables.get("b", 1_000).unwrap().row, Some(row(2, "running")));
-        assert_eq!(tables.stored().unwrap(), (2, 2, 2, 1), "not pruned yet");
+        assert_eq!(tables.get("b", 1_000).unwrap().row, Some(row(0, "running")));
+        assert_eq!(tables.stored().unwrap(), (2, 2, 1), "not pruned yet");
 
         let mut removed = Vec::new();
         tables.prune(1_000, 0, &mut removed).unwrap();
-        assert_eq!(removed, ["a"]);
+        assert_eq!(
+            removed,
+            ["a"],
+            "b was created as long ago, but changed since"
+        );
         assert_eq!(
             tables.stored().unwrap(),
-            (1, 1, 1, 0),
+            (1, 1, 0),
             "the result went with it"
         );
         tables.prune(1_600, 0, &mut removed).unwrap();
         assert_eq!(removed, ["a", "b"]);
-        assert_eq!(tables.stored().unwrap(), (0, 0, 0, 0));
+        assert_eq!(tables.stored().unwrap(), (0, 0, 0));
     }
 
     #[test]
-    fn beyond_the_cap_the_least_recently_changed_rows_are_pruned() {
+    fn an_update_writes_the_row_alone() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
+        tables.put_fresh("a", &row(5, "queued"), None, 5).unwrap();
+        tables.put_fresh("a", &row(5, "running"), None, 6).unwrap();
+        tables
+            .put_fresh("a", &row(5, "succeeded"), None, 7)
+            .unwrap();
+        assert_eq!(tables.stored().unwrap(), (1, 1, 0));
+        let index: Vec<_> = tables
+            .created
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (key, function) = entry.unwrap();
+                (
+                    key.value().0,
+                    key.value().1.to_owned(),
+                    function.value().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(index, [(5, "a".to_owned(), "echo.fns".to_owned())]);
+    }
+
+    #[test]
+    fn beyond_the_cap_the_oldest_rows_are_pruned() {
         let db = database();
         let txn = db.begin_write().unwrap();
         let mut tables = LedgerTables::open(&txn, LIMITS).unwrap();
@@ -438,13 +499,72 @@ mod tests {
                 .put_fresh(id, &row(at, "queued"), Some(b"r"), at)
                 .unwrap();
         }
-        // "a" changes last: "b" and "c" are the oldest now.
+        // A change does not make a row younger.
         tables.put_fresh("a", &row(0, "running"), None, 10).unwrap();
 
         let mut removed = Vec::new();
         tables.prune(10, 0, &mut removed).unwrap();
-        assert_eq!(removed, ["b", "c"]);
-        assert_eq!(tables.stored().unwrap(), (3, 3, 3, 3));
+        assert_eq!(removed, ["a", "b"]);
+        assert_eq!(tables.stored().unwrap(), (3, 3, 3));
+    }
+
+    #[test]
+    fn expired_rows_and_the_cap_together_never_remove_a_row_twice() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let limits = Limits {
+            retention_ms: 1_000,
+            max_records: 1,
+        };
+        let mut tables = LedgerTables::open(&txn, limits).unwrap();
+        for (id, at) in [("a", 0), ("b", 0), ("c", 900), ("d", 950)] {
+            tables.put_fresh(id, &row(at, "queued"), None, at).unwrap();
+        }
+        // "b" changed since its creation: not expired at 1000, but over the cap.
+        tables
+            .put_fresh("b", &row(0, "running"), None, 500)
+            .unwrap();
+        let mut removed = Vec::new();
+        tables.prune(1_000, 0, &mut removed).unwrap();
+        assert_eq!(removed, ["a", "b", "c"]);
+        assert_eq!(tables.stored().unwrap(), (1, 1, 0));
+        assert!(tables.get("d", 1_000).unwrap().row.is_some());
+    }
+
+    #[test]
+    fn a_store_with_the_old_indexes_is_indexed_again() {
+        let db = database();
+        {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut rows = txn.open_table(ROWS).unwrap();
+                rows.insert("a", (7, 8, "echo.fns", "queued", b"record a".as_slice()))
+                    .unwrap();
+                let mut old = txn.open_table(OLD_BY_CREATION).unwrap();
+                old.insert((7, "a"), (8, "echo.fns", "queued")).unwrap();
+                let mut old = txn.open_table(OLD_BY_CHANGE).unwrap();
+                old.insert((8, "a"), ()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let txn = db.begin_write().unwrap();
+        initialise(&txn).unwrap();
+        txn.commit().unwrap();
+
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|table| table.name().to_owned())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "ledger_by_creation" || n == "ledger_by_change")
+        );
+        let rows = list(&txn, &everything(), LIMITS, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].record, Bytes::from_static(b"record a"));
     }
 
     #[test]
@@ -460,7 +580,7 @@ mod tests {
         assert_eq!(tables.get("a", 999).unwrap().row, Some(row(1, "succeeded")));
         assert!(tables.create("a", &row(5, "queued"), 1_000).unwrap());
         assert_eq!(tables.get("a", 1_000).unwrap().row, Some(row(5, "queued")));
-        assert_eq!(tables.stored().unwrap(), (1, 1, 1, 0));
+        assert_eq!(tables.stored().unwrap(), (1, 1, 0));
     }
 
     #[test]
