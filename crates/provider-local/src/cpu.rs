@@ -118,7 +118,7 @@ fn watch(roots: &[u32]) -> Option<Use> {
 fn between(before: &Ticks, after: &Ticks, trees: usize) -> Option<Use> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let total = after.total.saturating_sub(before.total);
-    if total == 0 || trees == 0 {
+    if total == 0 {
         return None;
     }
     // Ticks of one core over the window.
