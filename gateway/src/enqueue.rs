@@ -113,9 +113,12 @@ async fn accept(
     };
 
     let headers = &mut parts.headers;
+    // A fresh id is a UUID v7: time-ordered, so the ledger rows and dedup ids of calls
+    // stored together sit together in the embedded store's B-trees (an update of a row
+    // written a moment ago touches the pages the last commit wrote, not a random leaf).
     let call_id = caller_id.unwrap_or_else(|| {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
         HeaderValue::from_str(text).expect("a uuid is a valid header value")
     });
     // One clock read: X-Start-Time and the record's createdAt are the same instant.

@@ -24,11 +24,12 @@ pub struct Call {
 }
 
 impl Call {
-    /// The call id to use: the given one, or a fresh uuid (v4).
+    /// The call id to use: the given one, or a fresh uuid (v7, time-ordered like the
+    /// gateway's: see `gateway/src/enqueue.rs`).
     pub(crate) fn id_or_new(&self) -> String {
         self.call_id
             .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
     }
 
     /// The path (without query) and the query (without `?`).

@@ -89,7 +89,7 @@ pub(super) async fn replay(
         )));
     };
     let trace_id = replay_trace_id(&mut request);
-    let replay_id = uuid::Uuid::new_v4().to_string();
+    let replay_id = uuid::Uuid::now_v7().to_string();
     let replayed = CallRecord::queued(
         &replay_id,
         &request.function,
