@@ -35,12 +35,15 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
+use courier_core::ledger::{CallRecord, CallSource};
 use courier_core::queue::QueueRequest;
+use courier_core::trace::TraceParent;
 use courier_queue::{Message, QueueConfig, WorkQueue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 use tokio::{process::Command, runtime::Handle, sync::Semaphore, time::Instant};
 
 use crate::{
@@ -454,14 +457,19 @@ fn nats_version(binary: &Path) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-/// A queued call for the function `bench`, as the gateway stores it.
-fn queue_request(id: &str, body: &Bytes) -> Bytes {
+/// A queued call for the function `bench`, with the headers the gateway stores with it
+/// (call id, start time and, for [`Stored::AsGateway`], the trace context).
+fn queue_request(id: &str, body: &Bytes, start_nanos: i128, trace: Option<&TraceParent>) -> Bytes {
     let mut header = BTreeMap::new();
     header.insert(
         "Content-Type".to_owned(),
         vec!["application/octet-stream".to_owned()],
     );
     header.insert("X-Call-Id".to_owned(), vec![id.to_owned()]);
+    header.insert("X-Start-Time".to_owned(), vec![start_nanos.to_string()]);
+    if let Some(trace) = trace {
+        header.insert("Traceparent".to_owned(), vec![trace.header_value()]);
+    }
     let call = QueueRequest {
         header,
         body: body.to_vec(),
@@ -474,22 +482,64 @@ fn queue_request(id: &str, body: &Bytes) -> Bytes {
         .into()
 }
 
-/// Publishes `calls` QueueRequests, [`PREFILL_CONCURRENCY`] publishers at once.
-async fn prefill(queue: Arc<dyn WorkQueue>, calls: u64, body: &Bytes) -> anyhow::Result<()> {
+/// How [`prefill`] stores each call. Both use the gateway's call ids (UUID v7, time-ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// The message alone: the bare loop's queue keeps no ledger.
+    Bare,
+    /// As `POST /async-function/bench` stores it: with a trace context, and with its `queued`
+    /// ledger record in the same publish. Courier's worker then finds the record the gateway
+    /// would have written, instead of rebuilding it from the queued request.
+    AsGateway,
+}
+
+/// One pre-filled call stored as `stored` says.
+async fn store_call(queue: &dyn WorkQueue, body: &Bytes, stored: Stored) -> anyhow::Result<()> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = OffsetDateTime::now_utc();
+    let start_nanos = now.unix_timestamp_nanos();
+    if stored == Stored::Bare {
+        let payload = queue_request(&id, body, start_nanos, None);
+        queue.publish(Message { id, payload }).await?;
+        return Ok(());
+    }
+    let random = uuid::Uuid::new_v4().into_bytes();
+    let mut span = [0u8; 8];
+    span.copy_from_slice(&random[..8]);
+    let trace = TraceParent::new(uuid::Uuid::new_v4().into_bytes(), span);
+    let payload = queue_request(&id, body, start_nanos, Some(&trace));
+    let record = CallRecord::queued(
+        &id,
+        FUNCTION,
+        CallSource::Async,
+        now,
+        trace.trace_id_hex(),
+        None,
+    );
+    let row = courier_ledger::row(&record);
+    queue
+        .publish_recorded(Message { id, payload }, Some(row))
+        .await?;
+    Ok(())
+}
+
+/// Publishes `calls` QueueRequests stored as `stored` says, [`PREFILL_CONCURRENCY`]
+/// publishers at once.
+async fn prefill(
+    queue: Arc<dyn WorkQueue>,
+    calls: u64,
+    body: &Bytes,
+    stored: Stored,
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..PREFILL_CONCURRENCY {
         let (queue, next, body) = (queue.clone(), next.clone(), body.clone());
         tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= calls {
-                    return anyhow::Ok(());
-                }
-                let id = format!("prefill-{i}");
-                let payload = queue_request(&id, &body);
-                queue.publish(Message { id, payload }).await?;
+            while next.fetch_add(1, Ordering::Relaxed) < calls {
+                store_call(queue.as_ref(), &body, stored).await?;
             }
+            anyhow::Ok(())
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -558,7 +608,8 @@ async fn accept_handler(
     let status = match req.into_body().collect().await {
         Ok(body) => {
             let message = Message {
-                id: uuid::Uuid::new_v4().to_string(),
+                // The gateway's call ids (time-ordered), so both sides key their stores alike.
+                id: uuid::Uuid::now_v7().to_string(),
                 payload: body.to_bytes(),
             };
             match queue.publish(message).await {
@@ -722,7 +773,7 @@ async fn complete_baseline(env: &Env<'_>, backend: Backend, dir: &Path) -> anyho
         .load
         .spawn(async move {
             let queue = courier_queue::open(&url, baseline_config()).await?;
-            prefill(queue.clone(), calls, &body).await?;
+            prefill(queue.clone(), calls, &body, Stored::Bare).await?;
             consume_and_post(queue, calls, target).await
         })
         .await
@@ -853,7 +904,7 @@ async fn complete_courier(env: &Env<'_>, backend: Backend, dir: &Path) -> anyhow
                             )
                             .await?,
                         );
-                        prefill(queue.clone(), calls, &body).await?;
+                        prefill(queue.clone(), calls, &body, Stored::AsGateway).await?;
                         let Ok(queue) = Arc::try_unwrap(queue) else {
                             bail!("the pre-fill still holds the queue");
                         };
@@ -867,7 +918,7 @@ async fn complete_courier(env: &Env<'_>, backend: Backend, dir: &Path) -> anyhow
                 env.load
                     .spawn(async move {
                         let queue = courier_queue::open(&url, QueueConfig::default()).await?;
-                        prefill(queue, calls, &body).await
+                        prefill(queue, calls, &body, Stored::AsGateway).await
                     })
                     .await??;
             }
