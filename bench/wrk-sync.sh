@@ -99,3 +99,6 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "courier / bare throughput per round: ${ratios[*]} (median $(median "${ratios[@]}"), target >= 0.8)"
 echo "courier p50 - direct p50 per round (ms): ${deltas[*]} (median $(median "${deltas[@]}"), target < 0.5)"
+# The autoscaler's decisions during the run: a scale-up of `fast` takes CPU from the gateway.
+scaled=$(grep -o 'Function scaled.*replicas=[0-9]*' "$scratch/courier.log" | grep -o 'replicas=[0-9]*' | tr '\n' ' ' || true)
+echo "autoscaler: replicas of fast after each scale: ${scaled:-none (stayed at 1)}"
