@@ -447,12 +447,15 @@ async fn a_function_busy_on_cpu_is_not_scaled_up_on_a_machine_with_none_idle() {
         "com.openfaas.scale.target-proportion": "1",
         "com.openfaas.scale.max": "3",
     });
-    // `busy` keeps a CPU burner in its replica's process tree (bounded by `timeout`, so nothing
-    // outlives the test); `idle` is the same server without it.
+    // `busy` keeps two CPU burners in its replica's process tree (bounded by `timeout`, so
+    // nothing outlives the test): wanting two cores, it stays well past the busy share
+    // however the scheduler splits the machine between it, the test's own burners and a test
+    // running beside this one. `idle` is the same server without them.
     let mut busy = http_function("busy", &random_token());
     let server = busy["envProcess"].as_str().expect("command").to_owned();
+    let burn = "timeout 120 sh -c \"while :; do :; done\" &";
     busy["envProcess"] = json!(format!(
-        "sh -c 'timeout 60 sh -c \"while :; do :; done\" & exec {}'",
+        "sh -c '{burn} {burn} exec {}'",
         server.replace('\'', "'\\''")
     ));
     busy["labels"] = labels.clone();
@@ -484,19 +487,23 @@ async fn a_function_busy_on_cpu_is_not_scaled_up_on_a_machine_with_none_idle() {
     courier
         .wait_available("idle", DEFAULT_NAMESPACE, 2, READY)
         .await;
-    // ...while the one busy on CPU is held, saying why.
-    eventually(
-        Duration::from_secs(15),
-        "the autoscaler to say it holds busy",
-        || async {
-            courier
-                .output()
-                .lines()
-                .any(|l| l.contains("Autoscaler holding") && l.contains("busy."))
-                .then_some(())
-        },
-    )
-    .await;
+    // ...while the one busy on CPU is held, saying why (and never scaled first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = courier.output();
+        let about_busy: Vec<&str> = output
+            .lines()
+            .filter(|l| l.contains("Autoscaler") && l.contains("busy."))
+            .collect();
+        if about_busy.iter().any(|l| l.contains("Autoscaler holding")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && about_busy.is_empty(),
+            "the autoscaler did not hold busy; what it said of it: {about_busy:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let busy_replicas = replicas(&courier, "busy").await;
     stop.store(true, Ordering::Relaxed);
     drop(burners);
