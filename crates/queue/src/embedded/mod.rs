@@ -32,6 +32,7 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -87,6 +88,8 @@ struct Shared {
     ledger: Option<Limits>,
     /// Woken by the writer after commits that changed ledger rows.
     watchers: Arc<Watchers>,
+    /// Set by the writer while changes it has answered are not committed yet.
+    uncommitted: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for EmbeddedQueue {
@@ -111,12 +114,14 @@ impl EmbeddedQueue {
             sync_publish: config.sync_publish,
             ledger,
         };
+        let uncommitted = Arc::new(AtomicBool::new(false));
         let (commands, writer, readers) = {
             let path = path.clone();
             let visible = Arc::clone(&visible);
             let watchers = Arc::clone(&watchers);
+            let uncommitted = Arc::clone(&uncommitted);
             tokio::task::spawn_blocking(move || {
-                writer::start(&path, writer_config, visible, watchers)
+                writer::start(&path, writer_config, visible, watchers, uncommitted)
             })
             .await
             .map_err(|e| Error::storage("opening the embedded queue", e))??
@@ -135,6 +140,7 @@ impl EmbeddedQueue {
                 visible,
                 ledger,
                 watchers,
+                uncommitted,
             }),
             max_payload_bytes: config.max_payload_bytes,
             writer: Some(writer),
@@ -272,6 +278,16 @@ impl Shared {
             .begin_read()
             .map_err(|e| Error::storage(what, redb::Error::from(e)))?;
         read(&txn).map_err(|e| Error::storage(what, e))
+    }
+
+    /// Waits until every change the writer has answered is committed, so a read transaction
+    /// begun next sees it (the writer answers leases, settles and progress before their
+    /// commit: `writer::COMMIT_AFTER`). Free when there is none.
+    async fn committed(&self) -> Result<()> {
+        if self.uncommitted.load(Ordering::Acquire) {
+            self.run(Op::Sync).await?;
+        }
+        Ok(())
     }
 
     /// Sends `op` to the writer and waits for its outcome.
@@ -435,11 +451,13 @@ impl WorkQueue for EmbeddedQueue {
     }
 
     async fn pending(&self) -> Result<u64> {
+        self.shared.committed().await?;
         self.shared
             .read("counting the embedded queue's messages", store::pending)
     }
 
     async fn is_outstanding(&self, seq: u64) -> Result<bool> {
+        self.shared.committed().await?;
         self.shared
             .read("looking up a message in the embedded queue", |txn| {
                 store::contains(txn, seq)
@@ -501,6 +519,7 @@ impl WorkQueue for EmbeddedQueue {
 
     async fn ledger_get(&self, id: &str) -> Result<Option<LedgerRow>> {
         let limits = self.shared.ledger()?;
+        self.shared.committed().await?;
         self.shared.read("reading a ledger row", |txn| {
             ledger::get(txn, id, limits, now_ms())
         })
@@ -510,6 +529,7 @@ impl WorkQueue for EmbeddedQueue {
     /// blocking thread rather than on the caller's.
     async fn ledger_list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>> {
         let limits = self.shared.ledger()?;
+        self.shared.committed().await?;
         let shared = Arc::clone(&self.shared);
         let query = query.clone();
         tokio::task::spawn_blocking(move || {
@@ -523,6 +543,7 @@ impl WorkQueue for EmbeddedQueue {
 
     async fn ledger_result(&self, id: &str) -> Result<Option<bytes::Bytes>> {
         let limits = self.shared.ledger()?;
+        self.shared.committed().await?;
         self.shared.read("reading a kept result", |txn| {
             ledger::result(txn, id, limits, now_ms())
         })

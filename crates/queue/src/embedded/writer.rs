@@ -1,23 +1,28 @@
-//! The writer thread: after `open`, the only code that touches the redb file.
+//! The writer thread: after `open`, the only code that writes the redb file.
 //!
-//! Every operation (publish, fetch, settle, pending, and those on the dead letters) is a
+//! Every write (publish, fetch, settle, ledger updates, and those on the dead letters) is a
 //! [`Command`] on one channel. The thread takes the first waiting command, drains up to
-//! [`MAX_BATCH`] more, runs them all in one write transaction and commits once (group commit),
-//! then answers each command through its oneshot. Callers are bounded by a semaphore of
+//! [`MAX_BATCH`] more, runs them all in one write transaction (group commit), then answers
+//! each command through its oneshot, after the commit when the batch must be durable. Callers are bounded by a semaphore of
 //! [`MAX_QUEUED_COMMANDS`] permits, so a stalled disk pushes back on publishers instead of
 //! queueing without limit.
 //!
 //! Durability: with `sync_publish` (the default), a batch that stored a message commits
 //! durably ([`Durability::Immediate`], fsync) before anyone in it is answered, so an accepted
 //! call survives a crash of the process and of the machine; concurrent publishes share one
-//! fsync. Settles and leases commit with [`Durability::None`] and ride on an interval: a
-//! durable commit follows at most [`FLUSH_INTERVAL`] after the first non-durable one (folded
-//! into the next batch, or as an empty commit when idle), and losing one only means one more
-//! delivery. Putting, removing or purging dead letters always commits durably (when it
-//! changed something): the worker dead-letters a delivery only after its letter is stored.
-//! Without `sync_publish`, publishes ride on the interval too and a crash loses up
-//! to [`FLUSH_INTERVAL`] of them: redb's non-durable commits live in the process until a
-//! durable one. Closing the queue ends with a durable commit.
+//! fsync. Leases, settles and ledger progress need no commit before their answer: they run in
+//! a transaction the writer keeps open for the batches that follow, are answered at once, and
+//! are committed with [`Durability::None`] at most [`COMMIT_AFTER`] later (or with the next
+//! batch that must be durable). A durable commit follows at most [`FLUSH_INTERVAL`] after the
+//! first non-durable one (folded into the next batch, or as an empty commit when idle), and
+//! losing one only means one more delivery: redb's non-durable commits live in the process
+//! until a durable one, so a crash loses the same either way. A read on another thread (the
+//! ledger's gets and lists, `pending`, `is_outstanding`) first asks for the open transaction
+//! to be committed when it holds answered changes ([`Op::Sync`]), so whoever was answered and
+//! then reads sees the change. Putting, removing or purging dead letters always commits
+//! durably (when it changed something): the worker dead-letters a delivery only after its
+//! letter is stored. Without `sync_publish`, publishes ride on the interval too and a crash
+//! loses up to [`FLUSH_INTERVAL`] of them. Closing the queue ends with a durable commit.
 //!
 //! The ledger: a publish's row is written in the publish's own transaction, so it costs no
 //! commit of its own and takes the publish's durability. A ledger update runs its closure
@@ -31,12 +36,13 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, Durability};
+use redb::{Database, DatabaseError, Durability, WriteTransaction};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
 use super::ledger::{self, LedgerTables, Limits};
@@ -50,6 +56,14 @@ use crate::{
 /// Longest time a non-durable commit stays unsynced (JetStream's file store syncs every 2
 /// minutes by default; a queue of calls wants less).
 pub(super) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest time a transaction whose commands were all answered stays open for the batches
+/// that follow before it is committed. Leases, settles and ledger progress are answered when
+/// they have run in the open transaction, not after its commit: a crash loses them either way
+/// until the next durable commit ([`FLUSH_INTERVAL`]), and one commit for many batches
+/// copies each B-tree page a call touches once instead of once per batch. Readers on other
+/// threads see the changes when it commits, this long after at most.
+pub(super) const COMMIT_AFTER: Duration = Duration::from_millis(2);
 
 /// Most commands run in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -92,6 +106,8 @@ pub(super) enum Op {
     DeadLetter(String),
     RemoveDeadLetter(String),
     PurgeDeadLetters,
+    /// Commit what was answered before it, so a read after it sees every answered change.
+    Sync,
     /// An atomic read-modify-write of the ledger row of call `id`.
     LedgerUpdate {
         id: String,
@@ -182,6 +198,8 @@ pub(super) enum Outcome {
     LedgerUpdatePanicked,
     /// The ledger is off.
     LedgerOff,
+    /// What was answered before is committed.
+    Synced,
 }
 
 /// One message to the writer thread.
@@ -214,6 +232,7 @@ pub(super) fn start(
     config: WriterConfig,
     visible: Arc<Notify>,
     watchers: Arc<Watchers>,
+    uncommitted: Arc<AtomicBool>,
 ) -> Result<(mpsc::Sender<Command>, JoinHandle<()>, Weak<Database>)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
@@ -241,6 +260,8 @@ pub(super) fn start(
         visible,
         watchers,
         unflushed_since: None,
+        open: None,
+        uncommitted,
     };
     let thread = thread::Builder::new()
         .name("courier-queue-writer".into())
@@ -268,18 +289,47 @@ struct Writer {
     watchers: Arc<Watchers>,
     /// When the first non-durable commit since the last durable one happened, if any.
     unflushed_since: Option<Instant>,
+    /// The transaction kept open for more batches, whose commands were answered already.
+    open: Option<Open>,
+    /// Set while `open` holds answered changes: a read on another thread first asks for a
+    /// commit ([`Op::Sync`]) so it sees them.
+    uncommitted: Arc<AtomicBool>,
 }
 
-/// A batch's effects, beyond each command's outcome.
-struct Committed {
+/// A write transaction kept open across batches (see [`COMMIT_AFTER`]).
+struct Open {
+    txn: WriteTransaction,
+    /// When it began: it is committed [`COMMIT_AFTER`] later at the latest.
+    began: Instant,
+    /// The next sequence number once it commits.
+    next_seq: u64,
+    /// Whether it wrote anything (otherwise it is aborted, not committed).
+    wrote: bool,
+    /// The ledger rows it changed, whose watchers are told after the commit.
+    ledger_changed: Vec<String>,
+}
+
+/// What one batch did inside a transaction, before any commit.
+struct Applied {
     outcomes: Vec<Outcome>,
+    wrote: bool,
     /// A message may have become visible, or a visibility time earlier than any known before
     /// was stored: waiting fetchers should look again.
     wake_fetchers: bool,
     /// The calls whose ledger rows were written or removed.
     ledger_changed: Vec<String>,
-    /// Committed with [`Durability::Immediate`] (what the tests look at).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Something in it must be on disk before anyone in the batch is answered: a stored
+    /// publish with `sync_publish`, a dead letter changed, a durable ledger update.
+    durable: bool,
+}
+
+/// One batch committed on its own (what the writer's tests look at).
+#[cfg(test)]
+struct Committed {
+    outcomes: Vec<Outcome>,
+    /// The calls whose ledger rows were written or removed.
+    ledger_changed: Vec<String>,
+    /// Committed with [`Durability::Immediate`].
     durable: bool,
 }
 
@@ -316,30 +366,47 @@ impl Writer {
                 self.execute(batch);
             }
         }
-        if self.unflushed_since.is_some() {
+        if self.unflushed_since.is_some() || self.open.is_some() {
             self.flush();
         }
         tracing::debug!("Embedded queue writer stopped.");
     }
 
-    /// Waits for the next command, committing durably when the flush interval ends while idle.
-    /// `None` once every sender is gone.
+    /// Waits for the next command, committing the open transaction when its time is up and
+    /// durably when the flush interval ends while idle. `None` once every sender is gone.
     fn next_command(&mut self, commands: &Receiver<Command>) -> Option<Command> {
         loop {
-            let Some(unflushed_since) = self.unflushed_since else {
+            let commit_at = self.open.as_ref().map(|open| open.began + COMMIT_AFTER);
+            let flush_at = self
+                .unflushed_since
+                .map(|unflushed_since| unflushed_since + FLUSH_INTERVAL);
+            let Some(wake_at) = commit_at.into_iter().chain(flush_at).min() else {
                 return commands.recv().ok();
             };
-            let flush_at = unflushed_since + FLUSH_INTERVAL;
-            match commands.recv_timeout(flush_at.saturating_duration_since(Instant::now())) {
+            match commands.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
                 Ok(command) => return Some(command),
-                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Timeout) => {
+                    if flush_at.is_some_and(|at| at <= Instant::now()) {
+                        self.flush();
+                    } else {
+                        // A failure was logged; the next batch begins a new transaction.
+                        let _ = self.commit_open(false);
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
 
-    /// An empty durable commit, which persists the non-durable commits before it.
+    /// A durable commit, of the open transaction or an empty one, which persists the
+    /// non-durable commits before it.
     fn flush(&mut self) {
+        if self.open.is_some() {
+            if self.commit_open(true).is_err() {
+                self.unflushed_since = Some(Instant::now());
+            }
+            return;
+        }
         let result = (|| -> Result<(), redb::Error> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -356,22 +423,104 @@ impl Writer {
         }
     }
 
-    /// Runs `batch` in one transaction, then answers every command in it.
+    /// Commits the open transaction (aborts it when it wrote nothing), durably when asked
+    /// to or when the flush interval has ended, then tells the watchers of the rows it changed.
+    fn commit_open(&mut self, durable: bool) -> Result<(), redb::Error> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        self.uncommitted.store(false, Ordering::Release);
+        let committed = if open.wrote {
+            self.finish(open.txn, durable).map(drop)
+        } else {
+            open.txn.abort().map_err(redb::Error::from)
+        };
+        match committed {
+            Ok(()) => {
+                self.next_seq = open.next_seq;
+                self.watchers.changed(&open.ledger_changed);
+                Ok(())
+            }
+            Err(error) => {
+                // Commands answered before the commit lose what they did, as in a crash:
+                // leases run out, settles and progress come again with the next delivery.
+                tracing::error!(error = %error, "Embedded queue commit failed; leases and settles of the last milliseconds are lost and will be redelivered.");
+                Err(error)
+            }
+        }
+    }
+
+    /// Commits `txn`, durably when `durable` or the flush interval has ended; whether it was.
+    fn finish(&mut self, mut txn: WriteTransaction, durable: bool) -> Result<bool, redb::Error> {
+        let durable = durable
+            || self
+                .unflushed_since
+                .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        txn.commit()?;
+        if durable {
+            self.unflushed_since = None;
+        } else if self.unflushed_since.is_none() {
+            self.unflushed_since = Some(Instant::now());
+        }
+        Ok(durable)
+    }
+
+    /// Runs `batch` in the open transaction (or a new one) and answers every command in it:
+    /// after a commit when the batch must be durable or the transaction has been open for
+    /// [`COMMIT_AFTER`], at once otherwise, keeping the transaction open for the next batches.
     fn execute(
         &mut self,
         batch: Vec<(Op, oneshot::Sender<Result<Outcome>>, OwnedSemaphorePermit)>,
     ) {
         let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
-        match self.commit(&ops) {
-            Ok(committed) => {
-                for ((_, reply, _permit), outcome) in batch.into_iter().zip(committed.outcomes) {
+        let open = match self.open.take() {
+            Some(open) => Ok(open),
+            None => self
+                .db
+                .begin_write()
+                .map_err(redb::Error::from)
+                .map(|txn| Open {
+                    txn,
+                    began: Instant::now(),
+                    next_seq: self.next_seq,
+                    wrote: false,
+                    ledger_changed: Vec::new(),
+                }),
+        };
+        let applied = open.and_then(|mut open| {
+            let applied = self.apply(&open.txn, &ops, &mut open.next_seq)?;
+            open.wrote |= applied.wrote;
+            open.ledger_changed
+                .extend_from_slice(&applied.ledger_changed);
+            Ok((open, applied))
+        });
+        let sync = ops.iter().any(|op| matches!(op, Op::Sync));
+        let outcomes = applied.and_then(|(open, applied)| {
+            let commit_now = applied.durable || sync || open.began.elapsed() >= COMMIT_AFTER;
+            let wrote = open.wrote;
+            self.open = Some(open);
+            if commit_now {
+                self.commit_open(applied.durable)?;
+            } else if wrote {
+                // Before anyone is answered: whoever hears of a change and then reads sees it.
+                self.uncommitted.store(true, Ordering::Release);
+            }
+            if applied.wake_fetchers {
+                self.visible.notify_waiters();
+            }
+            Ok(applied.outcomes)
+        });
+        match outcomes {
+            Ok(outcomes) => {
+                for ((_, reply, _permit), outcome) in batch.into_iter().zip(outcomes) {
                     // The caller may have stopped waiting; the work is done either way.
                     let _ = reply.send(Ok(outcome));
                 }
-                if committed.wake_fetchers {
-                    self.visible.notify_waiters();
-                }
-                self.watchers.changed(&committed.ledger_changed);
             }
             Err(error) => {
                 tracing::error!(error = %error, commands = batch.len(), "Embedded queue write failed.");
@@ -386,10 +535,39 @@ impl Writer {
         }
     }
 
-    /// Applies `ops` in one write transaction and commits it, durably when `sync_publish`
+    /// Applies `ops` in a transaction of their own and commits it, durably when `sync_publish`
     /// asks for it, a dead letter was changed, a durable ledger update wrote or the flush
-    /// interval has ended.
+    /// interval has ended (the writer's tests look at one batch this way).
+    #[cfg(test)]
     fn commit(&mut self, ops: &[&Op]) -> Result<Committed, redb::Error> {
+        let txn = self.db.begin_write()?;
+        let mut next_seq = self.next_seq;
+        let applied = self.apply(&txn, ops, &mut next_seq)?;
+        if !applied.wrote {
+            txn.abort()?;
+            return Ok(Committed {
+                outcomes: applied.outcomes,
+                ledger_changed: Vec::new(),
+                durable: false,
+            });
+        }
+        let durable = self.finish(txn, applied.durable)?;
+        self.next_seq = next_seq;
+        Ok(Committed {
+            outcomes: applied.outcomes,
+            ledger_changed: applied.ledger_changed,
+            durable,
+        })
+    }
+
+    /// Applies `ops` in `txn`, numbering stored messages from `*next_seq` (advanced), without
+    /// committing.
+    fn apply(
+        &self,
+        txn: &WriteTransaction,
+        ops: &[&Op],
+        next_seq: &mut u64,
+    ) -> Result<Applied, redb::Error> {
         let now = now_ms();
         let WriterConfig {
             ack_wait_ms,
@@ -397,9 +575,7 @@ impl Writer {
             sync_publish,
             ledger: ledger_limits,
         } = self.config;
-        let mut txn = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(ops.len());
-        let mut next_seq = self.next_seq;
         let mut stored = 0_usize;
         let mut wrote = false;
         // A change to the dead letters: always committed durably.
@@ -409,11 +585,11 @@ impl Writer {
         // A ledger update that asked to be durable wrote.
         let mut ledger_durable = false;
         {
-            let mut tables = Tables::open(&txn)?;
+            let mut tables = Tables::open(txn)?;
             // Opened only for a batch that needs them: a publish without a row pays nothing.
             let mut ledger = match ledger_limits {
                 Some(limits) if ops.iter().any(|op| op.touches_ledger()) => {
-                    Some(LedgerTables::open(&txn, limits)?)
+                    Some(LedgerTables::open(txn, limits)?)
                 }
                 _ => None,
             };
@@ -422,7 +598,7 @@ impl Writer {
                 outcomes.push(match op {
                     Op::Publish { message, row } => {
                         let (published, seq) =
-                            tables.publish(&mut next_seq, message, now, dedup_window_ms)?;
+                            tables.publish(next_seq, message, now, dedup_window_ms)?;
                         stored += usize::from(seq.is_some());
                         if seq.is_some() {
                             record(&mut ledger, message, row.as_ref(), now, &mut ledger_changed)?;
@@ -433,7 +609,7 @@ impl Writer {
                         let mut receipts = Vec::with_capacity(messages.len());
                         for (message, row) in messages {
                             let receipt =
-                                tables.publish(&mut next_seq, message, now, dedup_window_ms)?;
+                                tables.publish(next_seq, message, now, dedup_window_ms)?;
                             if receipt.1.is_some() {
                                 stored += 1;
                                 record(
@@ -517,6 +693,7 @@ impl Writer {
                             ledger: Box::new(ledger_outcome),
                         }
                     }
+                    Op::Sync => Outcome::Synced,
                     Op::PutDeadLetter(letter) => {
                         tables.put_dead_letter(letter)?;
                         letters_changed = true;
@@ -537,7 +714,7 @@ impl Writer {
                 });
             }
             if stored > 0 {
-                tables.set_next_seq(next_seq)?;
+                tables.set_next_seq(*next_seq)?;
                 tables.prune_dedup(now, dedup_window_ms, 2 * stored)?;
                 wrote = true;
                 wake_fetchers = true;
@@ -564,38 +741,12 @@ impl Writer {
             }
         }
         wrote |= letters_changed;
-        if !wrote {
-            txn.abort()?;
-            return Ok(Committed {
-                outcomes,
-                wake_fetchers: false,
-                ledger_changed: Vec::new(),
-                durable: false,
-            });
-        }
-        let durable = (sync_publish && stored > 0)
-            || letters_changed
-            || ledger_durable
-            || self
-                .unflushed_since
-                .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
-        txn.commit()?;
-        self.next_seq = next_seq;
-        if durable {
-            self.unflushed_since = None;
-        } else if self.unflushed_since.is_none() {
-            self.unflushed_since = Some(Instant::now());
-        }
-        Ok(Committed {
+        Ok(Applied {
             outcomes,
+            wrote,
             wake_fetchers,
             ledger_changed,
-            durable,
+            durable: wrote && ((sync_publish && stored > 0) || letters_changed || ledger_durable),
         })
     }
 }
@@ -689,6 +840,8 @@ mod tests {
             visible: Arc::new(Notify::new()),
             watchers: Arc::new(Watchers::default()),
             unflushed_since: None,
+            open: None,
+            uncommitted: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -788,6 +941,81 @@ mod tests {
         assert_eq!(
             stored_row(&writer, "call-1"),
             Some(row("call-1", "cancelled"))
+        );
+    }
+
+    /// Runs `ops` as one batch the way the writer thread does; their outcomes.
+    fn execute(writer: &mut Writer, ops: Vec<Op>) -> Vec<Outcome> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(ops.len()));
+        let mut answers = Vec::new();
+        let batch = ops
+            .into_iter()
+            .map(|op| {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                let permit = Arc::clone(&permits).try_acquire_owned().expect("permit");
+                (op, reply, permit)
+            })
+            .collect();
+        writer.execute(batch);
+        answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().expect("answered").expect("no error"))
+            .collect()
+    }
+
+    #[test]
+    fn progress_is_answered_before_its_commit_and_a_sync_commits_it() {
+        let mut writer = writer(true);
+        writer.commit(&[&recorded_publish("call-1")]).unwrap();
+        assert!(!writer.uncommitted.load(Ordering::Acquire));
+
+        // A progress update is answered at once, its transaction left open.
+        let outcomes = execute(&mut writer, vec![update("call-1", "running", false)]);
+        assert!(matches!(outcomes[..], [Outcome::LedgerUpdated(Some(_))]));
+        assert!(writer.open.is_some(), "kept open for the next batches");
+        assert!(writer.uncommitted.load(Ordering::Acquire));
+        assert_eq!(
+            stored_row(&writer, "call-1"),
+            Some(row("call-1", "queued")),
+            "not committed yet: other threads still read the old row"
+        );
+
+        // A sync (what a read on another thread sends first) commits it.
+        let outcomes = execute(&mut writer, vec![Op::Sync]);
+        assert!(matches!(outcomes[..], [Outcome::Synced]));
+        assert!(writer.open.is_none());
+        assert!(!writer.uncommitted.load(Ordering::Acquire));
+        assert_eq!(
+            stored_row(&writer, "call-1"),
+            Some(row("call-1", "running"))
+        );
+
+        // A batch that must be durable commits what was open before it, then answers.
+        execute(&mut writer, vec![update("call-1", "retrying", false)]);
+        assert!(writer.open.is_some());
+        execute(&mut writer, vec![recorded_publish("call-2")]);
+        assert!(writer.open.is_none());
+        assert!(writer.unflushed_since.is_none(), "committed durably");
+        assert_eq!(
+            stored_row(&writer, "call-1"),
+            Some(row("call-1", "retrying"))
+        );
+    }
+
+    #[test]
+    fn an_open_transaction_is_committed_once_its_time_is_up() {
+        let mut writer = writer(true);
+        writer.commit(&[&recorded_publish("call-1")]).unwrap();
+        execute(&mut writer, vec![update("call-1", "running", false)]);
+        assert!(writer.open.is_some());
+        std::thread::sleep(COMMIT_AFTER);
+        // The next batch finds it due: committed with that batch, before the answer.
+        execute(&mut writer, vec![update("call-1", "retrying", false)]);
+        assert!(writer.open.is_none());
+        assert_eq!(
+            stored_row(&writer, "call-1"),
+            Some(row("call-1", "retrying"))
         );
     }
 
