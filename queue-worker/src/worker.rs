@@ -1,7 +1,8 @@
 //! The worker loop: fetch deliveries while there is room, run each call in its own task under
-//! a global and a per-function cap, park deliveries of functions at their cap (kept alive),
-//! and on shutdown stop fetching, let running calls finish within the drain deadline and hand
-//! back everything else.
+//! a global and a per-function cap (held until the function answers; the outcome is then
+//! recorded and settled under a cap of its own, while the next call starts), park deliveries
+//! of functions at their cap (kept alive), and on shutdown stop fetching, let running calls
+//! finish within the drain deadline and hand back everything else.
 //!
 //! Each call's story goes to the invocation ledger on the way: an attempt begins (a cancelled
 //! or already finished call is settled without running, unless it finished but its callback
@@ -52,6 +53,34 @@ pub struct Worker {
     caller: Arc<dyn FunctionCaller>,
     policies: Policies,
     metrics: WorkerMetrics,
+    /// Calls whose function has answered and whose outcome is being recorded (callback,
+    /// ledger, settle) after their [`Slot`] was given back: at most `max_inflight`.
+    settling: Arc<Semaphore>,
+}
+
+/// A running call's place under the global and per-function caps. It is given back, and the
+/// worker loop told, once the function has answered (or the call ends before that), so the
+/// next call can start while this one's outcome is recorded.
+struct Slot {
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    done: mpsc::Sender<String>,
+    function: String,
+}
+
+impl Slot {
+    fn release(&mut self) {
+        if self.permits.take().is_some() {
+            // One message per slot; the channel holds more than the slots there can be
+            // between two drains of the loop, so it is never full.
+            let _ = self.done.try_send(std::mem::take(&mut self.function));
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The worker loop's bookkeeping of who may run.
@@ -112,6 +141,7 @@ impl Worker {
             .build()?;
         let caller =
             caller.unwrap_or_else(|| Arc::new(GatewayHttp::new(client.clone(), &config.gateway)));
+        let config_max_inflight = config.max_inflight.max(1);
         Ok(Arc::new(Self {
             ledger: Ledger::new(queue.clone()),
             queue,
@@ -120,12 +150,15 @@ impl Worker {
             caller,
             policies: Policies::default(),
             metrics,
+            settling: Arc::new(Semaphore::new(config_max_inflight)),
         }))
     }
 
     /// Runs until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let (done, mut done_rx) = mpsc::channel::<String>(self.config.max_inflight.max(1) * 2);
+        // Each slot sends one message when given back; between two drains of the loop fewer
+        // than twice the global cap can be sent.
+        let (done, mut done_rx) = mpsc::channel::<String>(self.config.max_inflight.max(1) * 4);
         let mut slots = Slots {
             parked: HashMap::new(),
             per_function: HashMap::new(),
@@ -299,22 +332,18 @@ impl Worker {
             let done = slots.done.clone();
             let abandon = slots.abandon.clone();
             slots.tracker.spawn(async move {
-                let function = job.request.function.clone();
-                worker
-                    .process(job, abandon, (function_permit, global_permit))
-                    .await;
-                let _ = done.send(function).await;
+                let slot = Slot {
+                    permits: Some((function_permit, global_permit)),
+                    done,
+                    function: job.request.function.clone(),
+                };
+                worker.process(job, abandon, slot).await;
             });
         }
     }
 
     /// Runs one call to its outcome and settles the delivery.
-    async fn process(
-        &self,
-        job: Job,
-        abandon: CancellationToken,
-        _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    ) {
+    async fn process(&self, job: Job, abandon: CancellationToken, mut slot: Slot) {
         let Job {
             delivery,
             mut request,
@@ -401,6 +430,10 @@ impl Worker {
         };
         gauge.dec();
         let attempt_took = attempt_started.elapsed();
+        // The function is done with it: its slot goes to the next call while this one's
+        // outcome is recorded (at most `max_inflight` at a time).
+        let _settling = self.settling.clone().acquire_owned().await;
+        slot.release();
         let call_span = CallSpan {
             call: &call_trace,
             call_id: &call_id,
