@@ -141,7 +141,7 @@ impl Worker {
             .build()?;
         let caller =
             caller.unwrap_or_else(|| Arc::new(GatewayHttp::new(client.clone(), &config.gateway)));
-        let config_max_inflight = config.max_inflight.max(1);
+        let max_inflight = config.max_inflight.max(1);
         Ok(Arc::new(Self {
             ledger: Ledger::new(queue.clone()),
             queue,
@@ -150,7 +150,7 @@ impl Worker {
             caller,
             policies: Policies::default(),
             metrics,
-            settling: Arc::new(Semaphore::new(config_max_inflight)),
+            settling: Arc::new(Semaphore::new(max_inflight)),
         }))
     }
 

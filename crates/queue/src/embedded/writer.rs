@@ -3,9 +3,9 @@
 //! Every write (publish, fetch, settle, ledger updates, and those on the dead letters) is a
 //! [`Command`] on one channel. The thread takes the first waiting command, drains up to
 //! [`MAX_BATCH`] more, runs them all in one write transaction (group commit), then answers
-//! each command through its oneshot, after the commit when the batch must be durable. Callers are bounded by a semaphore of
-//! [`MAX_QUEUED_COMMANDS`] permits, so a stalled disk pushes back on publishers instead of
-//! queueing without limit.
+//! each command through its oneshot, after the commit when the batch must be durable.
+//! Callers are bounded by a semaphore of [`MAX_QUEUED_COMMANDS`] permits, so a stalled disk
+//! pushes back on publishers instead of queueing without limit.
 //!
 //! Durability: with `sync_publish` (the default), a batch that stored a message commits
 //! durably ([`Durability::Immediate`], fsync) before anyone in it is answered, so an accepted
@@ -424,22 +424,23 @@ impl Writer {
     }
 
     /// Commits the open transaction (aborts it when it wrote nothing), durably when asked
-    /// to or when the flush interval has ended, then tells the watchers of the rows it changed.
-    fn commit_open(&mut self, durable: bool) -> Result<(), redb::Error> {
+    /// to or when the flush interval has ended, then tells the watchers of the rows it changed;
+    /// whether it was committed durably.
+    fn commit_open(&mut self, durable: bool) -> Result<bool, redb::Error> {
         let Some(open) = self.open.take() else {
-            return Ok(());
+            return Ok(false);
         };
         self.uncommitted.store(false, Ordering::Release);
         let committed = if open.wrote {
-            self.finish(open.txn, durable).map(drop)
+            self.finish(open.txn, durable)
         } else {
-            open.txn.abort().map_err(redb::Error::from)
+            open.txn.abort().map(|()| false).map_err(redb::Error::from)
         };
         match committed {
-            Ok(()) => {
+            Ok(durable) => {
                 self.next_seq = open.next_seq;
                 self.watchers.changed(&open.ledger_changed);
-                Ok(())
+                Ok(durable)
             }
             Err(error) => {
                 // Commands answered before the commit lose what they did, as in a crash:
@@ -478,32 +479,11 @@ impl Writer {
         batch: Vec<(Op, oneshot::Sender<Result<Outcome>>, OwnedSemaphorePermit)>,
     ) {
         let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
-        let open = match self.open.take() {
-            Some(open) => Ok(open),
-            None => self
-                .db
-                .begin_write()
-                .map_err(redb::Error::from)
-                .map(|txn| Open {
-                    txn,
-                    began: Instant::now(),
-                    next_seq: self.next_seq,
-                    wrote: false,
-                    ledger_changed: Vec::new(),
-                }),
-        };
-        let applied = open.and_then(|mut open| {
-            let applied = self.apply(&open.txn, &ops, &mut open.next_seq)?;
-            open.wrote |= applied.wrote;
-            open.ledger_changed
-                .extend_from_slice(&applied.ledger_changed);
-            Ok((open, applied))
-        });
         let sync = ops.iter().any(|op| matches!(op, Op::Sync));
-        let outcomes = applied.and_then(|(open, applied)| {
+        let outcomes = self.apply_open(&ops).and_then(|applied| {
+            let open = self.open.as_ref().expect("apply_open leaves it open");
             let commit_now = applied.durable || sync || open.began.elapsed() >= COMMIT_AFTER;
             let wrote = open.wrote;
-            self.open = Some(open);
             if commit_now {
                 self.commit_open(applied.durable)?;
             } else if wrote {
@@ -535,24 +515,34 @@ impl Writer {
         }
     }
 
+    /// Applies `ops` in the open transaction, beginning one when there is none, and leaves it
+    /// open. On failure the transaction is dropped (aborted).
+    fn apply_open(&mut self, ops: &[&Op]) -> Result<Applied, redb::Error> {
+        let mut open = match self.open.take() {
+            Some(open) => open,
+            None => Open {
+                txn: self.db.begin_write()?,
+                began: Instant::now(),
+                next_seq: self.next_seq,
+                wrote: false,
+                ledger_changed: Vec::new(),
+            },
+        };
+        let applied = self.apply(&open.txn, ops, &mut open.next_seq)?;
+        open.wrote |= applied.wrote;
+        open.ledger_changed
+            .extend_from_slice(&applied.ledger_changed);
+        self.open = Some(open);
+        Ok(applied)
+    }
+
     /// Applies `ops` in a transaction of their own and commits it, durably when `sync_publish`
     /// asks for it, a dead letter was changed, a durable ledger update wrote or the flush
     /// interval has ended (the writer's tests look at one batch this way).
     #[cfg(test)]
     fn commit(&mut self, ops: &[&Op]) -> Result<Committed, redb::Error> {
-        let txn = self.db.begin_write()?;
-        let mut next_seq = self.next_seq;
-        let applied = self.apply(&txn, ops, &mut next_seq)?;
-        if !applied.wrote {
-            txn.abort()?;
-            return Ok(Committed {
-                outcomes: applied.outcomes,
-                ledger_changed: Vec::new(),
-                durable: false,
-            });
-        }
-        let durable = self.finish(txn, applied.durable)?;
-        self.next_seq = next_seq;
+        let applied = self.apply_open(ops)?;
+        let durable = self.commit_open(applied.durable)?;
         Ok(Committed {
             outcomes: applied.outcomes,
             ledger_changed: applied.ledger_changed,
