@@ -384,7 +384,7 @@ impl Worker {
                     (Some(state.as_str()), false)
                 }
             }
-            Some(Begin::Run(_)) | None => (None, false),
+            Some(Begin::Run) | None => (None, false),
         };
         if let Some(state) = skipped {
             tracing::info!(call_id = %call_id, function = %function, state, "Queued call is already settled in the ledger; not run.");

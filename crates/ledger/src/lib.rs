@@ -59,8 +59,8 @@ pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 /// Whether an attempt may run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// Yes: the record, now `running` with the new attempt.
-    Run(Box<CallRecord>),
+    /// Yes: the record is now `running` with the new attempt.
+    Run,
     /// The call was cancelled: settle it without running.
     Cancelled,
     /// The call already ended (a redelivery after its final write): settle it without
@@ -264,27 +264,27 @@ impl Ledger {
         request: &QueueRequest,
         finish: Finish,
         kept: Option<KeptResult>,
-    ) -> Result<CallRecord> {
+    ) -> Result<()> {
         let update = finish_update(id, request, finish, kept);
         let row = self.queue.ledger_update(id, update, false).await;
-        written(id, row)
+        written(id, row).map(drop)
     }
 
     /// [`Ledger::finish_attempt`], then `delivery` is settled as `settlement`: one step on a
     /// backend that has one ([`Delivery::settle_recorded`]). The record is written first
-    /// either way. Returns the record and the settle's answer.
+    /// either way. Returns whether the record was written and the settle's answer.
     pub async fn finish_and_settle(
         &self,
         delivery: Delivery,
         settlement: Settlement,
         id: &str,
         (request, finish, kept): (&QueueRequest, Finish, Option<KeptResult>),
-    ) -> (Result<CallRecord>, courier_queue::Result<()>) {
+    ) -> (Result<()>, courier_queue::Result<()>) {
         let update = finish_update(id, request, finish, kept);
         let done = delivery
             .settle_recorded(self.queue.as_ref(), settlement, id, update)
             .await;
-        (written(id, done.row), done.settled)
+        (written(id, done.row).map(drop), done.settled)
     }
 
     /// [`Ledger::record_callback`], then `delivery` is settled as `settlement`, like
@@ -339,15 +339,23 @@ pub fn begin_update(prepare: fn(&mut QueueRequest, &str)) -> LedgerBegin {
 }
 
 /// Whether the attempt begun on call `id` may run, from the row the begin update left
-/// (`row`: the queue's answer to it).
+/// (`row`: the queue's answer to it). It reads the row's `state` only: the record is not
+/// decoded on the worker's path (a JSON parse per call for nothing the worker reads).
 pub fn begun(id: &str, row: courier_queue::Result<Option<LedgerRow>>) -> Result<Begin> {
-    let record = written(id, row)?;
-    Ok(match record.state {
+    let row = written(id, row)?;
+    let state = row
+        .state
+        .parse::<CallState>()
+        .map_err(|e| LedgerError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("the row's state: {e}"),
+        })?;
+    Ok(match state {
         CallState::Cancelled => Begin::Cancelled,
         state if state.is_final() => Begin::AlreadyFinal(state),
         // Running with the new attempt; or another delivery of the same call began at the
         // same moment, or the record could not be advanced: run anyway (at least once).
-        _ => Begin::Run(Box::new(record)),
+        _ => Begin::Run,
     })
 }
 
@@ -414,11 +422,55 @@ fn callback_update(attempts: u32, status: Option<u16>, delivered: bool) -> Ledge
     })
 }
 
-/// The record in the row an update left (`row`: the queue's answer to the update).
-fn written(id: &str, row: courier_queue::Result<Option<LedgerRow>>) -> Result<CallRecord> {
-    let row = row?.ok_or_else(|| LedgerError::Corrupt {
+/// The row an update left (`row`: the queue's answer to the update); an error when there is
+/// none.
+fn written(id: &str, row: courier_queue::Result<Option<LedgerRow>>) -> Result<LedgerRow> {
+    row?.ok_or_else(|| LedgerError::Corrupt {
         id: id.to_owned(),
         reason: "the queue kept no record after writing one".into(),
-    })?;
-    decode(id, &row)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(state: &str) -> courier_queue::Result<Option<LedgerRow>> {
+        Ok(Some(LedgerRow {
+            created_at_ms: 1,
+            function: "echo.openfaas-fn".into(),
+            state: state.into(),
+            // Not JSON: `begun` must not need the record.
+            record: Bytes::from_static(b"not read"),
+        }))
+    }
+
+    #[test]
+    fn begun_reads_the_state_of_the_row_not_its_record() {
+        assert_eq!(begun("c1", answered("running")).unwrap(), Begin::Run);
+        assert_eq!(begun("c1", answered("retrying")).unwrap(), Begin::Run);
+        assert_eq!(
+            begun("c1", answered("cancelled")).unwrap(),
+            Begin::Cancelled
+        );
+        assert_eq!(
+            begun("c1", answered("succeeded")).unwrap(),
+            Begin::AlreadyFinal(CallState::Succeeded)
+        );
+        assert_eq!(
+            begun("c1", answered("dead-lettered")).unwrap(),
+            Begin::AlreadyFinal(CallState::DeadLettered)
+        );
+    }
+
+    #[test]
+    fn begun_says_what_is_wrong_with_a_row_it_cannot_read() {
+        let err = begun("c1", answered("sleeping")).unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::Corrupt { id, reason } if id == "c1" && reason.contains("state")),
+            "{err}"
+        );
+        let err = begun("c2", Ok(None)).unwrap_err();
+        assert!(matches!(err, LedgerError::Corrupt { .. }), "{err}");
+    }
 }
