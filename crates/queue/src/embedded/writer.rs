@@ -430,12 +430,16 @@ impl Writer {
         let Some(open) = self.open.take() else {
             return Ok(false);
         };
-        self.uncommitted.store(false, Ordering::Release);
         let committed = if open.wrote {
             self.finish(open.txn, durable)
         } else {
             open.txn.abort().map(|()| false).map_err(redb::Error::from)
         };
+        // Only now: a reader that sees the flag down must find the changes committed (it
+        // reads without asking the writer). Cleared before the commit, a read racing it saw
+        // neither the flag nor the changes (an ack answered, then `pending` still counting
+        // the message).
+        self.uncommitted.store(false, Ordering::Release);
         match committed {
             Ok(durable) => {
                 self.next_seq = open.next_seq;
