@@ -134,14 +134,14 @@ impl Worker {
         metrics: WorkerMetrics,
         caller: Option<Arc<dyn FunctionCaller>>,
     ) -> Result<Arc<Self>, reqwest::Error> {
+        let max_inflight = config.max_inflight.max(1);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(config.max_inflight.max(1))
+            .pool_max_idle_per_host(max_inflight)
             .build()?;
         let caller =
             caller.unwrap_or_else(|| Arc::new(GatewayHttp::new(client.clone(), &config.gateway)));
-        let max_inflight = config.max_inflight.max(1);
         Ok(Arc::new(Self {
             ledger: Ledger::new(queue.clone()),
             queue,
@@ -156,13 +156,14 @@ impl Worker {
 
     /// Runs until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let max_inflight = self.config.max_inflight.max(1);
         // Each slot sends one message when given back; between two drains of the loop fewer
         // than twice the global cap can be sent.
-        let (done, mut done_rx) = mpsc::channel::<String>(self.config.max_inflight.max(1) * 4);
+        let (done, mut done_rx) = mpsc::channel::<String>(max_inflight * 4);
         let mut slots = Slots {
             parked: HashMap::new(),
             per_function: HashMap::new(),
-            global: Arc::new(Semaphore::new(self.config.max_inflight.max(1))),
+            global: Arc::new(Semaphore::new(max_inflight)),
             tracker: TaskTracker::new(),
             done,
             abandon: CancellationToken::new(),
@@ -178,7 +179,7 @@ impl Worker {
             let room = slots
                 .global
                 .available_permits()
-                .min(self.config.max_inflight.saturating_sub(parked_total));
+                .min(max_inflight.saturating_sub(parked_total));
             if room == 0 {
                 tokio::select! {
                     () = shutdown.cancelled() => break,

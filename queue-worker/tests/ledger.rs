@@ -13,9 +13,11 @@ use courier_core::retry::RetryPolicy;
 use courier_core::trace::TraceParent;
 use courier_ledger::{Cancel, Ledger};
 use courier_queue::{LedgerConfig, Message, QueueConfig, WorkQueue};
-use courier_queue_worker::{Answer, FunctionCaller, Worker, WorkerConfig, WorkerMetrics};
+use courier_queue_worker::{Answer, FunctionCaller, WorkerConfig};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const WAIT: Duration = Duration::from_secs(20);
@@ -111,15 +113,7 @@ impl Rig {
             ledger_max_result_bytes: max_result_bytes,
             ..WorkerConfig::default()
         };
-        let worker = Worker::with_caller(
-            queue.clone(),
-            config,
-            WorkerMetrics::register(&prometheus::Registry::new()).unwrap(),
-            Some(function.clone()),
-        )
-        .unwrap();
-        let stop = CancellationToken::new();
-        let worker = tokio::spawn(worker.run(stop.clone()));
+        let (stop, worker) = support::start_worker(queue.clone(), config, function.clone());
         Self {
             ledger: Ledger::new(queue.clone()),
             queue,

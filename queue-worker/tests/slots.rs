@@ -8,12 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use courier_core::queue::{GoUrl, QueueRequest};
 use courier_queue::{Message, QueueConfig};
-use courier_queue_worker::{Answer, FunctionCaller, Worker, WorkerConfig, WorkerMetrics};
+use courier_queue_worker::{Answer, FunctionCaller, WorkerConfig};
 use http::HeaderMap;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+mod support;
 
 /// How long the callback receiver takes to answer each callback.
 const CALLBACK_DELAY: Duration = Duration::from_secs(3);
@@ -97,15 +98,7 @@ async fn a_slow_callback_does_not_hold_the_functions_place() {
         drain_timeout: Duration::from_secs(1),
         ..WorkerConfig::default()
     };
-    let worker = Worker::with_caller(
-        queue.clone(),
-        config,
-        WorkerMetrics::register(&prometheus::Registry::new()).unwrap(),
-        Some(function.clone()),
-    )
-    .unwrap();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone()));
+    let (stop, running) = support::start_worker(queue.clone(), config, function.clone());
 
     let until = Instant::now() + CALLBACK_DELAY * 4;
     while answered.lock().unwrap().len() < 2 {
