@@ -428,7 +428,10 @@ impl CallRecord {
 
     /// The record as stored.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a call record always serializes")
+        // Sized for a record with an attempt or two, so it is written without regrowing.
+        let mut bytes = Vec::with_capacity(512);
+        serde_json::to_writer(&mut bytes, self).expect("a call record always serializes");
+        bytes
     }
 
     /// A stored record.

@@ -132,11 +132,28 @@ fn decode(id: &str, row: &LedgerRow) -> Result<CallRecord> {
     })
 }
 
-fn put(record: &CallRecord, result: Option<Bytes>) -> LedgerChange {
-    LedgerChange::Put {
-        row: row(record),
-        result,
-    }
+/// The change that stores `record` (and `result`, when one is kept). `over` is the row the
+/// record was read from: a record's creation time and function never change, so they are
+/// taken from it rather than worked out again (a time parse and a format per update, on the
+/// queue's writer).
+fn put(over: Option<&LedgerRow>, record: &CallRecord, result: Option<Bytes>) -> LedgerChange {
+    let row = match over {
+        Some(over) => LedgerRow {
+            created_at_ms: over.created_at_ms,
+            function: over.function.clone(),
+            state: record.state.as_str().to_owned(),
+            record: Bytes::from(record.to_bytes()),
+        },
+        None => row(record),
+    };
+    LedgerChange::Put { row, result }
+}
+
+/// The record stored in `current`, with the row it came from (`None` when there is no row or
+/// it cannot be read).
+fn stored(current: Option<&LedgerRow>) -> Option<(CallRecord, &LedgerRow)> {
+    let row = current?;
+    Some((CallRecord::from_bytes(&row.record).ok()?, row))
 }
 
 impl Ledger {
@@ -205,8 +222,7 @@ impl Ledger {
         let now = format_time(OffsetDateTime::now_utc());
         let marker = now.clone();
         let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
-            let Some(mut record) = current.and_then(|row| CallRecord::from_bytes(&row.record).ok())
-            else {
+            let Some((mut record, over)) = stored(current) else {
                 return LedgerChange::Keep;
             };
             if record.state != CallState::Queued {
@@ -214,7 +230,7 @@ impl Ledger {
             }
             record.state = CallState::Cancelled;
             record.updated_at = marker.clone();
-            put(&record, None)
+            put(Some(over), &record, None)
         });
         let Some(row) = self.queue.ledger_update(id, update, true).await? else {
             return Ok(Cancel::NotFound);
@@ -366,14 +382,14 @@ fn begin_change(
     rebuild: impl FnOnce() -> Option<CallRecord>,
     now: OffsetDateTime,
 ) -> LedgerChange {
-    let Some(mut record) = current
-        .and_then(|row| CallRecord::from_bytes(&row.record).ok())
-        .or_else(rebuild)
+    let Some((mut record, over)) = stored(current)
+        .map(|(record, over)| (record, Some(over)))
+        .or_else(|| Some((rebuild()?, None)))
     else {
         return LedgerChange::Keep;
     };
     match record.begin_attempt(now) {
-        Ok(()) => put(&record, None),
+        Ok(()) => put(over, &record, None),
         Err(_) => LedgerChange::Keep,
     }
 }
@@ -392,9 +408,10 @@ fn finish_update(
     let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
     let summary = kept.as_ref().map(KeptResult::summary);
     Arc::new(move |current: Option<&LedgerRow>| {
-        let mut record = current
-            .and_then(|row| CallRecord::from_bytes(&row.record).ok())
-            .unwrap_or_else(|| rebuilt.clone());
+        let (mut record, over) = stored(current).map_or_else(
+            || (rebuilt.clone(), None),
+            |(record, over)| (record, Some(over)),
+        );
         record.finish_attempt(
             now,
             finish.duration,
@@ -405,7 +422,7 @@ fn finish_update(
         if summary.is_some() {
             record.result.clone_from(&summary);
         }
-        put(&record, result.clone())
+        put(over, &record, result.clone())
     })
 }
 
@@ -413,12 +430,11 @@ fn finish_update(
 fn callback_update(attempts: u32, status: Option<u16>, delivered: bool) -> LedgerUpdate {
     let now = OffsetDateTime::now_utc();
     Arc::new(move |current: Option<&LedgerRow>| {
-        let Some(mut record) = current.and_then(|row| CallRecord::from_bytes(&row.record).ok())
-        else {
+        let Some((mut record, over)) = stored(current) else {
             return LedgerChange::Keep;
         };
         record.record_callback(now, attempts, status, delivered);
-        put(&record, None)
+        put(Some(over), &record, None)
     })
 }
 
@@ -461,6 +477,62 @@ mod tests {
             begun("c1", answered("dead-lettered")).unwrap(),
             Begin::AlreadyFinal(CallState::DeadLettered)
         );
+    }
+
+    #[test]
+    fn an_update_keeps_the_creation_time_and_function_of_the_row_it_changes() {
+        let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let record = CallRecord::queued(
+            "c1",
+            "echo.team",
+            courier_core::ledger::CallSource::Async,
+            created,
+            "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            None,
+        );
+        let stored = row(&record);
+        assert_eq!(stored.created_at_ms, 1_800_000_000_000);
+        assert_eq!(stored.function, "echo.team");
+        // The row says otherwise than the record would: the update must take the row's.
+        let over = LedgerRow {
+            created_at_ms: 7,
+            function: "from-the-row".into(),
+            ..stored
+        };
+        let finish = Finish {
+            duration: Duration::from_millis(5),
+            status: Some(200),
+            error: None,
+            then: Then::Done,
+        };
+        let update = finish_update("c1", &QueueRequest::default(), finish, None);
+        let LedgerChange::Put { row: written, .. } = update(Some(&over)) else {
+            panic!("the finish wrote nothing");
+        };
+        assert_eq!(written.created_at_ms, 7);
+        assert_eq!(written.function, "from-the-row");
+        assert_eq!(written.state, "succeeded");
+        let record = CallRecord::from_bytes(&written.record).unwrap();
+        assert_eq!(record.state, CallState::Succeeded);
+        assert_eq!(record.attempts.len(), 1);
+
+        // Without a row, the record is rebuilt and the row worked out from it.
+        let finish = Finish {
+            duration: Duration::from_millis(5),
+            status: Some(500),
+            error: Some("function answered 500".into()),
+            then: Then::Done,
+        };
+        let request = QueueRequest {
+            function: "echo.team".into(),
+            ..QueueRequest::default()
+        };
+        let update = finish_update("c2", &request, finish, None);
+        let LedgerChange::Put { row: written, .. } = update(None) else {
+            panic!("the finish wrote nothing");
+        };
+        assert_eq!(written.function, "echo.team");
+        assert_eq!(written.state, "failed");
     }
 
     #[test]
