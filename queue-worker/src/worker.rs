@@ -614,7 +614,9 @@ impl Worker {
                 .with_label_values(&[function.as_str()])
                 .inc();
         } else {
-            tracing::info!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
+            // Debug, not info: every call's outcome is in the ledger (`courier calls`), and a
+            // line per call was a measurable share of the worker's CPU (BENCHMARKS.md).
+            tracing::debug!(call_id = %call_id, function = %function, status = outcome.status, attempt, "Queued call completed.");
         }
         if let Err(e) = settled {
             tracing::warn!(call_id = %call_id, error = %e, "Could not settle the delivery; it may be delivered again.");
