@@ -9,9 +9,10 @@
 //! - **b accept courier**: `courier gateway` (no worker: nothing consumes,
 //!   as with the baseline) with the upstream deployed as the HTTP-mode
 //!   function `bench`, load on `/async-function/bench`;
-//! - **c complete baseline**: M pre-filled QueueRequests, a bare loop that
-//!   fetches 64 at a time, POSTs each body to the upstream (pooled client, 50
-//!   at once) and acks; time until all M are acked;
+//! - **c complete baseline**: M pre-filled QueueRequests, the queue closed and
+//!   opened again (as Courier opens the file its pre-fill wrote), then a bare
+//!   loop that fetches 64 at a time, POSTs each body to the upstream (pooled
+//!   client, 50 at once) and acks; time until all M are acked;
 //! - **d complete courier**: the same M pre-filled into Courier's own queue,
 //!   then `courier up` started; time from the first settled call until
 //!   `queue_worker_messages_processed_total` reaches M (calls settled before
@@ -172,12 +173,35 @@ struct Completion {
     elapsed: Duration,
     /// Calls that failed and were retried (baseline) or retries/dead letters (Courier).
     errors: u64,
+    /// CPU time (user + system) the consuming process (the bare loop's, Courier's) used over
+    /// the measured calls; `None` where /proc cannot tell. Steadier than calls/s on a shared
+    /// machine whose speed drifts between runs.
+    cpu: Option<Duration>,
 }
 
 impl Completion {
     fn rate(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// CPU per measured call, in microseconds.
+    fn cpu_us_per_call(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.calls > 0).then(|| cpu.as_secs_f64() * 1e6 / self.calls as f64)
+    }
+}
+
+/// The CPU time (user + system, all threads) process `pid` has used so far, from
+/// `/proc/<pid>/stat` (in clock ticks of 1/100 s, Linux's fixed `USER_HZ`).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    const USER_HZ: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -774,6 +798,11 @@ async fn complete_baseline(env: &Env<'_>, backend: Backend, dir: &Path) -> anyho
         .spawn(async move {
             let queue = courier_queue::open(&url, baseline_config()).await?;
             prefill(queue.clone(), calls, &body, Stored::Bare).await?;
+            // Closed and opened again, as Courier's worker opens the store its pre-fill wrote
+            // and closed: both loops start from the file, not from pages the pre-fill left in
+            // the store's cache.
+            drop(queue);
+            let queue = courier_queue::open(&url, baseline_config()).await?;
             consume_and_post(queue, calls, target).await
         })
         .await
@@ -801,6 +830,7 @@ async fn consume_and_post(
     let errors = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(tokio::sync::Notify::new());
     let started = Instant::now();
+    let cpu_before = process_cpu(std::process::id());
     let deadline = started + Duration::from_secs(600);
     while done.load(Ordering::Acquire) < calls {
         anyhow::ensure!(Instant::now() < deadline, "the bare loop took over 600 s");
@@ -844,10 +874,14 @@ async fn consume_and_post(
         }
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu(std::process::id())
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     Ok(Completion {
         calls,
         elapsed,
         errors: errors.load(Ordering::Relaxed),
+        cpu,
     })
 }
 
@@ -959,7 +993,8 @@ async fn wait_processed(
 ) -> anyhow::Result<Completion> {
     let url = format!("{}/metrics", courier.base);
     let deadline = started + Duration::from_secs(600);
-    let mut first: Option<(Instant, f64)> = None;
+    let pid = courier.children.pid(courier.id);
+    let mut first: Option<(Instant, f64, Option<Duration>)> = None;
     loop {
         courier.children.ensure_running(courier.id)?;
         if let Ok(response) = env.http.get(&url).send().await
@@ -968,24 +1003,30 @@ async fn wait_processed(
             let now = Instant::now();
             let processed = metric_sum(&text, "queue_worker_messages_processed_total");
             if first.is_none() && processed >= 1.0 {
-                first = Some((now, processed));
+                first = Some((now, processed, pid.and_then(process_cpu)));
             }
             if processed >= calls as f64
-                && let Some((clock_start, already)) = first
+                && let Some((clock_start, already, cpu_before)) = first
             {
+                let cpu = pid
+                    .and_then(process_cpu)
+                    .zip(cpu_before)
+                    .map(|(after, before)| after.saturating_sub(before));
                 let errors = metric_sum(&text, "queue_worker_retries_total")
                     + metric_sum(&text, "queue_worker_dead_letters_total");
                 // When everything settled before the first poll saw any, fall back to the
                 // whole run from spawning Courier.
-                let (measured, elapsed) = if processed > already {
-                    ((processed - already) as u64, now - clock_start)
+                // (No CPU figure then: the window it was read over is not the whole run.)
+                let (measured, elapsed, cpu) = if processed > already {
+                    ((processed - already) as u64, now - clock_start, cpu)
                 } else {
-                    (calls, now - started)
+                    (calls, now - started, None)
                 };
                 return Ok(Completion {
                     calls: measured,
                     elapsed,
                     errors: errors as u64,
+                    cpu,
                 });
             }
         }
@@ -1029,11 +1070,13 @@ fn run_line(run: &Run, rounds: usize) -> String {
             s.errors
         ),
         Outcome::Complete(c) => format!(
-            "{head}  {:>8.0} completed/s  {} calls in {:.2} s  retried {}",
+            "{head}  {:>8.0} completed/s  {} calls in {:.2} s  retried {}  CPU {} µs/call",
             c.rate(),
             c.calls,
             c.elapsed.as_secs_f64(),
-            c.errors
+            c.errors,
+            c.cpu_us_per_call()
+                .map_or_else(|| "–".to_owned(), |us| format!("{us:.1}"))
         ),
     }
 }
@@ -1051,6 +1094,8 @@ struct BackendRatios {
     backend: Backend,
     accept: Option<f64>,
     complete: Option<f64>,
+    /// Baseline CPU per call ÷ Courier's (like the rates: higher is better for Courier).
+    cpu: Option<f64>,
 }
 
 struct Report {
@@ -1106,6 +1151,15 @@ impl Report {
                 backend,
                 accept: per_round(backend, Variant::AcceptCourier, Variant::AcceptBaseline),
                 complete: per_round(backend, Variant::CompleteCourier, Variant::CompleteBaseline),
+                cpu: median(of(backend, Variant::CompleteBaseline).filter_map(|rb| {
+                    let rc =
+                        of(backend, Variant::CompleteCourier).find(|rc| rc.round == rb.round)?;
+                    let cpu = |run: &Run| match &run.outcome {
+                        Outcome::Complete(c) => c.cpu_us_per_call(),
+                        Outcome::Accept(_) => None,
+                    };
+                    Some(cpu(rb)? / cpu(rc)?)
+                })),
             })
             .collect();
         let rate = |backend: Backend, variant: Variant| {
@@ -1161,6 +1215,10 @@ impl Report {
                 "| {name}: courier / baseline completed calls/s | {} |\n",
                 ratio(r.complete, Some(MIN_COMPLETE_RATIO))
             );
+            out += &format!(
+                "| {name}: baseline / courier CPU per completed call | {} |\n",
+                ratio(r.cpu, None)
+            );
         }
         if let Some((baseline, courier)) = self.embedded_over_jetstream {
             out += &format!(
@@ -1192,6 +1250,7 @@ impl Report {
                         "calls": c.calls,
                         "elapsed_s": c.elapsed.as_secs_f64(),
                         "errors": c.errors,
+                        "cpu_us_per_call": c.cpu_us_per_call(),
                     }),
                 };
                 value["backend"] = json!(run.backend.name());
@@ -1223,6 +1282,7 @@ impl Report {
                     "courier_over_baseline_complete": r.complete,
                     "accept_met": r.accept.map(|v| v >= MIN_ACCEPT_RATIO),
                     "complete_met": r.complete.map(|v| v >= MIN_COMPLETE_RATIO),
+                    "baseline_over_courier_cpu_per_call": r.cpu,
                 });
                 (r.backend.name().to_owned(), value)
             })
@@ -1246,7 +1306,32 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_sum;
+    use std::time::Duration;
+
+    use super::{Completion, metric_sum, process_cpu};
+
+    #[test]
+    fn reads_a_process_cpu_time_that_grows_with_work() {
+        let before = process_cpu(std::process::id()).expect("this process's /proc stat");
+        let spin = std::time::Instant::now();
+        let mut x = 0_u64;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu(std::process::id()).unwrap();
+        assert!(
+            after >= before + Duration::from_millis(150),
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(process_cpu(u32::MAX), None, "no such process");
+        let run = Completion {
+            calls: 1000,
+            elapsed: Duration::from_secs(1),
+            errors: 0,
+            cpu: Some(Duration::from_millis(80)),
+        };
+        assert_eq!(run.cpu_us_per_call(), Some(80.0));
+    }
 
     #[test]
     fn sums_samples() {

@@ -37,6 +37,11 @@ impl Children {
         Ok(ChildId(self.running.len() - 1))
     }
 
+    /// The child's process id (`None` once it has been waited for).
+    pub(crate) fn pid(&self, id: ChildId) -> Option<u32> {
+        self.running[id.0].1.id()
+    }
+
     /// Fails if the child has already exited.
     pub(crate) fn ensure_running(&mut self, id: ChildId) -> anyhow::Result<()> {
         let (name, child) = &mut self.running[id.0];
