@@ -204,6 +204,11 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
 }
 
+/// The CPU time process `pid` used since it had used `before` ([`process_cpu`]).
+fn cpu_since(pid: u32, before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu(pid)?.saturating_sub(before?))
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Outcome {
     Accept(Stats),
@@ -874,9 +879,7 @@ async fn consume_and_post(
         }
     }
     let elapsed = started.elapsed();
-    let cpu = process_cpu(std::process::id())
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
+    let cpu = cpu_since(std::process::id(), cpu_before);
     Ok(Completion {
         calls,
         elapsed,
@@ -1008,10 +1011,7 @@ async fn wait_processed(
             if processed >= calls as f64
                 && let Some((clock_start, already, cpu_before)) = first
             {
-                let cpu = pid
-                    .and_then(process_cpu)
-                    .zip(cpu_before)
-                    .map(|(after, before)| after.saturating_sub(before));
+                let cpu = pid.and_then(|pid| cpu_since(pid, cpu_before));
                 let errors = metric_sum(&text, "queue_worker_retries_total")
                     + metric_sum(&text, "queue_worker_dead_letters_total");
                 // When everything settled before the first poll saw any, fall back to the
@@ -1138,28 +1138,43 @@ impl Report {
                 });
             }
         }
-        // Ratios per round (adjacent runs share the machine's noise), then the median.
-        let per_round = |backend: Backend, a: Variant, b: Variant| {
-            median(of(backend, a).filter_map(|ra| {
-                let rb = of(backend, b).find(|rb| rb.round == ra.round)?;
-                Some(ra.outcome.rate() / rb.outcome.rate())
-            }))
+        // Ratios per round (adjacent runs share the machine's noise), then the median:
+        // `measure` of `a` ÷ `measure` of `b`.
+        let per_round =
+            |backend: Backend, a: Variant, b: Variant, measure: fn(&Outcome) -> Option<f64>| {
+                median(of(backend, a).filter_map(|ra| {
+                    let rb = of(backend, b).find(|rb| rb.round == ra.round)?;
+                    Some(measure(&ra.outcome)? / measure(&rb.outcome)?)
+                }))
+            };
+        let rate_of = |outcome: &Outcome| Some(outcome.rate());
+        let cpu = |outcome: &Outcome| match outcome {
+            Outcome::Complete(c) => c.cpu_us_per_call(),
+            Outcome::Accept(_) => None,
         };
         let ratios = backends
             .iter()
             .map(|&backend| BackendRatios {
                 backend,
-                accept: per_round(backend, Variant::AcceptCourier, Variant::AcceptBaseline),
-                complete: per_round(backend, Variant::CompleteCourier, Variant::CompleteBaseline),
-                cpu: median(of(backend, Variant::CompleteBaseline).filter_map(|rb| {
-                    let rc =
-                        of(backend, Variant::CompleteCourier).find(|rc| rc.round == rb.round)?;
-                    let cpu = |run: &Run| match &run.outcome {
-                        Outcome::Complete(c) => c.cpu_us_per_call(),
-                        Outcome::Accept(_) => None,
-                    };
-                    Some(cpu(rb)? / cpu(rc)?)
-                })),
+                accept: per_round(
+                    backend,
+                    Variant::AcceptCourier,
+                    Variant::AcceptBaseline,
+                    rate_of,
+                ),
+                complete: per_round(
+                    backend,
+                    Variant::CompleteCourier,
+                    Variant::CompleteBaseline,
+                    rate_of,
+                ),
+                // The baseline's CPU per call over Courier's: higher is better for Courier.
+                cpu: per_round(
+                    backend,
+                    Variant::CompleteBaseline,
+                    Variant::CompleteCourier,
+                    cpu,
+                ),
             })
             .collect();
         let rate = |backend: Backend, variant: Variant| {

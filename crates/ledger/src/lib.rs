@@ -117,9 +117,14 @@ impl std::fmt::Debug for Ledger {
 
 /// The row a record is stored as.
 pub fn row(record: &CallRecord) -> LedgerRow {
+    row_with(record, record.created_at_ms(), record.qualified_function())
+}
+
+/// The row `record` is stored as, given its creation time and qualified function.
+fn row_with(record: &CallRecord, created_at_ms: u64, function: String) -> LedgerRow {
     LedgerRow {
-        created_at_ms: record.created_at_ms(),
-        function: record.qualified_function(),
+        created_at_ms,
+        function,
         state: record.state.as_str().to_owned(),
         record: Bytes::from(record.to_bytes()),
     }
@@ -138,12 +143,7 @@ fn decode(id: &str, row: &LedgerRow) -> Result<CallRecord> {
 /// queue's writer).
 fn put(over: Option<&LedgerRow>, record: &CallRecord, result: Option<Bytes>) -> LedgerChange {
     let row = match over {
-        Some(over) => LedgerRow {
-            created_at_ms: over.created_at_ms,
-            function: over.function.clone(),
-            state: record.state.as_str().to_owned(),
-            record: Bytes::from(record.to_bytes()),
-        },
+        Some(over) => row_with(record, over.created_at_ms, over.function.clone()),
         None => row(record),
     };
     LedgerChange::Put { row, result }
