@@ -7,7 +7,6 @@
 
 use courier_core::queue::QueueRequest;
 use courier_core::trace::{TRACEPARENT, TRACESTATE, TraceContext};
-use http::{HeaderMap, HeaderValue};
 
 /// The Go-canonical names the gateway stores the context under.
 const STORED_TRACEPARENT: &str = "Traceparent";
@@ -21,23 +20,36 @@ pub(crate) fn is_trace_header(name: &str) -> bool {
 }
 
 /// The context `request` was stored with, when it carries exactly one valid `traceparent`.
+/// Read from the stored values as they are, as a header map of them would read them (a value
+/// no header could carry is left out): no map is built per call.
 pub(crate) fn stored(request: &QueueRequest) -> Option<TraceContext> {
-    let mut headers = HeaderMap::new();
-    for (name, values) in &request.header {
-        let name = if name.eq_ignore_ascii_case(TRACEPARENT.as_str()) {
-            TRACEPARENT
-        } else if name.eq_ignore_ascii_case(TRACESTATE.as_str()) {
-            TRACESTATE
-        } else {
-            continue;
-        };
-        for value in values {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.append(name.clone(), value);
-            }
-        }
-    }
-    TraceContext::from_headers(&headers)
+    let (parent, state) = (TRACEPARENT, TRACESTATE);
+    TraceContext::from_values(
+        stored_values(request, parent.as_str()),
+        stored_values(request, state.as_str()),
+    )
+}
+
+/// The values `request` stores under `name` (any case), as text (`None`: not visible ASCII).
+fn stored_values<'a>(
+    request: &'a QueueRequest,
+    name: &'a str,
+) -> impl Iterator<Item = Option<&'a str>> + 'a {
+    request
+        .header
+        .iter()
+        .filter(move |(stored, _)| stored.eq_ignore_ascii_case(name))
+        .flat_map(|(_, values)| values)
+        .filter(|value| header_safe(value))
+        .map(|value| value.is_ascii().then_some(value.as_str()))
+}
+
+/// Whether `value` could be a header's value (what `HeaderValue::from_str` accepts: no
+/// control character but tab).
+fn header_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// The context of call `id` stored as `request`. A request without a valid one gets one

@@ -131,15 +131,30 @@ impl TraceContext {
     /// The context a request carries: exactly one valid `traceparent` (otherwise `None`, and
     /// the caller's `tracestate` is dropped with it), and its `tracestate` when valid.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let mut parents = headers.get_all(TRACEPARENT).iter();
+        fn text(value: &HeaderValue) -> Option<&str> {
+            value.to_str().ok()
+        }
+        Self::from_values(
+            headers.get_all(TRACEPARENT).iter().map(text),
+            headers.get_all(TRACESTATE).iter().map(text),
+        )
+    }
+
+    /// [`TraceContext::from_headers`] over the values of the `traceparent` and `tracestate`
+    /// headers as text (`None`: a value that is not visible ASCII).
+    pub fn from_values<'a>(
+        parents: impl IntoIterator<Item = Option<&'a str>>,
+        states: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> Option<Self> {
+        let mut parents = parents.into_iter();
         let parent = parents.next()?;
         if parents.next().is_some() {
             return None;
         }
-        let parent = TraceParent::parse(parent.to_str().ok()?)?;
+        let parent = TraceParent::parse(parent?)?;
         Some(Self {
             parent,
-            state: tracestate(headers),
+            state: tracestate(states),
         })
     }
 
@@ -273,10 +288,10 @@ impl std::fmt::Debug for Spans {
 
 /// Every `tracestate` value joined, when the whole is valid: at most 32 members and 512
 /// bytes, each member `key=value` with a W3C key and a printable value.
-fn tracestate(headers: &HeaderMap) -> Option<String> {
+fn tracestate<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Option<String> {
     let mut joined = String::new();
-    for value in headers.get_all(TRACESTATE) {
-        let value = value.to_str().ok()?;
+    for value in values {
+        let value = value?;
         if !joined.is_empty() {
             joined.push(',');
         }
