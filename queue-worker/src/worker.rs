@@ -1,4 +1,6 @@
-//! The worker loop: fetch deliveries while there is room, run each call in its own task under
+//! The worker loop: fetch deliveries while there is room (a few fetches out at once, and as
+//! many calls ahead as finished during the last fetch, so a slot given back starts the next
+//! call without waiting a queue round trip), run each call in its own task under
 //! a global and a per-function cap (held until the function answers; the outcome is then
 //! recorded and settled under a cap of its own, while the next call starts), park deliveries
 //! of functions at their cap (kept alive), and on shutdown stop fetching, let running calls
@@ -19,7 +21,9 @@ use courier_core::ledger::{KeptResult, Then};
 use courier_core::queue::{DeadLetterRecord, QueueRequest};
 use courier_ledger::{Begin, Finish, Ledger, LedgerError};
 use courier_queue::{Delivery, Settlement, WorkQueue};
-use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +43,46 @@ const PENDING_REFRESH: Duration = Duration::from_secs(1);
 
 /// How long one fetch waits for work before the loop looks around again.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// Most fetches out at the queue at once.
+const MAX_FETCHES: usize = 4;
+
+/// How long the loop waits before fetching again after a fetch failed.
+const FETCH_PAUSE: Duration = Duration::from_secs(1);
+
+/// A fetch's answer: the room it was sent for, the count of slots given back when it was
+/// sent, and the deliveries it brought.
+type Fetched = (
+    usize,
+    usize,
+    courier_queue::Result<Vec<(Delivery, JobBegin)>>,
+);
+
+/// Calls the loop may fetch for now, besides those it fetches ahead: free slots, less the
+/// calls parked for their function (a function at its cap does not hold up the others).
+fn free_room(slots: &Slots, max_inflight: usize) -> usize {
+    let parked_total: usize = slots.parked.values().map(VecDeque::len).sum();
+    slots
+        .global
+        .available_permits()
+        .min(max_inflight.saturating_sub(parked_total))
+}
+
+/// Parked calls whose function has room: they wait for one of the worker's slots (they were
+/// fetched ahead), not for their function's.
+fn waiting_for_the_worker(slots: &Slots) -> usize {
+    slots
+        .parked
+        .iter()
+        .map(|(function, jobs)| {
+            let room = slots
+                .per_function
+                .get(function)
+                .map_or(usize::MAX, |limit| limit.available_permits());
+            jobs.len().min(room)
+        })
+        .sum()
+}
 
 /// Longest a ledger write may take before the worker carries on without it.
 const LEDGER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,104 +214,69 @@ impl Worker {
         };
         let mut keep_parked_alive = tokio::time::interval(self.config.ack_wait / 3);
         let mut last_pending = Instant::now() - PENDING_REFRESH;
+        // Fetches out at the queue, each with the room it was sent for (`reserved` in all) and
+        // the count of slots given back when it was sent. A slot given back is fetched for at
+        // once, while earlier fetches are still out.
+        let mut fetches = FuturesUnordered::new();
+        let mut reserved = 0;
+        // Slots given back so far, and how many were given back while the last fetch was out:
+        // about as many calls will finish while the next one is. The loop fetches that many
+        // ahead (parked until a slot is free), so a slot given back starts a call at once
+        // instead of after a queue round trip. Calls that take long give few slots back: then
+        // nothing is fetched ahead.
+        let mut given_back: usize = 0;
+        let mut ahead: usize = 0;
+        // After a failed fetch, no new one before this.
+        let mut pause_until: Option<Instant> = None;
         loop {
             // Start parked jobs whose function has room again.
             while let Ok(function) = done_rx.try_recv() {
+                given_back += 1;
                 self.start_parked(&function, &mut slots);
-            }
-            let parked_total: usize = slots.parked.values().map(VecDeque::len).sum();
-            let room = slots
-                .global
-                .available_permits()
-                .min(max_inflight.saturating_sub(parked_total));
-            if room == 0 {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(function) = done_rx.recv() => {
-                        self.start_parked(&function, &mut slots);
-                    }
-                    _ = keep_parked_alive.tick() => keep_alive(&slots.parked).await,
-                }
-                continue;
             }
             if shutdown.is_cancelled() {
                 break;
             }
-            if keep_parked_alive.tick().now_or_never().is_some() {
-                keep_alive(&slots.parked).await;
+            let room = (free_room(&slots, max_inflight) + ahead.min(max_inflight))
+                .saturating_sub(waiting_for_the_worker(&slots) + reserved);
+            let paused = pause_until.is_some_and(|until| Instant::now() < until);
+            if room > 0 && fetches.len() < MAX_FETCHES && !paused {
+                if keep_parked_alive.tick().now_or_never().is_some() {
+                    keep_alive(&slots.parked).await;
+                }
+                // When no function is short of room (its cap binds before the worker's), each
+                // attempt's start is recorded with the fetch that hands it out (in the same
+                // transaction on the embedded store): no ledger round trip of its own. A call
+                // fetched ahead starts when a slot is given back, about a queue round trip
+                // later. Otherwise a call may wait for its function's slot, and it stays
+                // `queued` (cancellable) until it starts.
+                let begin_at_fetch =
+                    self.least_function_room(&slots) >= slots.global.available_permits();
+                reserved += room;
+                fetches.push(self.fetch(room, begin_at_fetch, given_back));
+                continue;
             }
-            // Never abandoned half-way: a fetch dropped after the queue leased its messages
-            // would leave them leased to nobody until their lease ran out. It returns within
-            // FETCH_WAIT; what it brings after a shutdown signal is handed back below.
-            // When every call fetched now can start at once (no function is short of room for
-            // all of them), each attempt's start is recorded with the fetch that hands it out
-            // (in the same transaction on the embedded store): no ledger round trip of its
-            // own. Otherwise a call may wait for its function's slot, and it stays `queued`
-            // (cancellable) until it starts.
-            let begin_at_fetch = self.least_function_room(&slots) >= room;
-            let batch = if begin_at_fetch {
-                self.queue
-                    .fetch_begun(room, FETCH_WAIT, courier_ledger::begin_update(mint_trace))
-                    .await
-                    .map(|begun| {
-                        begun
-                            .into_iter()
-                            .map(|courier_queue::Begun { delivery, row }| {
-                                let begun = courier_ledger::begun(&delivery.message.id, row);
-                                let id = &delivery.message.id;
-                                ledger_failed(id, "begin_attempt", begun.as_ref().err());
-                                (delivery, JobBegin::AtFetch(begun.ok()))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-            } else {
-                self.queue.fetch(room, FETCH_WAIT).await.map(|deliveries| {
-                    deliveries
-                        .into_iter()
-                        .map(|delivery| (delivery, JobBegin::AtStart))
-                        .collect()
-                })
-            };
-            let deliveries = match batch {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Fetching from the queue failed; retrying.");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(function) = done_rx.recv() => {
+                    given_back += 1;
+                    self.start_parked(&function, &mut slots);
+                }
+                Some((asked, sent_at, batch)) = fetches.next() => {
+                    reserved -= asked;
+                    ahead = given_back - sent_at;
+                    match batch {
+                        Ok(deliveries) => self.take(deliveries, &mut slots).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Fetching from the queue failed; retrying.");
+                            pause_until = Some(Instant::now() + FETCH_PAUSE);
+                        }
                     }
                 }
-            };
-            for (delivery, begin) in deliveries {
-                let request = match serde_json::from_slice::<QueueRequest>(
-                    &delivery.message.payload,
-                ) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(call_id = %delivery.message.id, error = %e, "Queued message is not a QueueRequest; dead-lettered.");
-                        let record = dead_letter_record(
-                            &delivery.message.id,
-                            "",
-                            delivery.attempt,
-                            None,
-                            format!("the queued message is not a QueueRequest: {e}"),
-                            None,
-                        );
-                        self.give_up(delivery, &record).await;
-                        continue;
-                    }
-                };
-                let function = request.function.clone();
-                slots
-                    .parked
-                    .entry(function.clone())
-                    .or_default()
-                    .push_back(Job {
-                        delivery,
-                        request,
-                        begin,
-                    });
-                self.start_parked(&function, &mut slots);
+                () = tokio::time::sleep_until(pause_until.unwrap_or_else(Instant::now)), if paused => {
+                    pause_until = None;
+                }
+                _ = keep_parked_alive.tick() => keep_alive(&slots.parked).await,
             }
             // The pending gauge is a queue round trip: refresh it once a second, not per batch.
             if last_pending.elapsed() >= PENDING_REFRESH {
@@ -277,6 +286,14 @@ impl Worker {
                         .pending
                         .set(i64::try_from(pending).unwrap_or(i64::MAX));
                 }
+            }
+        }
+        // A fetch is never abandoned half-way: one dropped after the queue leased its messages
+        // would leave them leased to nobody until their lease ran out. Each returns within
+        // FETCH_WAIT; what they bring now is handed back.
+        while let Some((_, _, batch)) = fetches.next().await {
+            for (delivery, _) in batch.unwrap_or_default() {
+                let _ = delivery.retry_after(Duration::ZERO).await;
             }
         }
         // Shutdown: hand back what never started, let the rest finish within the deadline.
@@ -295,6 +312,78 @@ impl Worker {
             );
             slots.abandon.cancel();
             slots.tracker.wait().await;
+        }
+    }
+
+    /// Fetches up to `room` deliveries, their attempts begun with the fetch when
+    /// `begin_at_fetch`; answers with `room` (what the loop reserved for it) and `given_back`
+    /// (the loop's count of slots given back when it was sent).
+    fn fetch(
+        &self,
+        room: usize,
+        begin_at_fetch: bool,
+        given_back: usize,
+    ) -> BoxFuture<'_, Fetched> {
+        async move {
+            let batch = if begin_at_fetch {
+                self.queue
+                    .fetch_begun(room, FETCH_WAIT, courier_ledger::begin_update(mint_trace))
+                    .await
+                    .map(|begun| {
+                        begun
+                            .into_iter()
+                            .map(|courier_queue::Begun { delivery, row }| {
+                                let begun = courier_ledger::begun(&delivery.message.id, row);
+                                let id = &delivery.message.id;
+                                ledger_failed(id, "begin_attempt", begun.as_ref().err());
+                                (delivery, JobBegin::AtFetch(begun.ok()))
+                            })
+                            .collect()
+                    })
+            } else {
+                self.queue.fetch(room, FETCH_WAIT).await.map(|deliveries| {
+                    deliveries
+                        .into_iter()
+                        .map(|delivery| (delivery, JobBegin::AtStart))
+                        .collect()
+                })
+            };
+            (room, given_back, batch)
+        }
+        .boxed()
+    }
+
+    /// Decodes fetched deliveries and starts them (or parks them while their function is at
+    /// its cap); a delivery that is not a queued call is dead-lettered.
+    async fn take(self: &Arc<Self>, deliveries: Vec<(Delivery, JobBegin)>, slots: &mut Slots) {
+        for (delivery, begin) in deliveries {
+            let request = match serde_json::from_slice::<QueueRequest>(&delivery.message.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(call_id = %delivery.message.id, error = %e, "Queued message is not a QueueRequest; dead-lettered.");
+                    let record = dead_letter_record(
+                        &delivery.message.id,
+                        "",
+                        delivery.attempt,
+                        None,
+                        format!("the queued message is not a QueueRequest: {e}"),
+                        None,
+                    );
+                    self.give_up(delivery, &record).await;
+                    continue;
+                }
+            };
+            let function = request.function.clone();
+            slots
+                .parked
+                .entry(function.clone())
+                .or_default()
+                .push_back(Job {
+                    delivery,
+                    request,
+                    begin,
+                });
+            self.start_parked(&function, slots);
         }
     }
 
