@@ -50,13 +50,15 @@ const MAX_FETCHES: usize = 4;
 /// How long the loop waits before fetching again after a fetch failed.
 const FETCH_PAUSE: Duration = Duration::from_secs(1);
 
-/// A fetch's answer: the room it was sent for, the count of slots given back when it was
-/// sent, and the deliveries it brought.
-type Fetched = (
-    usize,
-    usize,
-    courier_queue::Result<Vec<(Delivery, JobBegin)>>,
-);
+/// A fetch's answer.
+struct Fetched {
+    /// The room it was sent for (the loop reserved it).
+    room: usize,
+    /// The loop's count of slots given back when it was sent.
+    given_back: usize,
+    /// What it brought.
+    deliveries: courier_queue::Result<Vec<(Delivery, JobBegin)>>,
+}
 
 /// Calls the loop may fetch for now, besides those it fetches ahead: free slots, less the
 /// calls parked for their function (a function at its cap does not hold up the others).
@@ -237,7 +239,7 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
-            let room = (free_room(&slots, max_inflight) + ahead.min(max_inflight))
+            let room = (free_room(&slots, max_inflight) + ahead)
                 .saturating_sub(waiting_for_the_worker(&slots) + reserved);
             let paused = pause_until.is_some_and(|until| Instant::now() < until);
             if room > 0 && fetches.len() < MAX_FETCHES && !paused {
@@ -262,10 +264,10 @@ impl Worker {
                     given_back += 1;
                     self.start_parked(&function, &mut slots);
                 }
-                Some((asked, sent_at, batch)) = fetches.next() => {
-                    reserved -= asked;
-                    ahead = given_back - sent_at;
-                    match batch {
+                Some(fetched) = fetches.next() => {
+                    reserved -= fetched.room;
+                    ahead = (given_back - fetched.given_back).min(max_inflight);
+                    match fetched.deliveries {
                         Ok(deliveries) => self.take(deliveries, &mut slots).await,
                         Err(e) => {
                             tracing::warn!(error = %e, "Fetching from the queue failed; retrying.");
@@ -291,8 +293,8 @@ impl Worker {
         // A fetch is never abandoned half-way: one dropped after the queue leased its messages
         // would leave them leased to nobody until their lease ran out. Each returns within
         // FETCH_WAIT; what they bring now is handed back.
-        while let Some((_, _, batch)) = fetches.next().await {
-            for (delivery, _) in batch.unwrap_or_default() {
+        while let Some(fetched) = fetches.next().await {
+            for (delivery, _) in fetched.deliveries.unwrap_or_default() {
                 let _ = delivery.retry_after(Duration::ZERO).await;
             }
         }
@@ -325,7 +327,7 @@ impl Worker {
         given_back: usize,
     ) -> BoxFuture<'_, Fetched> {
         async move {
-            let batch = if begin_at_fetch {
+            let deliveries = if begin_at_fetch {
                 self.queue
                     .fetch_begun(room, FETCH_WAIT, courier_ledger::begin_update(mint_trace))
                     .await
@@ -348,7 +350,11 @@ impl Worker {
                         .collect()
                 })
             };
-            (room, given_back, batch)
+            Fetched {
+                room,
+                given_back,
+                deliveries,
+            }
         }
         .boxed()
     }
