@@ -73,7 +73,15 @@ async fn path_query_headers_and_body_reach_the_function_unchanged() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(call_id(&resp), "caller-chosen-id");
     let got = receiver.wait_for(1, CALLBACKS).await;
-    let seen: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(
+        got[0].header("x-function-status"),
+        "200",
+        "callback {:?}\n{}",
+        got[0],
+        courier.output()
+    );
+    let seen: Value = serde_json::from_slice(&got[0].body)
+        .unwrap_or_else(|e| panic!("not the function's JSON ({e}): {:?}", got[0]));
     assert_eq!(seen["path"], "/a/b");
     assert_eq!(seen["query"], "x=1&y=2");
     assert_eq!(seen["body"], "payload");

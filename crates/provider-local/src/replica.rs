@@ -3,6 +3,7 @@
 //! the command per request (see [`crate::replica::fork`]).
 
 mod fork;
+mod port;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -85,7 +86,7 @@ async fn run_http(
     instance: &str,
     signals: &StopSignals,
 ) -> Ended {
-    let port = match free_port() {
+    let port = match port::free_port() {
         Ok(port) => port,
         Err(e) => {
             rt.log.write(instance, format!("No free port: {e}"));
@@ -310,13 +311,6 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
         Ok(s) => s.to_string(),
         Err(e) => format!("wait failed: {e}"),
     }
-}
-
-/// A port that was free a moment ago (the process binds it itself).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// The call id of a request, for log lines.
