@@ -457,6 +457,8 @@ impl Worker {
         let ledger_id = delivery.message.id.clone();
         let function = request.function.clone();
         let call_trace = trace::ensure(&mut request, &call_id);
+        // Shared with the ledger's updates, which rebuild a missing record from it.
+        let request = Arc::new(request);
         let begun = match begun {
             JobBegin::AtFetch(begun) => begun,
             JobBegin::AtStart => {
@@ -582,7 +584,7 @@ impl Worker {
                 attempt,
                 outcome.status,
                 outcome.error.clone().unwrap_or_default(),
-                Some(request.clone()),
+                Some(QueueRequest::clone(&request)),
             );
             if let Err(e) = keep_dead_letter(&*self.queue, &letter).await {
                 tracing::error!(call_id = %call_id, error = %e, "Could not keep the dead letter; the call will be delivered again after its lease.");
@@ -726,7 +728,7 @@ impl Worker {
         delivery: Delivery,
         settlement: Settlement,
         id: &str,
-        parts: (&QueueRequest, Finish, Option<KeptResult>),
+        parts: (&Arc<QueueRequest>, Finish, Option<KeptResult>),
     ) -> courier_queue::Result<()> {
         let (record, settled) = self
             .ledger

@@ -261,13 +261,17 @@ impl Ledger {
     /// An attempt of the queued call `id` (the queue's message id) is about to start: records
     /// it, unless the call was cancelled or already ended. A call without a record (written
     /// by an OpenFaaS gateway, or expired) gets one rebuilt from `request`.
-    pub async fn begin_attempt(&self, id: &str, request: &QueueRequest) -> Result<Begin> {
+    pub async fn begin_attempt(&self, id: &str, request: &Arc<QueueRequest>) -> Result<Begin> {
         let now = OffsetDateTime::now_utc();
-        // The record a call without one starts from, built once (not the request: that would
-        // copy the call's body into the closure on every attempt).
-        let rebuilt = CallRecord::from_queue_request(id, request, now);
+        // The record a call without one starts from is built only when there is none (rare):
+        // the closure shares the worker's request instead.
+        let (rebuild_id, request) = (id.to_owned(), Arc::clone(request));
         let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
-            begin_change(current, || Some(rebuilt.clone()), now)
+            begin_change(
+                current,
+                || Some(CallRecord::from_queue_request(&rebuild_id, &request, now)),
+                now,
+            )
         });
         let row = self.queue.ledger_update(id, update, false).await;
         begun(id, row)
@@ -277,7 +281,7 @@ impl Ledger {
     pub async fn finish_attempt(
         &self,
         id: &str,
-        request: &QueueRequest,
+        request: &Arc<QueueRequest>,
         finish: Finish,
         kept: Option<KeptResult>,
     ) -> Result<()> {
@@ -294,7 +298,7 @@ impl Ledger {
         delivery: Delivery,
         settlement: Settlement,
         id: &str,
-        (request, finish, kept): (&QueueRequest, Finish, Option<KeptResult>),
+        (request, finish, kept): (&Arc<QueueRequest>, Finish, Option<KeptResult>),
     ) -> (Result<()>, courier_queue::Result<()>) {
         let update = finish_update(id, request, finish, kept);
         let done = delivery
@@ -397,19 +401,23 @@ fn begin_change(
 /// The update that ends the current attempt of call `id` as `finish` says, keeping `kept`.
 fn finish_update(
     id: &str,
-    request: &QueueRequest,
+    request: &Arc<QueueRequest>,
     finish: Finish,
     kept: Option<KeptResult>,
 ) -> LedgerUpdate {
     let now = OffsetDateTime::now_utc();
-    // The record a call without one starts from, built once (not the request: that would
-    // copy the call's body into the closure on every attempt).
-    let rebuilt = CallRecord::from_queue_request(id, request, now);
+    // The record a call without one starts from is built only when there is none (rare): the
+    // closure shares the worker's request (building it for every call was about 1.5 % of the
+    // worker's CPU per call, BENCHMARKS.md, issue 11's tenth look).
+    let (rebuild_id, request) = (id.to_owned(), Arc::clone(request));
     let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
     let summary = kept.as_ref().map(KeptResult::summary);
     Arc::new(move |current: Option<&LedgerRow>| {
         let (mut record, over) = stored(current).map_or_else(
-            || (rebuilt.clone(), None),
+            || {
+                let rebuilt = CallRecord::from_queue_request(&rebuild_id, &request, now);
+                (rebuilt, None)
+            },
             |(record, over)| (record, Some(over)),
         );
         record.finish_attempt(
@@ -505,7 +513,7 @@ mod tests {
             error: None,
             then: Then::Done,
         };
-        let update = finish_update("c1", &QueueRequest::default(), finish, None);
+        let update = finish_update("c1", &Arc::default(), finish, None);
         let LedgerChange::Put { row: written, .. } = update(Some(&over)) else {
             panic!("the finish wrote nothing");
         };
@@ -523,10 +531,10 @@ mod tests {
             error: Some("function answered 500".into()),
             then: Then::Done,
         };
-        let request = QueueRequest {
+        let request = Arc::new(QueueRequest {
             function: "echo.team".into(),
             ..QueueRequest::default()
-        };
+        });
         let update = finish_update("c2", &request, finish, None);
         let LedgerChange::Put { row: written, .. } = update(None) else {
             panic!("the finish wrote nothing");
