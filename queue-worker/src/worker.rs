@@ -810,16 +810,20 @@ impl Worker {
 
     /// Runs `work` while keeping `delivery`'s lease alive.
     async fn keeping_alive<T>(&self, delivery: &Delivery, work: impl Future<Output = T>) -> T {
-        let mut tick = tokio::time::interval(self.config.ack_wait / 3);
-        tick.tick().await; // the first tick is immediate
-        tokio::pin!(work);
+        // One timer on the stack, reset after each keep-alive: an `interval` costs a boxed
+        // timer and an immediate first tick on every call, and almost every call ends before
+        // its first keep-alive is due.
+        let period = self.config.ack_wait / 3;
+        let due = tokio::time::sleep(period);
+        tokio::pin!(work, due);
         loop {
             tokio::select! {
                 out = &mut work => return out,
-                _ = tick.tick() => {
+                () = &mut due => {
                     if let Err(e) = delivery.keep_alive().await {
                         tracing::warn!(call_id = %delivery.message.id, error = %e, "Keep-alive failed.");
                     }
+                    due.as_mut().reset(tokio::time::Instant::now() + period);
                 }
             }
         }

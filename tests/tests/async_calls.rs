@@ -424,3 +424,37 @@ async fn a_long_burst_runs_every_call_once_on_its_first_delivery() {
         retried.first()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_running_past_its_lease_is_kept_alive_and_runs_once() {
+    // A 1 s lease and a call of 2.5 s: without the worker's keep-alives (every third of the
+    // lease) the call would be delivered again while it still runs.
+    let courier = Courier::builder().arg("--ack-wait").arg("1s").start().await;
+    let receiver = CallbackReceiver::start().await;
+    web_with_retries(&courier, 3).await;
+    let resp = courier
+        .submit_async("web/sleep?s=2.5", &receiver.url("/slow"), "")
+        .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = call_id(&resp);
+    let got = receiver.wait_for(1, CALLBACKS).await;
+    assert_eq!(got[0].header("x-function-status"), "200", "{:?}", got[0]);
+    assert_eq!(got[0].body, b"slept");
+    // Long enough for a second delivery's attempt to end and post its own callback.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.received().len(), 1, "the call ran twice");
+    let record: Value = courier
+        .admin(Method::GET, &format!("/system/calls/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["state"], "succeeded", "{record}");
+    assert_eq!(
+        record["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
+}
