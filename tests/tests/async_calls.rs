@@ -443,14 +443,9 @@ async fn a_call_running_past_its_lease_is_kept_alive_and_runs_once() {
     // Long enough for a second delivery's attempt to end and post its own callback.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.received().len(), 1, "the call ran twice");
-    let record: Value = courier
-        .admin(Method::GET, &format!("/system/calls/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record = courier
+        .admin_json(Method::GET, &format!("/system/calls/{id}"))
+        .await;
     assert_eq!(record["state"], "succeeded", "{record}");
     assert_eq!(
         record["attempts"].as_array().map(Vec::len),
