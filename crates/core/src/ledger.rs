@@ -14,6 +14,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::queue::QueueRequest;
 
+mod journal;
+
+pub use journal::{Change, Next, unix_nanos};
+
 /// The annotation or label that keeps every call's result for a function.
 pub const KEEP_RESULT_ANNOTATION: &str = "com.courier.ledger.result";
 
@@ -60,6 +64,17 @@ impl CallState {
             Self::Failed => "failed",
             Self::DeadLettered => "dead-lettered",
             Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state after an attempt that answered `status` (none when no answer came), given
+    /// what follows.
+    pub fn after_attempt(status: Option<u16>, then: Then) -> Self {
+        match then {
+            Then::RetryAfter(_) => Self::Retrying,
+            Then::Done if status.is_some_and(|s| s < 400) => Self::Succeeded,
+            Then::Done => Self::Failed,
+            Then::DeadLetter => Self::DeadLettered,
         }
     }
 
@@ -372,15 +387,10 @@ impl CallRecord {
         attempt.duration_seconds = Some(duration.as_secs_f64());
         attempt.status = status;
         attempt.error = error;
-        self.state = match then {
-            Then::RetryAfter(delay) => {
-                attempt.next_delay_seconds = Some(delay.as_secs_f64());
-                CallState::Retrying
-            }
-            Then::Done if status.is_some_and(|s| s < 400) => CallState::Succeeded,
-            Then::Done => CallState::Failed,
-            Then::DeadLetter => CallState::DeadLettered,
-        };
+        if let Then::RetryAfter(delay) = then {
+            attempt.next_delay_seconds = Some(delay.as_secs_f64());
+        }
+        self.state = CallState::after_attempt(status, then);
         self.updated_at = format_time(now);
     }
 
@@ -426,7 +436,7 @@ impl CallRecord {
             .unwrap_or_default()
     }
 
-    /// The record as stored.
+    /// The record as stored (changes are appended to these bytes: [`Change::append_to`]).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Sized for a record with an attempt or two, so it is written without regrowing.
         let mut bytes = Vec::with_capacity(512);
@@ -434,9 +444,10 @@ impl CallRecord {
         bytes
     }
 
-    /// A stored record.
+    /// A stored record: as [`CallRecord::to_bytes`] wrote it, with the changes appended since
+    /// ([`Change::append_to`]) replayed.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        journal::read(bytes)
     }
 }
 

@@ -3,6 +3,10 @@
 //! and friends): the gateway writes a record with the publish and serves, waits on and
 //! cancels it; the queue worker records each attempt, the callback and the kept result.
 //!
+//! A change after the record's creation is appended to the stored record as a journal line
+//! ([`Change`]), decided on the row's state alone: the queue's writer applies two per call, and
+//! it never parses a record to do so. Reading replays the journal.
+//!
 //! Invariant: knows the record (courier-core) and the queue's seam, never a backend: the
 //! same code runs on the embedded store and on JetStream. Serves no HTTP.
 
@@ -10,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier_core::ledger::{CallRecord, CallState, KeptResult, Then, format_time};
+use courier_core::ledger::{CallRecord, CallState, Change, KeptResult, Then, format_time};
 use courier_core::queue::QueueRequest;
 use courier_queue::{
     Delivery, LedgerBegin, LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, Message, Settlement,
@@ -137,23 +141,55 @@ fn decode(id: &str, row: &LedgerRow) -> Result<CallRecord> {
     })
 }
 
-/// The change that stores `record` (and `result`, when one is kept). `over` is the row the
-/// record was read from: a record's creation time and function never change, so they are
-/// taken from it rather than worked out again (a time parse and a format per update, on the
-/// queue's writer).
-fn put(over: Option<&LedgerRow>, record: &CallRecord, result: Option<Bytes>) -> LedgerChange {
-    let row = match over {
-        Some(over) => row_with(record, over.created_at_ms, over.function.clone()),
-        None => row(record),
-    };
-    LedgerChange::Put { row, result }
+/// The change that stores `record` whole (and `result`, when one is kept): for a call without
+/// a readable row, whose record is rebuilt.
+fn put(record: &CallRecord, result: Option<Bytes>) -> LedgerChange {
+    LedgerChange::Put {
+        row: row(record),
+        result,
+    }
 }
 
-/// The record stored in `current`, with the row it came from (`None` when there is no row or
-/// it cannot be read).
-fn stored(current: Option<&LedgerRow>) -> Option<(CallRecord, &LedgerRow)> {
-    let row = current?;
-    Some((CallRecord::from_bytes(&row.record).ok()?, row))
+/// The change that journals `change` on the row `over` (and stores `result`, when one is
+/// kept), without reading its record: the row's state says whether the change applies
+/// (`Keep` when it does not). `None` when the row's state cannot be read.
+///
+/// A record's creation time and function never change, so they are the row's.
+fn journal(over: &LedgerRow, change: &Change, result: Option<Bytes>) -> Option<LedgerChange> {
+    let state = over.state.parse::<CallState>().ok()?;
+    let Some(next) = change.state_after(state) else {
+        return Some(LedgerChange::Keep);
+    };
+    Some(LedgerChange::Put {
+        row: LedgerRow {
+            created_at_ms: over.created_at_ms,
+            function: over.function.clone(),
+            state: next.as_str().to_owned(),
+            record: Bytes::from(change.append_to(&over.record)),
+        },
+        result,
+    })
+}
+
+/// The update that makes `change` to the record in `current` or, when there is no readable
+/// row, to the record `rebuild` makes (`Keep` when it makes none).
+fn change_or_rebuild(
+    current: Option<&LedgerRow>,
+    change: &Change,
+    result: Option<Bytes>,
+    rebuild: impl FnOnce() -> Option<CallRecord>,
+) -> LedgerChange {
+    if let Some(changed) = current.and_then(|over| journal(over, change, result.clone())) {
+        return changed;
+    }
+    let Some(mut record) = rebuild() else {
+        return LedgerChange::Keep;
+    };
+    if change.state_after(record.state).is_none() {
+        return LedgerChange::Keep;
+    }
+    change.clone().apply(&mut record);
+    put(&record, result)
 }
 
 impl Ledger {
@@ -219,24 +255,17 @@ impl Ledger {
 
     /// Cancels call `id` if it has not started.
     pub async fn cancel(&self, id: &str) -> Result<Cancel> {
-        let now = format_time(OffsetDateTime::now_utc());
-        let marker = now.clone();
+        let now = OffsetDateTime::now_utc();
+        let marker = format_time(now);
+        let change = Change::Cancel(courier_core::ledger::unix_nanos(now));
         let update: LedgerUpdate = Arc::new(move |current: Option<&LedgerRow>| {
-            let Some((mut record, over)) = stored(current) else {
-                return LedgerChange::Keep;
-            };
-            if record.state != CallState::Queued {
-                return LedgerChange::Keep;
-            }
-            record.state = CallState::Cancelled;
-            record.updated_at = marker.clone();
-            put(Some(over), &record, None)
+            change_or_rebuild(current, &change, None, || None)
         });
         let Some(row) = self.queue.ledger_update(id, update, true).await? else {
             return Ok(Cancel::NotFound);
         };
         let record = decode(id, &row)?;
-        if record.state == CallState::Cancelled && record.updated_at == now {
+        if record.state == CallState::Cancelled && record.updated_at == marker {
             Ok(Cancel::Cancelled(Box::new(record)))
         } else {
             Ok(Cancel::Refused(record.state))
@@ -386,16 +415,7 @@ fn begin_change(
     rebuild: impl FnOnce() -> Option<CallRecord>,
     now: OffsetDateTime,
 ) -> LedgerChange {
-    let Some((mut record, over)) = stored(current)
-        .map(|(record, over)| (record, Some(over)))
-        .or_else(|| Some((rebuild()?, None)))
-    else {
-        return LedgerChange::Keep;
-    };
-    match record.begin_attempt(now) {
-        Ok(()) => put(over, &record, None),
-        Err(_) => LedgerChange::Keep,
-    }
+    change_or_rebuild(current, &Change::begin(now), None, rebuild)
 }
 
 /// The update that ends the current attempt of call `id` as `finish` says, keeping `kept`.
@@ -411,39 +431,31 @@ fn finish_update(
     // worker's CPU per call, BENCHMARKS.md, issue 11's tenth look).
     let (rebuild_id, request) = (id.to_owned(), Arc::clone(request));
     let result = kept.as_ref().map(|kept| Bytes::from(kept.encode()));
-    let summary = kept.as_ref().map(KeptResult::summary);
+    let change = Change::finish(
+        now,
+        finish.duration,
+        finish.status,
+        finish.error,
+        finish.then,
+        kept.as_ref().map(KeptResult::summary),
+    );
     Arc::new(move |current: Option<&LedgerRow>| {
-        let (mut record, over) = stored(current).map_or_else(
-            || {
-                let rebuilt = CallRecord::from_queue_request(&rebuild_id, &request, now);
-                (rebuilt, None)
-            },
-            |(record, over)| (record, Some(over)),
-        );
-        record.finish_attempt(
-            now,
-            finish.duration,
-            finish.status,
-            finish.error.clone(),
-            finish.then,
-        );
-        if summary.is_some() {
-            record.result.clone_from(&summary);
-        }
-        put(over, &record, result.clone())
+        change_or_rebuild(current, &change, result.clone(), || {
+            Some(CallRecord::from_queue_request(&rebuild_id, &request, now))
+        })
     })
 }
 
 /// The update that records a callback posted `attempts` times.
 fn callback_update(attempts: u32, status: Option<u16>, delivered: bool) -> LedgerUpdate {
     let now = OffsetDateTime::now_utc();
-    Arc::new(move |current: Option<&LedgerRow>| {
-        let Some((mut record, over)) = stored(current) else {
-            return LedgerChange::Keep;
-        };
-        record.record_callback(now, attempts, status, delivered);
-        put(Some(over), &record, None)
-    })
+    let change = Change::Callback(
+        courier_core::ledger::unix_nanos(now),
+        attempts,
+        status,
+        delivered,
+    );
+    Arc::new(move |current: Option<&LedgerRow>| change_or_rebuild(current, &change, None, || None))
 }
 
 /// The row an update left (`row`: the queue's answer to the update); an error when there is
@@ -541,6 +553,44 @@ mod tests {
         };
         assert_eq!(written.function, "echo.team");
         assert_eq!(written.state, "failed");
+    }
+
+    #[test]
+    fn updates_append_to_the_record_without_reading_it_and_follow_the_rows_state() {
+        let finish = Finish {
+            duration: Duration::from_millis(5),
+            status: Some(200),
+            error: None,
+            then: Then::Done,
+        };
+        // Not JSON: the update must not need the record.
+        let over = answered("running").unwrap().unwrap();
+        let update = finish_update("c1", &Arc::default(), finish, None);
+        let LedgerChange::Put { row: written, .. } = update(Some(&over)) else {
+            panic!("the finish wrote nothing");
+        };
+        assert_eq!(written.state, "succeeded");
+        assert!(written.record.starts_with(b"not read\n"), "{written:?}");
+
+        // A begin on a final row writes nothing; a cancel applies to a queued row only.
+        let now = OffsetDateTime::now_utc();
+        let final_row = answered("succeeded").unwrap().unwrap();
+        assert!(matches!(
+            begin_change(Some(&final_row), || None, now),
+            LedgerChange::Keep
+        ));
+        let cancel = Change::Cancel(courier_core::ledger::unix_nanos(now));
+        assert!(matches!(
+            change_or_rebuild(Some(&over), &cancel, None, || None),
+            LedgerChange::Keep
+        ));
+        let queued = answered("queued").unwrap().unwrap();
+        let LedgerChange::Put { row, .. } =
+            change_or_rebuild(Some(&queued), &cancel, None, || None)
+        else {
+            panic!("the cancel wrote nothing");
+        };
+        assert_eq!(row.state, "cancelled");
     }
 
     #[test]
