@@ -159,8 +159,7 @@ async fn accept(
         callback_url,
         ..QueueRequest::default()
     };
-    let payload = serde_json::to_vec(&call)
-        .map_err(|e| ApiError::Internal(format!("encoding the queued call: {e}")))?;
+    let payload = call.to_json();
     let message = Message {
         id: id.clone(),
         payload: payload.into(),

@@ -261,8 +261,7 @@ impl Invoker for Fabric {
         self.queue()?;
         let call_id = call.id_or_new();
         let (request, trace, own) = queue_request(&call, &call_id)?;
-        let payload = serde_json::to_vec(&request)
-            .map_err(|e| InvokeError::Invalid(format!("encoding the queued call: {e}")))?;
+        let payload = request.to_json();
         let row = ledger_row(&call, &call_id, &request, &trace);
         let span = self
             .spans

@@ -100,8 +100,7 @@ pub(super) async fn replay(
         trace_id,
         request.callback_url.as_ref().map(GoUrl::to_url_string),
     );
-    let payload = serde_json::to_vec(&request)
-        .map_err(|e| ApiError::Internal(format!("encoding the replay: {e}")))?;
+    let payload = request.to_json();
     let message = Message {
         id: replay_id.clone(),
         payload: payload.into(),
