@@ -129,6 +129,11 @@ pub(crate) struct AsyncArgs {
     /// Worker threads of the load generator's runtime [default: one per CPU].
     #[arg(long)]
     pub(crate) load_threads: Option<usize>,
+    /// How often a completion run reads Courier's /metrics. Raise it when Courier runs
+    /// under an instruction counter (callgrind): every read costs Courier instructions, and
+    /// under valgrind a run lasts long enough for them to count.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -372,6 +377,7 @@ async fn bench(
             "courier_accept_max_inflight": 1,
             "courier_complete_max_inflight": CONSUMER_CONCURRENCY,
             "load_threads": args.load_threads,
+            "poll_interval_ms": args.poll_interval.as_millis(),
             "cpus": std::thread::available_parallelism().map(usize::from).ok(),
             "courier": courier.display().to_string(),
             "nats_server": nats.map(|p| p.display().to_string()),
@@ -506,9 +512,7 @@ fn queue_request(id: &str, body: &Bytes, start_nanos: i128, trace: Option<&Trace
         function: FUNCTION.to_owned(),
         ..QueueRequest::default()
     };
-    serde_json::to_vec(&call)
-        .expect("a QueueRequest serialises")
-        .into()
+    call.to_json().into()
 }
 
 /// How [`prefill`] stores each call. Both use the gateway's call ids (UUID v7, time-ordered).
@@ -984,7 +988,7 @@ async fn complete_courier(env: &Env<'_>, backend: Backend, dir: &Path) -> anyhow
     result.map(Outcome::Complete)
 }
 
-/// Polls /metrics every 20 ms until `queue_worker_messages_processed_total` reaches
+/// Polls /metrics every `--poll-interval` (20 ms) until `queue_worker_messages_processed_total` reaches
 /// `calls`. The clock starts at the first poll that sees a settled call, and only the calls
 /// settled after it count, so Courier's start-up and the replica start are not measured
 /// (the bare loop has neither).
@@ -1033,7 +1037,7 @@ async fn wait_processed(
         if Instant::now() >= deadline {
             bail!("courier did not complete {calls} calls within 600 s");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(env.args.poll_interval).await;
     }
 }
 
