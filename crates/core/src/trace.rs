@@ -109,12 +109,21 @@ impl TraceParent {
 
     /// The header value (always version `00`).
     pub fn header_value(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            self.parent_id_hex(),
-            self.flags
-        )
+        String::from_utf8(self.header_bytes().to_vec()).expect("hex digits and dashes")
+    }
+
+    /// [`TraceParent::header_value`] as bytes, built on the stack (it is set on every hop).
+    fn header_bytes(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(&self.trace_id, &mut out[3..35]);
+        write_hex(&self.parent_id, &mut out[36..52]);
+        write_hex(&[self.flags], &mut out[53..55]);
+        out
+    }
+
+    /// [`TraceParent::header_value`] as a header's value.
+    pub fn header(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.header_bytes()).expect("hex digits and dashes")
     }
 }
 
@@ -176,9 +185,7 @@ impl TraceContext {
 
     /// Sets `traceparent` (and `tracestate`, or removes a stale one) on `headers`.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        if let Ok(value) = HeaderValue::from_str(&self.parent.header_value()) {
-            headers.insert(TRACEPARENT, value);
-        }
+        headers.insert(TRACEPARENT, self.parent.header());
         match self
             .state
             .as_deref()
@@ -355,13 +362,18 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    write_hex(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits")
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    out
 }
 
 #[cfg(test)]
@@ -377,6 +389,12 @@ mod tests {
         assert_eq!(parent.parent_id_hex(), "00f067aa0ba902b7");
         assert!(parent.sampled());
         assert_eq!(parent.header_value(), VALID);
+        assert_eq!(parent.header(), VALID);
+        let unsampled = TraceParent {
+            flags: 0xf0,
+            ..parent
+        };
+        assert!(unsampled.header_value().ends_with("-f0"));
     }
 
     #[test]
