@@ -590,7 +590,8 @@ mod tests {
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + seconds).unwrap()
     }
 
-    fn record() -> CallRecord {
+    /// A queued call with a callback (the journal's tests start from it too).
+    pub(super) fn record() -> CallRecord {
         CallRecord::queued(
             "call-1",
             "echo",

@@ -188,7 +188,6 @@ pub(super) fn read(bytes: &[u8]) -> Result<CallRecord, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::CallSource;
 
     fn at(seconds: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + seconds).unwrap()
@@ -196,14 +195,7 @@ mod tests {
     }
 
     fn created() -> CallRecord {
-        CallRecord::queued(
-            "call-1",
-            "echo",
-            CallSource::Async,
-            at(0),
-            "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            Some("http://127.0.0.1:9000/done".into()),
-        )
+        crate::ledger::tests::record()
     }
 
     /// Every change, once applied at once and once journalled: the records must be equal.

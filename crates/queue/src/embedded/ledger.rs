@@ -302,20 +302,8 @@ impl<'txn> LedgerTables<'txn> {
         result: Option<&[u8]>,
         now: u64,
     ) -> Result<(), redb::Error> {
-        self.write(id, current.times, row, result, now)
-    }
-
-    /// [`LedgerTables::put`], given the times of the row stored before (`previous`).
-    fn write(
-        &mut self,
-        id: &str,
-        previous: Option<(u64, u64)>,
-        row: &LedgerRow,
-        result: Option<&[u8]>,
-        now: u64,
-    ) -> Result<(), redb::Error> {
         self.rows.insert(id, stored(row, now))?;
-        self.index(id, previous, row, result, now)
+        self.index(id, current.times, row, result, now)
     }
 
     /// What goes with writing `row` over the row stored before (`previous`, its times): the
