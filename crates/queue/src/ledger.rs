@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::Message;
 
@@ -66,6 +66,22 @@ impl fmt::Debug for LedgerRow {
     }
 }
 
+impl LedgerRow {
+    /// This row with `line` appended to its record and `state` as its state (what
+    /// [`LedgerChange::Append`] makes of it).
+    pub fn appended(&self, state: &str, line: &[u8]) -> Self {
+        let mut record = BytesMut::with_capacity(self.record.len() + line.len());
+        record.extend_from_slice(&self.record);
+        record.extend_from_slice(line);
+        Self {
+            created_at_ms: self.created_at_ms,
+            function: self.function.clone(),
+            state: state.to_owned(),
+            record: record.freeze(),
+        }
+    }
+}
+
 /// What an update does to a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LedgerChange {
@@ -78,11 +94,29 @@ pub enum LedgerChange {
         /// The kept result, written with the row.
         result: Option<Bytes>,
     },
+    /// Append `line` to the current row's record and set its state; its creation time and
+    /// function stay (a journalled change: the ledger's journal lines). Only for a row that
+    /// exists: an update given no row must `Put` one. A backend may apply it to a row it has
+    /// not read (JetStream keeps the lines under a key of their own), so an update that
+    /// appends must decide on the row's `state` alone.
+    Append {
+        /// The row's state after the change.
+        state: String,
+        /// The bytes appended to the record.
+        line: Bytes,
+        /// The kept result, written with the row.
+        result: Option<Bytes>,
+    },
 }
 
 /// An atomic read-modify-write of one row: called with the current row (`None` when there
 /// is none), it says what to write. It may be called more than once (a backend that uses
 /// compare-and-swap calls it again after a conflict), so it must not have side effects.
+///
+/// A backend that did not read the row (JetStream, writing a change it knows the row's state
+/// for) calls it with the row's `state` and an empty record, creation time 0 and no function,
+/// and answers such an update with that row when it appended: an update that returns
+/// [`LedgerChange::Append`] must not depend on the rest. Every other answer is the whole row.
 pub type LedgerUpdate = Arc<dyn Fn(Option<&LedgerRow>) -> LedgerChange + Send + Sync>;
 
 /// The update a consumer makes to a message's row as the message is handed out to it (an

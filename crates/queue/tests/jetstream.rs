@@ -525,17 +525,28 @@ async fn the_ledger_buckets_drop_their_oldest_rows_when_full_and_expire_them() {
     );
 
     let js = jetstream::new(async_nats::connect(env.server.url()).await.unwrap());
-    for (bucket, max_age) in [
-        (format!("{}_ledger", env.stream), Duration::from_secs(60)),
+    // The journals may hold twice as many as the rows: the rows' cap drops a call.
+    for (bucket, max_age, max_messages) in [
+        (
+            format!("{}_ledger", env.stream),
+            Duration::from_secs(60),
+            10,
+        ),
+        (
+            format!("{}_ledger_journal", env.stream),
+            Duration::from_secs(60),
+            20,
+        ),
         (
             format!("{}_ledger_results", env.stream),
             Duration::from_secs(60 + 3600),
+            10,
         ),
     ] {
         let mut stream = js.get_stream(format!("KV_{bucket}")).await.unwrap();
         let info = stream.info().await.unwrap().config.clone();
         assert_eq!(info.max_age, max_age, "{bucket}");
-        assert_eq!(info.max_messages, 10, "{bucket}");
+        assert_eq!(info.max_messages, max_messages, "{bucket}");
         assert_eq!(info.max_messages_per_subject, 1, "{bucket}");
         assert_eq!(
             info.discard,

@@ -167,9 +167,20 @@ impl Change {
     pub fn append_to(&self, stored: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(stored.len() + 96);
         bytes.extend_from_slice(stored);
-        bytes.push(b'\n');
-        serde_json::to_writer(&mut bytes, self).expect("a journal change always serializes");
+        self.write_line(&mut bytes);
         bytes
+    }
+
+    /// The bytes [`Change::append_to`] appends: `\n` and the change as JSON.
+    pub fn line(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(96);
+        self.write_line(&mut bytes);
+        bytes
+    }
+
+    fn write_line(&self, bytes: &mut Vec<u8>) {
+        bytes.push(b'\n');
+        serde_json::to_writer(bytes, self).expect("a journal change always serializes");
     }
 }
 

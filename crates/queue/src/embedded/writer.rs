@@ -776,6 +776,20 @@ fn update_row(
                 changed.push(id.to_owned());
                 Outcome::LedgerUpdated(Some(row))
             }
+            Ok(LedgerChange::Append {
+                state,
+                line,
+                result,
+            }) => match &current.row {
+                Some(over) => {
+                    let row = over.appended(&state, &line);
+                    ledger.put(id, &current, &row, result.as_deref(), now)?;
+                    changed.push(id.to_owned());
+                    Outcome::LedgerUpdated(Some(row))
+                }
+                // Nothing to append to: the update broke its contract; write nothing.
+                None => Outcome::LedgerUpdated(None),
+            },
         },
     )
 }

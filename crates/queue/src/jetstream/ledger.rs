@@ -1,32 +1,47 @@
-//! The ledger on JetStream: two key-value buckets beside the queue's stream, shared by every
-//! gateway and worker on the server.
+//! The ledger on JetStream: three key-value buckets beside the queue's stream, shared by every
+//! gateway and worker on the server. A call's key is `x` and its id's bytes in hex, like the
+//! dead letters' subjects.
 //!
-//! - `<queue stream>_ledger`: one entry per call, the row. History 1, file storage,
-//!   `max_age` = the retention (the server drops a row that long after its last write) and
-//!   `max_messages` = `max_records` with discard `Old`: a full bucket drops its least recently
-//!   written row rather than refusing the newest.
-//! - `<queue stream>_ledger_results`: the kept results, the same limits but an hour more
-//!   `max_age`, read only while their row is there (so a result never outlives its row, and
-//!   a row changed after its result was written still has it).
+//! - `<queue stream>_ledger`: the call's row as its publish created it, never written again.
+//!   History 1, file storage, `max_age` = the retention (the server drops a row that long
+//!   after it was written) and `max_messages` = `max_records` with discard `Old`: a full bucket
+//!   drops its oldest rows rather than refusing the newest.
+//! - `<queue stream>_ledger_journal`: the call's **journal**: the lines its record gained since
+//!   (each a [`LedgerChange::Append`]) and the state they leave it in, or, when an update found
+//!   no row and rebuilt one ([`LedgerChange::Put`]), the whole row, which then stands for the
+//!   call alone. The same limits, but twice `max_records`, so that the rows bucket's cap is
+//!   the one that drops calls (a journal dropped before its row would show a call as queued).
+//! - `<queue stream>_ledger_results`: the kept results, the same limits as the rows but an
+//!   hour more `max_age`, read only while their row is there (so a result never outlives its
+//!   row, and a row changed after its result was written still has it).
 //!
-//! The key is `x` and the call id's bytes in hex, like the dead letters' subjects. The value:
+//! A read reads the row and the journal and joins them. Values:
 //!
 //! ```text
-//! version (1 byte, 1) | created_at_ms (u64) | updated_at_ms (u64) | function length (u32) |
-//! function | state length (u32) | state | record          (integers big-endian)
+//! row:     1 | created_at_ms (u64) | updated_at_ms (u64) | function length (u32) | function |
+//!          state length (u32) | state | record                    (integers big-endian)
+//! journal: 2 | updated_at_ms (u64) | state length (u32) | state | lines
+//!     or   a whole row, as above
 //! ```
 //!
-//! `updated_at_ms` is the writer's clock: a read hides a row past its retention at once, before
-//! the server gets round to dropping it.
+//! `updated_at_ms` is the writer's clock: a read hides a call past its retention at once,
+//! before the server gets round to dropping it. The row expires `retention` after the call
+//! was queued (it is not written again), and with it the call.
 //!
-//! Updates are compare-and-swap on the entry's revision, retried after a conflict. A row this
-//! process wrote last is remembered with its revision ([`Written`]), so the next update of it
-//! (the worker's attempt end after its attempt begin; in `courier up`, the attempt begin after
-//! the gateway's create) swaps on that revision without reading first; a write by anyone else
-//! in between fails the swap and the update reads as usual. A publish
-//! creates the row only when the key has none (`create`), so a duplicate publish never
-//! replaces the original's record. Durability is JetStream's (the acknowledgement means the
-//! server stored it); `ledger_update`'s `durable` asks for nothing more.
+//! Why two keys: an attempt's start is then written without reading anything. A publish that
+//! wrote a row says so in a header of the queued message (`Courier-Ledger-State`, the state it
+//! was created in), so the first delivery of such a message knows its call's state: unless
+//! something wrote the journal already (a cancel), it creates the journal with its first line
+//! ([`Ledger::begin_unread`]). One request per attempt start instead of a read and a write.
+//!
+//! Journal writes are compare-and-swap on the journal's revision (creating it expects none),
+//! retried after a conflict, so a cancel and an attempt's start cannot both win. A journal this
+//! process wrote last is remembered with its revision ([`Written`]), so the next change (the
+//! attempt's end after its start) swaps on that revision without reading first; a write by
+//! anyone else in between fails the swap and the update reads as usual. A publish creates the
+//! row only when the key has none (`create`), so a duplicate publish never replaces the
+//! original's record. Durability is JetStream's (the acknowledgement means the server stored
+//! it); `ledger_update`'s `durable` asks for nothing more.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -45,15 +60,23 @@ use tracing::{debug, info, warn};
 use super::dead_letters::key;
 use super::{REQUEST_TIMEOUT, ensure_connected, timed_out, within};
 use crate::{
-    Error, LedgerChange, LedgerConfig, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch,
-    QueueConfig, Result,
+    Error, LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, QueueConfig, Result,
 };
 
-/// The first byte of every stored row: the layout described in the module docs.
+/// The first byte of a stored row: the layout described in the module docs.
 const FORMAT_VERSION: u8 = 1;
+
+/// The first byte of a stored journal of lines.
+const JOURNAL_VERSION: u8 = 2;
 
 /// Version, the two times and the function's length.
 const FIXED_BYTES: usize = 1 + 8 + 8 + 4;
+
+/// Version, the time and the state's length of a journal of lines.
+const JOURNAL_FIXED_BYTES: usize = 1 + 8 + 4;
+
+/// The journal bucket's `max_messages` over `max_records` (its module docs).
+const JOURNAL_HEADROOM: u64 = 2;
 
 /// How many times an update reads and tries again after another update of the same row came
 /// between its read and its write.
@@ -70,25 +93,147 @@ const RESULT_GRACE: Duration = Duration::from_secs(3600);
 /// and the subject), for the size check against the server's `max_payload`.
 const KV_HEADER_ALLOWANCE: usize = 512;
 
-/// Most rows [`Written`] remembers; when full it starts again empty.
+/// Most journals [`Written`] remembers; when full it starts again empty.
 const MAX_REMEMBERED_ROWS: usize = 4096;
 
-/// The rows this process wrote last, by key, with the revision each was written as.
+/// What a call's journal holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Journal {
+    /// Lines appended to the record of the call's row, and the state they leave it in.
+    Lines {
+        updated_at_ms: u64,
+        state: String,
+        lines: Bytes,
+    },
+    /// A whole row, which stands for the call instead of the row its publish wrote.
+    Whole(Stored),
+}
+
+impl Journal {
+    /// This journal with `line` appended and `state` as the state, written at `now`.
+    fn appended(&self, state: &str, line: &[u8], now: u64) -> Self {
+        match self {
+            Self::Lines { lines, .. } => {
+                let mut joined = BytesMut::with_capacity(lines.len() + line.len());
+                joined.extend_from_slice(lines);
+                joined.extend_from_slice(line);
+                Self::Lines {
+                    updated_at_ms: now,
+                    state: state.to_owned(),
+                    lines: joined.freeze(),
+                }
+            }
+            Self::Whole(stored) => Self::Whole(Stored {
+                updated_at_ms: now,
+                row: stored.row.appended(state, line),
+            }),
+        }
+    }
+
+    fn state(&self) -> &str {
+        match self {
+            Self::Lines { state, .. } => state,
+            Self::Whole(stored) => &stored.row.state,
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        match self {
+            Self::Lines {
+                updated_at_ms,
+                state,
+                lines,
+            } => {
+                let mut value =
+                    BytesMut::with_capacity(JOURNAL_FIXED_BYTES + state.len() + lines.len());
+                value.put_u8(JOURNAL_VERSION);
+                value.put_u64(*updated_at_ms);
+                value.put_u32(u32::try_from(state.len()).unwrap_or(u32::MAX));
+                value.put_slice(state.as_bytes());
+                value.put_slice(lines);
+                value.freeze()
+            }
+            Self::Whole(stored) => encode(&stored.row, stored.updated_at_ms),
+        }
+    }
+
+    fn decode(value: &Bytes) -> Option<Self> {
+        match *value.first()? {
+            FORMAT_VERSION => decode(value).map(Self::Whole),
+            JOURNAL_VERSION if value.len() >= JOURNAL_FIXED_BYTES => {
+                let updated_at_ms = u64::from_be_bytes(value[1..9].try_into().ok()?);
+                let (state, rest) = text(value, 9)?;
+                Some(Self::Lines {
+                    updated_at_ms,
+                    state: state.to_owned(),
+                    lines: value.slice(rest..),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The call `row` and `journal` stand for together (the module docs): `None` when there is
+/// neither, or only lines without the row they belong to.
+fn joined(row: Option<Stored>, journal: Option<&Journal>) -> Option<Stored> {
+    match journal {
+        None => row,
+        Some(Journal::Whole(stored)) => Some(stored.clone()),
+        Some(Journal::Lines {
+            updated_at_ms,
+            state,
+            lines,
+        }) => row.map(|stored| Stored {
+            updated_at_ms: stored.updated_at_ms.max(*updated_at_ms),
+            row: stored.row.appended(state, lines),
+        }),
+    }
+}
+
+/// The row an update that did not read gets: the state alone ([`crate::LedgerUpdate`]).
+fn unread(state: &str) -> LedgerRow {
+    LedgerRow {
+        created_at_ms: 0,
+        function: String::new(),
+        state: state.to_owned(),
+        record: Bytes::new(),
+    }
+}
+
+/// What an update knows of the call's row besides its journal.
+#[derive(Debug, Clone)]
+enum RowKnown {
+    /// Not read (the journal was created without reading it).
+    Unread,
+    /// Read: the row, if there is one.
+    Read(Option<Stored>),
+}
+
+/// A call's journal as this process wrote it last, with what it knew of the row.
+#[derive(Debug)]
+struct Remembered {
+    revision: u64,
+    journal: Journal,
+    row: RowKnown,
+}
+
+/// The journals this process wrote last, by journal key.
 #[derive(Debug, Default)]
-struct Written(Mutex<HashMap<String, (u64, Stored)>>);
+struct Written(Mutex<HashMap<String, Remembered>>);
 
 impl Written {
     /// Takes what is remembered of `key` (an update that fails its swap must not try it again).
-    fn take(&self, key: &str) -> Option<(u64, Stored)> {
+    fn take(&self, key: &str) -> Option<Remembered> {
         self.0.lock().ok()?.remove(key)
     }
 
-    fn remember(&self, key: String, revision: u64, stored: Stored) {
-        if let Ok(mut rows) = self.0.lock() {
-            if rows.len() >= MAX_REMEMBERED_ROWS {
-                rows.clear();
+    fn remember(&self, key: String, remembered: Remembered) {
+        if let Ok(mut journals) = self.0.lock() {
+            if journals.len() >= MAX_REMEMBERED_ROWS {
+                journals.clear();
             }
-            rows.insert(key, (revision, stored));
+            journals.insert(key, remembered);
         }
     }
 }
@@ -102,11 +247,20 @@ pub(super) enum Created {
     AlreadyThere,
 }
 
+/// What an update found before it wrote.
+struct Found {
+    /// The journal's revision (0: none).
+    revision: u64,
+    journal: Option<Journal>,
+    row: RowKnown,
+}
+
 /// The ledger of one queue.
 #[derive(Clone)]
 pub(super) struct Ledger {
     client: Client,
     rows: kv::Store,
+    journals: kv::Store,
     results: kv::Store,
     retention: Duration,
     written: Arc<Written>,
@@ -129,7 +283,18 @@ impl Ledger {
                 &rows_bucket(config),
                 format!("Courier's invocation ledger of stream {}", config.stream),
                 config.ledger.retention,
-                &config.ledger,
+                config.ledger.max_records,
+                config.replicas,
+            ),
+        )
+        .await?;
+        let journals = ensure_bucket(
+            jetstream,
+            bucket_config(
+                &journals_bucket(config),
+                format!("Courier's ledger journals of stream {}", config.stream),
+                config.ledger.retention,
+                config.ledger.max_records.saturating_mul(JOURNAL_HEADROOM),
                 config.replicas,
             ),
         )
@@ -140,7 +305,7 @@ impl Ledger {
                 &results_bucket(config),
                 format!("Courier's kept call results of stream {}", config.stream),
                 config.ledger.retention.saturating_add(RESULT_GRACE),
-                &config.ledger,
+                config.ledger.max_records,
                 config.replicas,
             ),
         )
@@ -148,6 +313,7 @@ impl Ledger {
         Ok(Some(Self {
             client,
             rows,
+            journals,
             results,
             retention: config.ledger.retention,
             written: Arc::default(),
@@ -156,23 +322,21 @@ impl Ledger {
 
     /// Writes `row` for call `id` unless it has one.
     pub(super) async fn create(&self, id: &str, row: &LedgerRow) -> Result<Created> {
-        let doing = format!("create the ledger row of call {id:?}");
-        ensure_connected(&self.client, &doing)?;
-        let now = now_ms();
-        let value = encode(row, now);
+        let doing = "create a ledger row";
+        ensure_connected(&self.client, doing)?;
+        let value = encode(row, now_ms());
         self.check_size(value.len())?;
         match tokio::time::timeout(REQUEST_TIMEOUT, self.rows.create(key(id), value)).await {
-            Ok(Ok(revision)) => {
-                let stored = Stored {
-                    updated_at_ms: now,
-                    row: row.clone(),
-                };
-                self.written.remember(key(id), revision, stored);
-                Ok(Created::Now(revision))
-            }
+            Ok(Ok(revision)) => Ok(Created::Now(revision)),
             Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => Ok(Created::AlreadyThere),
-            Ok(Err(e)) => Err(Error::unavailable(&doing, e)),
-            Err(_) => Err(Error::unavailable(&doing, timed_out(REQUEST_TIMEOUT))),
+            Ok(Err(e)) => Err(Error::unavailable(
+                format!("create the ledger row of call {id:?}"),
+                e,
+            )),
+            Err(_) => Err(Error::unavailable(
+                format!("create the ledger row of call {id:?}"),
+                timed_out(REQUEST_TIMEOUT),
+            )),
         }
     }
 
@@ -180,7 +344,6 @@ impl Ledger {
     /// of a publish the server refused. Best effort: a row left behind shows a call that was
     /// never queued, until it expires.
     pub(super) async fn forget(&self, id: &str, revision: u64) {
-        self.written.take(&key(id));
         let deleted = tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.rows.delete_expect_revision(key(id), Some(revision)),
@@ -198,69 +361,214 @@ impl Ledger {
         }
     }
 
-    /// Compare-and-swap: reads the row, applies `update`, writes if nobody wrote in between,
-    /// otherwise starts again (at most [`MAX_UPDATE_ATTEMPTS`] times).
+    /// The first attempt's start of a call whose publish wrote its row in state `created`
+    /// (the message's `Courier-Ledger-State`): `update` is applied to that state and its line
+    /// creates the call's journal, without reading anything. Should the journal exist already
+    /// (a cancel came first, or the update does not append), it is [`Ledger::update`].
+    pub(super) async fn begin_unread(
+        &self,
+        id: &str,
+        created: &str,
+        update: &LedgerUpdate,
+    ) -> Result<Option<LedgerRow>> {
+        let LedgerChange::Append {
+            state,
+            line,
+            result: None,
+        } = update(Some(&unread(created)))
+        else {
+            return self.update(id, update).await;
+        };
+        ensure_connected(&self.client, "start an attempt in the ledger")?;
+        let key = key(id);
+        let journal = Journal::Lines {
+            updated_at_ms: now_ms(),
+            state,
+            lines: line,
+        };
+        let value = journal.encode();
+        self.check_size(value.len())?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.journals.update(&key, value, 0)).await {
+            Ok(Ok(revision)) => {
+                let answer = unread(journal.state());
+                self.written.remember(
+                    key,
+                    Remembered {
+                        revision,
+                        journal,
+                        row: RowKnown::Unread,
+                    },
+                );
+                Ok(Some(answer))
+            }
+            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                debug!(call_id = %id, "The call's journal was written first; reading it.");
+                self.update(id, update).await
+            }
+            Ok(Err(e)) => Err(Error::unavailable(
+                format!("start an attempt of call {id:?} in the ledger"),
+                e,
+            )),
+            Err(_) => Err(Error::unavailable(
+                format!("start an attempt of call {id:?} in the ledger"),
+                timed_out(REQUEST_TIMEOUT),
+            )),
+        }
+    }
+
+    /// Compare-and-swap on the call's journal: reads the row and the journal (unless this
+    /// process remembers the journal), applies `update`, writes the journal if nobody wrote
+    /// it in between, otherwise starts again (at most [`MAX_UPDATE_ATTEMPTS`] times).
     pub(super) async fn update(
         &self,
         id: &str,
         update: &LedgerUpdate,
     ) -> Result<Option<LedgerRow>> {
-        let doing = format!("update the ledger row of call {id:?}");
         let key = key(id);
+        let mut read = false;
         for attempt in 0..MAX_UPDATE_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            ensure_connected(&self.client, &doing)?;
-            // First the row as this process wrote it, when it remembers it; read otherwise.
-            let (current, revision) = match self.written.take(&key) {
-                Some((revision, stored)) => (
-                    (!self.expired(stored.updated_at_ms, now_ms())).then_some(stored.row),
+            ensure_connected(&self.client, "update a ledger row")?;
+            // First the journal as this process wrote it, when it remembers it; read otherwise.
+            let remembered = if read { None } else { self.written.take(&key) };
+            let found = match remembered {
+                Some(Remembered {
                     revision,
-                ),
-                None => match within(&doing, self.rows.entry(key.clone())).await? {
-                    // A deleted or expired row is no row, but its revision is the one to
-                    // replace.
-                    Some(entry) => (self.visible(&entry), entry.revision),
-                    None => (None, 0),
+                    journal,
+                    row,
+                }) => Found {
+                    revision,
+                    journal: Some(journal),
+                    row,
+                },
+                None => self.read(id, &key).await?,
+            };
+            let now = now_ms();
+            let current = match &found.row {
+                RowKnown::Read(row) => joined(row.clone(), found.journal.as_ref())
+                    .filter(|stored| !self.expired(stored.updated_at_ms, now))
+                    .map(|stored| stored.row),
+                RowKnown::Unread => match &found.journal {
+                    Some(Journal::Whole(stored)) => Some(stored.row.clone())
+                        .filter(|_| !self.expired(stored.updated_at_ms, now)),
+                    Some(Journal::Lines { state, .. }) => Some(unread(state)),
+                    None => None,
                 },
             };
-            let (row, result) = match update(current.as_ref()) {
+            let unread_lines = matches!(
+                (&found.row, &found.journal),
+                (RowKnown::Unread, Some(Journal::Lines { .. }))
+            );
+            let (journal, result, answer) = match update(current.as_ref()) {
+                // The answer to anything but an append is the whole row: read it.
+                LedgerChange::Keep | LedgerChange::Put { .. } if unread_lines => {
+                    read = true;
+                    continue;
+                }
                 LedgerChange::Keep => return Ok(current),
-                LedgerChange::Put { row, result } => (row, result),
+                LedgerChange::Put { row, result } => (
+                    Journal::Whole(Stored {
+                        updated_at_ms: now,
+                        row: row.clone(),
+                    }),
+                    result,
+                    row,
+                ),
+                LedgerChange::Append {
+                    state,
+                    line,
+                    result,
+                } => {
+                    let Some(over) = current else {
+                        // Nothing to append to: the update broke its contract.
+                        return Ok(None);
+                    };
+                    let journal = match &found.journal {
+                        Some(journal) => journal.appended(&state, &line, now),
+                        None => Journal::Lines {
+                            updated_at_ms: now,
+                            state: state.clone(),
+                            lines: line.clone(),
+                        },
+                    };
+                    let answer = if unread_lines {
+                        unread(&state)
+                    } else {
+                        over.appended(&state, &line)
+                    };
+                    (journal, result, answer)
+                }
             };
             // The result first: once the row says the call ended, its result is there.
             if let Some(result) = result {
                 self.put_result(id, &key, result).await?;
             }
-            let now = now_ms();
-            let value = encode(&row, now);
+            let value = journal.encode();
             self.check_size(value.len())?;
-            match tokio::time::timeout(REQUEST_TIMEOUT, self.rows.update(&key, value, revision))
-                .await
+            match tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                self.journals.update(&key, value, found.revision),
+            )
+            .await
             {
-                Ok(Ok(written)) => {
-                    let stored = Stored {
-                        updated_at_ms: now,
-                        row: row.clone(),
-                    };
-                    self.written.remember(key, written, stored);
-                    return Ok(Some(row));
+                Ok(Ok(revision)) => {
+                    self.written.remember(
+                        key,
+                        Remembered {
+                            revision,
+                            journal,
+                            row: found.row,
+                        },
+                    );
+                    return Ok(Some(answer));
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     debug!(call_id = %id, attempt, "Ledger update conflicted; trying again.");
+                    read = true;
                 }
-                Ok(Err(e)) => return Err(Error::unavailable(&doing, e)),
-                Err(_) => return Err(Error::unavailable(&doing, timed_out(REQUEST_TIMEOUT))),
+                Ok(Err(e)) => {
+                    return Err(Error::unavailable(
+                        format!("update the ledger row of call {id:?}"),
+                        e,
+                    ));
+                }
+                Err(_) => {
+                    return Err(Error::unavailable(
+                        format!("update the ledger row of call {id:?}"),
+                        timed_out(REQUEST_TIMEOUT),
+                    ));
+                }
             }
         }
         Err(Error::unavailable(
-            &doing,
+            format!("update the ledger row of call {id:?}"),
             format!(
                 "other updates of the row kept coming between its read and its write \
                  ({MAX_UPDATE_ATTEMPTS} attempts)"
             ),
         ))
+    }
+
+    /// The call's row and journal as the server has them.
+    async fn read(&self, id: &str, key: &str) -> Result<Found> {
+        let doing = format!("read the ledger row of call {id:?}");
+        let (row, journal) = tokio::join!(
+            within(&doing, self.rows.entry(key.to_owned())),
+            within(&doing, self.journals.entry(key.to_owned())),
+        );
+        let row = row?.and_then(|entry| stored_row(&entry));
+        let (revision, journal) = match journal? {
+            // A deleted journal is none, but its revision is the one to replace.
+            Some(entry) => (entry.revision, stored_journal(&entry)),
+            None => (0, None),
+        };
+        Ok(Found {
+            revision,
+            journal,
+            row: RowKnown::Read(row),
+        })
     }
 
     async fn put_result(&self, id: &str, key: &str, result: Bytes) -> Result<()> {
@@ -272,10 +580,15 @@ impl Ledger {
     }
 
     pub(super) async fn get(&self, id: &str) -> Result<Option<LedgerRow>> {
-        let doing = format!("read the ledger row of call {id:?}");
-        ensure_connected(&self.client, &doing)?;
-        let entry = within(&doing, self.rows.entry(key(id))).await?;
-        Ok(entry.and_then(|entry| self.visible(&entry)))
+        ensure_connected(&self.client, "read a ledger row")?;
+        let found = self.read(id, &key(id)).await?;
+        let RowKnown::Read(row) = found.row else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        Ok(joined(row, found.journal.as_ref())
+            .filter(|stored| !self.expired(stored.updated_at_ms, now))
+            .map(|stored| stored.row))
     }
 
     /// The kept result of call `id`, while its row is there.
@@ -289,89 +602,49 @@ impl Ledger {
         result
     }
 
-    /// Every row's current value through an ephemeral ordered consumer (last per subject),
-    /// filtered, newest first, at most `query.limit`.
+    /// Every call's row and journal through an ephemeral ordered consumer on each bucket (the
+    /// journals first, so each row is judged as it arrives and at most about twice
+    /// `query.limit` rows are held), filtered, newest first, at most `query.limit`.
     pub(super) async fn list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>> {
-        let doing = "list ledger rows";
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        ensure_connected(&self.client, doing)?;
-        let consumer = within(
-            doing,
-            self.rows.stream.create_consumer(OrderedConfig {
-                filter_subject: format!("{}>", self.rows.prefix),
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            }),
-        )
-        .await?;
-        let name = consumer.cached_info().name.clone();
-        let read = self.read_all(consumer, query).await;
-        // As with the dead letters: the server would drop the consumer after a while idle.
-        let stream = self.rows.stream.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.delete_consumer(&name)).await;
-        });
-        let mut listed = read?;
-        newest_first(&mut listed, query.limit);
-        Ok(listed.into_iter().map(|(_, row)| row).collect())
-    }
-
-    /// The rows `consumer` delivers that match `query`, each with its key; keeps at most about
-    /// twice `query.limit` of them at any time.
-    async fn read_all(
-        &self,
-        consumer: Consumer<OrderedConfig>,
-        query: &LedgerQuery,
-    ) -> Result<Vec<(String, LedgerRow)>> {
-        let doing = "list ledger rows";
-        let mut listed = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(listed);
-        }
+        ensure_connected(&self.client, "list ledger rows")?;
         let now = now_ms();
-        let mut messages = within(doing, consumer.messages()).await?;
-        loop {
-            let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
-                Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
-                Ok(None) => break,
-                Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
-            };
-            let pending = message
-                .info()
-                .map_err(|e| Error::unavailable(doing, e.to_string()))?
-                .pending;
-            let put = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get("KV-Operation"))
-                .is_none_or(|operation| operation.as_str() == "PUT");
-            if put {
-                let key = message
-                    .subject
-                    .strip_prefix(self.rows.prefix.as_str())
-                    .unwrap_or(&message.subject);
-                match decode(&message.payload) {
-                    Some(stored) if self.matches(&stored, query, now) => {
-                        listed.push((key.to_owned(), stored.row));
-                        if listed.len() >= 2 * query.limit {
-                            newest_first(&mut listed, query.limit);
-                        }
-                    }
-                    Some(_) => {}
-                    None => warn!(
-                        subject = %message.subject,
-                        "Ignoring a ledger row in an unknown format."
-                    ),
+        let mut journals: HashMap<String, Journal> = HashMap::new();
+        read_all(&self.journals, |key, value| {
+            if let Some(journal) = Journal::decode(value) {
+                journals.insert(key.to_owned(), journal);
+            }
+        })
+        .await?;
+        let mut listed = Vec::new();
+        let keep = |listed: &mut Vec<(String, LedgerRow)>, key: &str, stored: Stored| {
+            if self.matches(&stored, query, now) {
+                listed.push((key.to_owned(), stored.row));
+                if listed.len() >= 2 * query.limit {
+                    newest_first(listed, query.limit);
                 }
             }
-            if pending == 0 {
-                break;
+        };
+        read_all(&self.rows, |key, value| {
+            let Some(row) = decode(value) else {
+                warn!(key = %key, "Ignoring a ledger row in an unknown format.");
+                return;
+            };
+            if let Some(stored) = joined(Some(row), journals.remove(key).as_ref()) {
+                keep(&mut listed, key, stored);
+            }
+        })
+        .await?;
+        // Whole rows that stand for a call without the row its publish wrote.
+        for (key, journal) in journals {
+            if let Journal::Whole(stored) = journal {
+                keep(&mut listed, &key, stored);
             }
         }
-        Ok(listed)
+        newest_first(&mut listed, query.limit);
+        Ok(listed.into_iter().map(|(_, row)| row).collect())
     }
 
     fn matches(&self, stored: &Stored, query: &LedgerQuery, now: u64) -> bool {
@@ -383,31 +656,23 @@ impl Ledger {
             && query.state.as_deref().is_none_or(|s| s == stored.row.state)
     }
 
-    /// Yields for every write of the row of call `id` from now on (a watch of the key with
-    /// deliver policy "new").
+    /// Yields for every write of the row or the journal of call `id` from now on (a watch of
+    /// each key with deliver policy "new"; one watch of both needs a 2.10 server).
     pub(super) async fn watch(&self, id: &str) -> Result<LedgerWatch> {
         let doing = format!("watch the ledger row of call {id:?}");
         ensure_connected(&self.client, &doing)?;
-        let changes = within(&doing, self.rows.watch(key(id))).await?;
-        Ok(changes
+        let key = key(id);
+        let (row, journal) = tokio::join!(
+            within(&doing, self.rows.watch(&key)),
+            within(&doing, self.journals.watch(&key)),
+        );
+        Ok(futures_util::stream::select(row?, journal?)
             .map(|change| {
                 if let Err(e) = change {
                     debug!(error = %e, "Ledger watch error; the row may have changed.");
                 }
             })
             .boxed())
-    }
-
-    /// The row `entry` holds, unless it was deleted, is in an unknown format or expired.
-    fn visible(&self, entry: &kv::Entry) -> Option<LedgerRow> {
-        if entry.operation != Operation::Put {
-            return None;
-        }
-        let Some(stored) = decode(&entry.value) else {
-            warn!(key = %entry.key, "Ignoring a ledger row in an unknown format.");
-            return None;
-        };
-        (!self.expired(stored.updated_at_ms, now_ms())).then_some(stored.row)
     }
 
     fn expired(&self, updated_at_ms: u64, now: u64) -> bool {
@@ -426,6 +691,94 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Calls `each` with the key and value of every entry of `bucket` that holds a value,
+/// through an ephemeral ordered consumer (last per subject).
+async fn read_all(bucket: &kv::Store, each: impl FnMut(&str, &Bytes)) -> Result<()> {
+    let doing = "list ledger rows";
+    let consumer = within(
+        doing,
+        bucket.stream.create_consumer(OrderedConfig {
+            filter_subject: format!("{}>", bucket.prefix),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let name = consumer.cached_info().name.clone();
+    let read = read_consumer(bucket, consumer, each).await;
+    // As with the dead letters: the server would drop the consumer after a while idle.
+    let stream = bucket.stream.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.delete_consumer(&name)).await;
+    });
+    read
+}
+
+/// Calls `each` with the key and value of every put `consumer` delivers.
+async fn read_consumer(
+    bucket: &kv::Store,
+    consumer: Consumer<OrderedConfig>,
+    mut each: impl FnMut(&str, &Bytes),
+) -> Result<()> {
+    let doing = "list ledger rows";
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = within(doing, consumer.messages()).await?;
+    loop {
+        let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
+            Ok(None) => break,
+            Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
+        };
+        let pending = message
+            .info()
+            .map_err(|e| Error::unavailable(doing, e.to_string()))?
+            .pending;
+        let put = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("KV-Operation"))
+            .is_none_or(|operation| operation.as_str() == "PUT");
+        if put {
+            let key = message
+                .subject
+                .strip_prefix(bucket.prefix.as_str())
+                .unwrap_or(&message.subject);
+            each(key, &message.payload);
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The row `entry` holds, unless it was deleted or is in an unknown format.
+fn stored_row(entry: &kv::Entry) -> Option<Stored> {
+    if entry.operation != Operation::Put {
+        return None;
+    }
+    let stored = decode(&entry.value);
+    if stored.is_none() {
+        warn!(key = %entry.key, "Ignoring a ledger row in an unknown format.");
+    }
+    stored
+}
+
+/// The journal `entry` holds, unless it was deleted or is in an unknown format.
+fn stored_journal(entry: &kv::Entry) -> Option<Journal> {
+    if entry.operation != Operation::Put {
+        return None;
+    }
+    let journal = Journal::decode(&entry.value);
+    if journal.is_none() {
+        warn!(key = %entry.key, "Ignoring a ledger journal in an unknown format.");
+    }
+    journal
 }
 
 /// Gets the bucket's stream, creating it if missing; gives an existing one `wanted`'s limits.
@@ -471,7 +824,7 @@ fn bucket_config(
     bucket: &str,
     description: String,
     max_age: Duration,
-    ledger: &LedgerConfig,
+    max_messages: u64,
     replicas: usize,
 ) -> stream::Config {
     stream::Config {
@@ -479,7 +832,7 @@ fn bucket_config(
         description: Some(description),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
-        max_messages: i64::try_from(ledger.max_records.max(1)).unwrap_or(i64::MAX),
+        max_messages: i64::try_from(max_messages.max(1)).unwrap_or(i64::MAX),
         max_age,
         // Writes carry no message id; the window must only not exceed max_age.
         duplicate_window: Duration::from_secs(120).min(max_age),
@@ -495,6 +848,10 @@ fn bucket_config(
 
 fn rows_bucket(config: &QueueConfig) -> String {
     format!("{}_ledger", config.stream)
+}
+
+fn journals_bucket(config: &QueueConfig) -> String {
+    format!("{}_ledger_journal", config.stream)
 }
 
 fn results_bucket(config: &QueueConfig) -> String {
@@ -531,7 +888,7 @@ fn now_ms() -> u64 {
 }
 
 /// A decoded row with the time it was written.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Stored {
     updated_at_ms: u64,
     row: LedgerRow,
@@ -582,6 +939,7 @@ fn text(value: &[u8], at: usize) -> Option<(&str, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LedgerConfig;
 
     fn row(created_at_ms: u64, function: &str, state: &str, record: &'static [u8]) -> LedgerRow {
         LedgerRow {
@@ -624,7 +982,62 @@ mod tests {
     }
 
     #[test]
-    fn the_buckets_keep_one_file_backed_value_per_call_and_drop_the_oldest_when_full() {
+    fn a_journal_reads_back_as_written_and_joins_its_row() {
+        let created = Stored {
+            updated_at_ms: 10,
+            row: row(5, "echo.fns", "queued", b"{\"id\":\"a\"}"),
+        };
+        let lines = Journal::Lines {
+            updated_at_ms: 20,
+            state: "running".into(),
+            lines: Bytes::from_static(b"\n{\"b\":1}"),
+        };
+        let whole = Journal::Whole(Stored {
+            updated_at_ms: 30,
+            row: row(6, "other.fns", "failed", b"{}"),
+        });
+        for journal in [&lines, &whole] {
+            assert_eq!(Journal::decode(&journal.encode()).as_ref(), Some(journal));
+        }
+        assert_eq!(Journal::decode(&Bytes::from_static(b"\x03abc")), None);
+        assert_eq!(Journal::decode(&Bytes::from_static(b"\x02short")), None);
+
+        // Lines join the row they belong to: its creation time and function, their state.
+        let joined_lines = joined(Some(created.clone()), Some(&lines)).expect("a row");
+        assert_eq!(joined_lines.updated_at_ms, 20);
+        assert_eq!(joined_lines.row.created_at_ms, 5);
+        assert_eq!(joined_lines.row.function, "echo.fns");
+        assert_eq!(joined_lines.row.state, "running");
+        assert_eq!(&joined_lines.row.record[..], b"{\"id\":\"a\"}\n{\"b\":1}");
+        // Without the row, lines stand for nothing; a whole row stands alone.
+        assert_eq!(joined(None, Some(&lines)), None);
+        assert_eq!(
+            joined(None, Some(&whole)).expect("a row").row.function,
+            "other.fns"
+        );
+        assert_eq!(
+            joined(Some(created.clone()), Some(&whole))
+                .expect("a row")
+                .row
+                .state,
+            "failed"
+        );
+        assert_eq!(joined(Some(created.clone()), None), Some(created));
+
+        // Appending to either keeps its kind.
+        let more = lines.appended("succeeded", b"\n{\"f\":2}", 40);
+        assert_eq!(more.state(), "succeeded");
+        assert!(
+            matches!(&more, Journal::Lines { lines, updated_at_ms: 40, .. }
+            if &lines[..] == b"\n{\"b\":1}\n{\"f\":2}")
+        );
+        let more = whole.appended("succeeded", b"\nx", 40);
+        assert!(matches!(&more, Journal::Whole(stored)
+            if &stored.row.record[..] == b"{}\nx" && stored.row.created_at_ms == 6));
+    }
+
+    #[test]
+    fn the_buckets_keep_a_row_and_a_journal_per_call_and_drop_the_oldest_when_full() {
         let config = QueueConfig {
             ledger: LedgerConfig {
                 retention: Duration::from_secs(60),
@@ -637,7 +1050,7 @@ mod tests {
             &rows_bucket(&config),
             String::new(),
             config.ledger.retention,
-            &config.ledger,
+            config.ledger.max_records,
             3,
         );
         assert_eq!(rows.name, "KV_OF_faas-request_ledger");

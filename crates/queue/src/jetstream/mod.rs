@@ -16,6 +16,8 @@
 //!   publish sends the message and then, without waiting for its acknowledgement, the row's
 //!   `create`: both are in flight together, so recording costs a second write on the server
 //!   but no second round trip. Should the server refuse the message, the row is removed again.
+//!   The message carries the state its row was created in ([`LEDGER_STATE_HEADER`]), so
+//!   `fetch_begun` starts its first attempt in the ledger with one write and no read.
 //!
 //! Every network call has a deadline, and a call made while the client is disconnected fails at
 //! once, so nothing hangs while the server is away: the caller gets [`Error::Unavailable`] and
@@ -29,6 +31,7 @@ mod ledger;
 
 use std::fmt;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -43,11 +46,16 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::{
-    DeadLetter, Delivery, Error, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, Message,
-    Published, QueueConfig, Receipt, Result, Settle, WorkQueue,
+    Begun, DeadLetter, Delivery, Error, LedgerBegin, LedgerQuery, LedgerRow, LedgerUpdate,
+    LedgerWatch, Message, Published, QueueConfig, Receipt, Result, Settle, WorkQueue,
 };
 use dead_letters::DeadLetters;
 use ledger::{Created, Ledger};
+
+/// The header of a queued message whose publish wrote its ledger row: the state the row was
+/// created in. Its first delivery's attempt start is then written without reading the row
+/// (the `ledger` module's docs). OpenFaaS ignores it.
+pub const LEDGER_STATE_HEADER: &str = "Courier-Ledger-State";
 
 /// A publish's acknowledgement as it arrives: in time or not, stored or refused.
 type AckResult = Result<
@@ -110,11 +118,13 @@ impl fmt::Debug for JetStreamQueue {
 }
 
 impl JetStreamQueue {
-    /// Checks the size and hands `message` to the connection; the returned future is its
-    /// acknowledgement (bounded by [`REQUEST_TIMEOUT`]).
+    /// Checks the size and hands `message` to the connection, marked with `ledger_state` when
+    /// its ledger row is written with it; the returned future is its acknowledgement (bounded
+    /// by [`REQUEST_TIMEOUT`]).
     async fn send_publish(
         &self,
         message: Message,
+        ledger_state: Option<&str>,
     ) -> Result<(Sent, impl Future<Output = AckResult> + use<>)> {
         let size = message.payload.len();
         if size > self.config.max_payload_bytes {
@@ -131,6 +141,10 @@ impl JetStreamQueue {
         let publish = PublishMessage::build()
             .payload(message.payload)
             .message_id(&message.id);
+        let publish = match ledger_state {
+            Some(state) => publish.header(LEDGER_STATE_HEADER, state),
+            None => publish,
+        };
         let ack = match tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.jetstream
@@ -293,7 +307,7 @@ impl JetStreamQueue {
 #[async_trait]
 impl WorkQueue for JetStreamQueue {
     async fn publish_tracked(&self, message: Message) -> Result<Receipt> {
-        let (sent, ack) = self.send_publish(message).await?;
+        let (sent, ack) = self.send_publish(message, None).await?;
         self.receipt(sent, ack.await)
     }
 
@@ -301,7 +315,9 @@ impl WorkQueue for JetStreamQueue {
     /// on its way (see [`JetStreamQueue::recorded`]).
     async fn publish_recorded(&self, message: Message, row: Option<LedgerRow>) -> Result<Receipt> {
         let id = message.id.clone();
-        let (sent, ack) = self.send_publish(message).await?;
+        let (sent, ack) = self
+            .send_publish(message, self.ledger_state(row.as_ref()))
+            .await?;
         self.recorded(&id, sent, ack, row).await
     }
 
@@ -315,7 +331,8 @@ impl WorkQueue for JetStreamQueue {
         let mut sent = Vec::with_capacity(messages.len());
         for (message, row) in messages {
             let id = message.id.clone();
-            sent.push((id, self.send_publish(message).await, row));
+            let ledger_state = self.ledger_state(row.as_ref());
+            sent.push((id, self.send_publish(message, ledger_state).await, row));
         }
         futures_util::future::join_all(sent.into_iter().map(|(id, sent, row)| async move {
             let (sent, ack) = sent?;
@@ -325,59 +342,50 @@ impl WorkQueue for JetStreamQueue {
     }
 
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        ensure_connected(&self.client, "fetch")?;
-        let request = self.consumer.fetch().max_messages(max);
-        // A wait under a millisecond means "what is there now": without `expires`, a
-        // `no_wait` pull answers at once.
-        let request = if wait >= Duration::from_millis(1) {
-            request.expires(wait)
-        } else {
-            request
-        };
-        let mut batch = within("fetch", request.messages()).await?;
+        let fetched = self.fetch_marked(max, wait).await?;
+        Ok(fetched.into_iter().map(|(delivery, _)| delivery).collect())
+    }
 
-        let deadline = tokio::time::Instant::now() + wait + FETCH_GRACE;
-        let mut deliveries = Vec::new();
-        loop {
-            let look_again = tokio::time::Instant::now() + CONNECTION_CHECK_INTERVAL;
-            match tokio::time::timeout_at(deadline.min(look_again), batch.next()).await {
-                Ok(Some(Ok(message))) => {
-                    if let Some(delivery) = self.delivery(message) {
-                        deliveries.push(delivery);
+    /// [`WorkQueue::fetch`], and the first attempt of a call whose publish wrote its row starts
+    /// in the ledger without a read (`Ledger::begin_unread`); every other attempt is a
+    /// [`WorkQueue::ledger_update`]. The updates of one fetch go out together.
+    async fn fetch_begun(
+        &self,
+        max: usize,
+        wait: Duration,
+        begin: LedgerBegin,
+    ) -> Result<Vec<Begun>> {
+        let fetched = self.fetch_marked(max, wait).await?;
+        let Some(ledger) = &self.ledger else {
+            return Ok(fetched
+                .into_iter()
+                .map(|(delivery, _)| Begun {
+                    delivery,
+                    row: Err(Error::LedgerOff),
+                })
+                .collect());
+        };
+        let rows = futures_util::future::join_all(fetched.iter().map(|(delivery, created)| {
+            let message = delivery.message.clone();
+            let begin = Arc::clone(&begin);
+            let update: LedgerUpdate = Arc::new(move |row| begin(&message, row));
+            async move {
+                match created {
+                    Some(created) if delivery.attempt == 1 => {
+                        ledger
+                            .begin_unread(&delivery.message.id, created, &update)
+                            .await
                     }
-                }
-                Ok(Some(Err(e))) if deliveries.is_empty() => {
-                    return Err(Error::unavailable("fetch", e));
-                }
-                Ok(Some(Err(e))) => {
-                    // Keep what arrived; the next fetch reports the failure if it persists.
-                    debug!(
-                        consumer = %self.config.consumer,
-                        error = %e,
-                        "Pull request ended early."
-                    );
-                    break;
-                }
-                Ok(None) => break,
-                // The server forgets pull requests when it restarts: stop waiting for this one
-                // once the connection is gone, or when it was not closed in time.
-                Err(_) => {
-                    let gone = match self.client.connection_state() {
-                        State::Connected if tokio::time::Instant::now() < deadline => continue,
-                        State::Connected => timed_out(wait + FETCH_GRACE),
-                        state => not_connected(&state),
-                    };
-                    if deliveries.is_empty() {
-                        return Err(Error::unavailable("fetch", gone));
-                    }
-                    break;
+                    _ => ledger.update(&delivery.message.id, &update).await,
                 }
             }
-        }
-        Ok(deliveries)
+        }))
+        .await;
+        Ok(fetched
+            .into_iter()
+            .zip(rows)
+            .map(|((delivery, _), row)| Begun { delivery, row })
+            .collect())
     }
 
     async fn pending(&self) -> Result<u64> {
@@ -455,9 +463,78 @@ impl JetStreamQueue {
         self.ledger.as_ref().ok_or(Error::LedgerOff)
     }
 
-    /// A delivery of a message the consumer handed out, or `None` (logged) for anything that
-    /// is not a JetStream message.
-    fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
+    /// The state to mark a published message with: its row's, when the ledger writes it.
+    fn ledger_state<'a>(&self, row: Option<&'a LedgerRow>) -> Option<&'a str> {
+        row.filter(|_| self.ledger.is_some())
+            .map(|row| row.state.as_str())
+    }
+
+    /// Up to `max` deliveries, each with the state its ledger row was created in when its
+    /// publish wrote one ([`LEDGER_STATE_HEADER`]).
+    async fn fetch_marked(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<(Delivery, Option<String>)>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        ensure_connected(&self.client, "fetch")?;
+        let request = self.consumer.fetch().max_messages(max);
+        // A wait under a millisecond means "what is there now": without `expires`, a
+        // `no_wait` pull answers at once.
+        let request = if wait >= Duration::from_millis(1) {
+            request.expires(wait)
+        } else {
+            request
+        };
+        let mut batch = within("fetch", request.messages()).await?;
+
+        let deadline = tokio::time::Instant::now() + wait + FETCH_GRACE;
+        let mut deliveries = Vec::new();
+        loop {
+            let look_again = tokio::time::Instant::now() + CONNECTION_CHECK_INTERVAL;
+            match tokio::time::timeout_at(deadline.min(look_again), batch.next()).await {
+                Ok(Some(Ok(message))) => {
+                    if let Some(delivery) = self.delivery(message) {
+                        deliveries.push(delivery);
+                    }
+                }
+                Ok(Some(Err(e))) if deliveries.is_empty() => {
+                    return Err(Error::unavailable("fetch", e));
+                }
+                Ok(Some(Err(e))) => {
+                    // Keep what arrived; the next fetch reports the failure if it persists.
+                    debug!(
+                        consumer = %self.config.consumer,
+                        error = %e,
+                        "Pull request ended early."
+                    );
+                    break;
+                }
+                Ok(None) => break,
+                // The server forgets pull requests when it restarts: stop waiting for this one
+                // once the connection is gone, or when it was not closed in time.
+                Err(_) => {
+                    let gone = match self.client.connection_state() {
+                        State::Connected if tokio::time::Instant::now() < deadline => continue,
+                        State::Connected => timed_out(wait + FETCH_GRACE),
+                        state => not_connected(&state),
+                    };
+                    if deliveries.is_empty() {
+                        return Err(Error::unavailable("fetch", gone));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(deliveries)
+    }
+
+    /// A delivery of a message the consumer handed out, with the state its ledger row was
+    /// created in when it says so, or `None` (logged) for anything that is not a JetStream
+    /// message.
+    fn delivery(&self, message: jetstream::Message) -> Option<(Delivery, Option<String>)> {
         let (attempt, sequence) = match message.info() {
             Ok(info) => (
                 u64::try_from(info.delivered).unwrap_or(1).max(1),
@@ -473,26 +550,29 @@ impl JetStreamQueue {
                 return None;
             }
         };
-        let id = message
-            .headers
-            .as_ref()
+        let headers = message.headers.as_ref();
+        let id = headers
             .and_then(|headers| headers.get(header::NATS_MESSAGE_ID))
             .map(|id| id.as_str().to_owned())
             .unwrap_or_else(|| sequence.to_string());
+        let created = headers
+            .and_then(|headers| headers.get(LEDGER_STATE_HEADER))
+            .map(|state| state.as_str().to_owned());
         let (message, acker) = message.split();
         let settle = JetStreamSettle {
             acker,
             client: self.client.clone(),
             sequence,
         };
-        Some(Delivery::new(
+        let delivery = Delivery::new(
             Message {
                 id,
                 payload: message.payload,
             },
             attempt,
             Box::new(settle),
-        ))
+        );
+        Some((delivery, created))
     }
 }
 

@@ -76,6 +76,7 @@ macro_rules! conformance_tests {
             ledger_rows_and_results_survive_a_restart,
             with_the_ledger_off_every_ledger_call_says_so,
             a_begun_fetch_updates_each_delivered_row_before_answering,
+            appended_changes_join_the_record_and_a_cancel_excludes_a_begin,
             a_recorded_settle_writes_the_row_and_settles,
         );
     };
@@ -1641,6 +1642,128 @@ pub async fn a_begun_fetch_updates_each_delivered_row_before_answering<B: Backen
     assert!(
         first.record.starts_with(&original.record),
         "the update started from the stored row"
+    );
+}
+
+/// An update that appends `line` and moves a row in state `from` to `to`; keeps any other.
+fn append(from: &'static str, to: &'static str, line: &'static [u8]) -> LedgerUpdate {
+    Arc::new(move |current: Option<&LedgerRow>| match current {
+        Some(row) if row.state == from => LedgerChange::Append {
+            state: to.into(),
+            line: Bytes::from_static(line),
+            result: None,
+        },
+        _ => LedgerChange::Keep,
+    })
+}
+
+/// A record as stored after `lines` were appended to `created`'s.
+fn with_lines(created: &LedgerRow, state: &str, lines: &[&[u8]]) -> LedgerRow {
+    let mut record = created.record.to_vec();
+    for line in lines {
+        record.extend_from_slice(line);
+    }
+    LedgerRow {
+        state: state.into(),
+        record: Bytes::from(record),
+        ..created.clone()
+    }
+}
+
+pub async fn appended_changes_join_the_record_and_a_cancel_excludes_a_begin<B: Backend>() {
+    let env = B::new().await;
+    let queue = env.open(config()).await;
+    let base = 1_700_000_000_000;
+    let (first, second) = (row("call-1", base), row("call-2", base + 1));
+    publish_recorded(&*queue, "call-1", first.clone()).await;
+    publish_recorded(&*queue, "call-2", second.clone()).await;
+
+    // call-2 is cancelled before it is handed out: the answer is the whole row.
+    let cancel = append("queued", "cancelled", b"\ncancelled");
+    let cancelled = queue
+        .ledger_update("call-2", Arc::clone(&cancel), true)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        cancelled,
+        Some(with_lines(&second, "cancelled", &[b"\ncancelled"]))
+    );
+
+    // The begin of each delivery: call-1 starts, call-2 stays cancelled.
+    let begin: LedgerBegin = {
+        let update = append("queued", "running", b"\nbegun");
+        Arc::new(move |_message: &Message, current: Option<&LedgerRow>| update(current))
+    };
+    let mut begun = Vec::new();
+    let deadline = Instant::now() + EXPECTED_WITHIN;
+    while begun.len() < 2 && Instant::now() < deadline {
+        begun.extend(
+            queue
+                .fetch_begun(2 - begun.len(), EXPECTED_WITHIN, Arc::clone(&begin))
+                .await
+                .expect("fetch_begun"),
+        );
+    }
+    assert_eq!(begun.len(), 2, "both messages are handed out");
+    for begun in &begun {
+        let id = begun.delivery.message.id.as_str();
+        let state = begun
+            .row
+            .as_ref()
+            .unwrap_or_else(|e| panic!("begin of {id}: {e:?}"))
+            .as_ref()
+            .map(|row| row.state.as_str());
+        let expected = if id == "call-1" {
+            "running"
+        } else {
+            "cancelled"
+        };
+        assert_eq!(state, Some(expected), "{id}");
+    }
+    assert_eq!(
+        ledger_row(&*queue, "call-1").await,
+        Some(with_lines(&first, "running", &[b"\nbegun"])),
+        "the line joins the record as created"
+    );
+
+    // Once it runs, a cancel changes nothing and is answered with the whole row.
+    let refused = queue
+        .ledger_update("call-1", cancel, true)
+        .await
+        .expect("cancel");
+    assert_eq!(refused, Some(with_lines(&first, "running", &[b"\nbegun"])));
+    // The attempt's end, and a reader that remembers nothing sees it all.
+    queue
+        .ledger_update(
+            "call-1",
+            append("running", "succeeded", b"\nfinished"),
+            false,
+        )
+        .await
+        .expect("finish");
+    // Opened again (the embedded store's file is one process's): nothing is remembered.
+    drop(begun);
+    drop(queue);
+    let elsewhere = env.open(config()).await;
+    let done = with_lines(&first, "succeeded", &[b"\nbegun", b"\nfinished"]);
+    assert_eq!(ledger_row(&*elsewhere, "call-1").await, Some(done));
+    let by_state = |state: &str| LedgerQuery {
+        function: None,
+        state: Some(state.into()),
+        limit: 10,
+    };
+    assert_eq!(
+        listed_times(&*elsewhere, &by_state("succeeded")).await,
+        [base]
+    );
+    assert_eq!(
+        listed_times(&*elsewhere, &by_state("cancelled")).await,
+        [base + 1]
+    );
+    assert!(
+        listed_times(&*elsewhere, &by_state("queued"))
+            .await
+            .is_empty()
     );
 }
 
