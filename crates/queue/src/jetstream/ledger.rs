@@ -377,7 +377,7 @@ impl Ledger {
             result: None,
         } = update(Some(&unread(created)))
         else {
-            return self.update(id, update).await;
+            return Box::pin(self.update(id, update)).await;
         };
         ensure_connected(&self.client, "start an attempt in the ledger")?;
         let key = key(id);
@@ -403,7 +403,8 @@ impl Ledger {
             }
             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                 debug!(call_id = %id, "The call's journal was written first; reading it.");
-                self.update(id, update).await
+                // Boxed: the rare path need not make every begin's future as large as its own.
+                Box::pin(self.update(id, update)).await
             }
             Ok(Err(e)) => Err(Error::unavailable(
                 format!("start an attempt of call {id:?} in the ledger"),

@@ -365,11 +365,14 @@ impl WorkQueue for JetStreamQueue {
                 })
                 .collect());
         };
+        // Each update boxed on its own: side by side in one allocation, a fetch's worth of
+        // them made a block large enough for the allocator to take fresh pages from the
+        // kernel for every fetch (zeroing them was 7 % of the worker's time on JetStream).
         let rows = futures_util::future::join_all(fetched.iter().map(|(delivery, created)| {
             let message = delivery.message.clone();
             let begin = Arc::clone(&begin);
             let update: LedgerUpdate = Arc::new(move |row| begin(&message, row));
-            async move {
+            Box::pin(async move {
                 match created {
                     Some(created) if delivery.attempt == 1 => {
                         ledger
@@ -378,7 +381,7 @@ impl WorkQueue for JetStreamQueue {
                     }
                     _ => ledger.update(&delivery.message.id, &update).await,
                 }
-            }
+            })
         }))
         .await;
         Ok(fetched
