@@ -3,14 +3,17 @@
 //! dead letters' subjects.
 //!
 //! - `<queue stream>_ledger`: the call's row as its publish created it, never written again.
-//!   History 1, file storage, `max_age` = the retention (the server drops a row that long
-//!   after it was written) and `max_messages` = `max_records` with discard `Old`: a full bucket
-//!   drops its oldest rows rather than refusing the newest.
+//!   History 1, file storage, `max_age` = twice the retention (the server drops a row that
+//!   long after it was written: a call is shown until `retention` after its last change, read
+//!   off the journal, as long as that comes within another `retention` of its creation) and
+//!   `max_messages` = `max_records` with discard `Old`: a full bucket drops its oldest rows
+//!   rather than refusing the newest.
 //! - `<queue stream>_ledger_journal`: the call's **journal**: the lines its record gained since
 //!   (each a [`LedgerChange::Append`]) and the state they leave it in, or, when an update found
 //!   no row and rebuilt one ([`LedgerChange::Put`]), the whole row, which then stands for the
-//!   call alone. The same limits, but twice `max_records`, so that the rows bucket's cap is
-//!   the one that drops calls (a journal dropped before its row would show a call as queued).
+//!   call alone. `max_age` = the retention, and twice `max_records`, so that the rows bucket's
+//!   cap is the one that drops calls (a journal dropped before its row would show a call as
+//!   queued).
 //! - `<queue stream>_ledger_results`: the kept results, the same limits as the rows but an
 //!   hour more `max_age`, read only while their row is there (so a result never outlives its
 //!   row, and a row changed after its result was written still has it).
@@ -24,9 +27,9 @@
 //!     or   a whole row, as above
 //! ```
 //!
-//! `updated_at_ms` is the writer's clock: a read hides a call past its retention at once,
-//! before the server gets round to dropping it. The row expires `retention` after the call
-//! was queued (it is not written again), and with it the call.
+//! `updated_at_ms` is the writer's clock: a read hides a call `retention` after its last
+//! change (the later of the row's and the journal's times) at once, before the server gets
+//! round to dropping it.
 //!
 //! Why two keys: an attempt's start is then written without reading anything. A publish that
 //! wrote a row says so in a header of the queued message (`Courier-Ledger-State`, the state it
@@ -282,7 +285,7 @@ impl Ledger {
             bucket_config(
                 &rows_bucket(config),
                 format!("Courier's invocation ledger of stream {}", config.stream),
-                config.ledger.retention,
+                config.ledger.retention.saturating_mul(2),
                 config.ledger.max_records,
                 config.replicas,
             ),
