@@ -96,6 +96,9 @@ const RESULT_GRACE: Duration = Duration::from_secs(3600);
 /// and the subject), for the size check against the server's `max_payload`.
 const KV_HEADER_ALLOWANCE: usize = 512;
 
+/// How many journals a list reads at once for the calls it lists.
+const LIST_READS_AT_ONCE: usize = 32;
+
 /// Most journals [`Written`] remembers; when full it starts again empty.
 const MAX_REMEMBERED_ROWS: usize = 4096;
 
@@ -202,6 +205,14 @@ fn unread(state: &str) -> LedgerRow {
         state: state.to_owned(),
         record: Bytes::new(),
     }
+}
+
+/// What a list keeps of a journal until it knows whether its call is listed.
+enum Seen {
+    /// Lines: their state and time, not the lines (read again for the calls listed).
+    Lines { updated_at_ms: u64, state: String },
+    /// A whole row.
+    Whole(Stored),
 }
 
 /// What an update knows of the call's row besides its journal.
@@ -606,26 +617,42 @@ impl Ledger {
         result
     }
 
-    /// Every call's row and journal through an ephemeral ordered consumer on each bucket (the
-    /// journals first, so each row is judged as it arrives and at most about twice
-    /// `query.limit` rows are held), filtered, newest first, at most `query.limit`.
+    /// Every call's row and journal through an ephemeral ordered consumer on each bucket,
+    /// filtered, newest first, at most `query.limit`. The journals are read first, keeping of
+    /// each only its state and time (so each row is judged as it arrives, and at most about
+    /// twice `query.limit` rows are held); the lines of the calls listed are read again after.
     pub(super) async fn list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>> {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
         ensure_connected(&self.client, "list ledger rows")?;
         let now = now_ms();
-        let mut journals: HashMap<String, Journal> = HashMap::new();
-        read_all(&self.journals, |key, value| {
-            if let Some(journal) = Journal::decode(value) {
-                journals.insert(key.to_owned(), journal);
+        let mut journals: HashMap<String, Seen> = HashMap::new();
+        read_all(&self.journals, |key, value| match Journal::decode(value) {
+            Some(Journal::Lines {
+                updated_at_ms,
+                state,
+                ..
+            }) => {
+                journals.insert(
+                    key.to_owned(),
+                    Seen::Lines {
+                        updated_at_ms,
+                        state,
+                    },
+                );
             }
+            Some(Journal::Whole(stored)) => {
+                journals.insert(key.to_owned(), Seen::Whole(stored));
+            }
+            None => warn!(key = %key, "Ignoring a ledger journal in an unknown format."),
         })
         .await?;
-        let mut listed = Vec::new();
-        let keep = |listed: &mut Vec<(String, LedgerRow)>, key: &str, stored: Stored| {
+        // Each listed row, and whether its journal's lines are still to be appended.
+        let mut listed: Vec<(String, LedgerRow, bool)> = Vec::new();
+        let keep = |listed: &mut Vec<_>, key: &str, stored: Stored, lines_to_read: bool| {
             if self.matches(&stored, query, now) {
-                listed.push((key.to_owned(), stored.row));
+                listed.push((key.to_owned(), stored.row, lines_to_read));
                 if listed.len() >= 2 * query.limit {
                     newest_first(listed, query.limit);
                 }
@@ -636,19 +663,58 @@ impl Ledger {
                 warn!(key = %key, "Ignoring a ledger row in an unknown format.");
                 return;
             };
-            if let Some(stored) = joined(Some(row), journals.remove(key).as_ref()) {
-                keep(&mut listed, key, stored);
+            match journals.remove(key) {
+                None => keep(&mut listed, key, row, false),
+                Some(Seen::Whole(stored)) => keep(&mut listed, key, stored, false),
+                // The row with the journal's state and time; its lines come later.
+                Some(Seen::Lines {
+                    updated_at_ms,
+                    state,
+                }) => {
+                    let stored = Stored {
+                        updated_at_ms: row.updated_at_ms.max(updated_at_ms),
+                        row: LedgerRow { state, ..row.row },
+                    };
+                    keep(&mut listed, key, stored, true);
+                }
             }
         })
         .await?;
         // Whole rows that stand for a call without the row its publish wrote.
-        for (key, journal) in journals {
-            if let Journal::Whole(stored) = journal {
-                keep(&mut listed, &key, stored);
+        for (key, seen) in journals {
+            if let Seen::Whole(stored) = seen {
+                keep(&mut listed, &key, stored, false);
             }
         }
         newest_first(&mut listed, query.limit);
-        Ok(listed.into_iter().map(|(_, row)| row).collect())
+        // In order, at most LIST_READS_AT_ONCE reads out at a time.
+        let rows: Vec<Result<Option<LedgerRow>>> = futures_util::stream::iter(listed)
+            .map(|(key, row, lines_to_read)| self.with_lines(key, row, lines_to_read))
+            .buffered(LIST_READS_AT_ONCE)
+            .collect()
+            .await;
+        rows.into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>>>()
+    }
+
+    /// A listed `row` with its journal's lines, read now when `lines_to_read` (`None`: the
+    /// journal is gone since, so the call expired).
+    async fn with_lines(
+        &self,
+        key: String,
+        row: LedgerRow,
+        lines_to_read: bool,
+    ) -> Result<Option<LedgerRow>> {
+        if !lines_to_read {
+            return Ok(Some(row));
+        }
+        let entry = within("list ledger rows", self.journals.entry(key)).await?;
+        Ok(match entry.as_ref().and_then(stored_journal) {
+            Some(Journal::Lines { state, lines, .. }) => Some(row.appended(&state, &lines)),
+            Some(Journal::Whole(stored)) => Some(stored.row),
+            None => None,
+        })
     }
 
     fn matches(&self, stored: &Stored, query: &LedgerQuery, now: u64) -> bool {
@@ -874,8 +940,8 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Sorts `rows` newest first (equal times by key, descending: by id, as the embedded store
 /// lists them) and keeps the first `limit`.
-fn newest_first(rows: &mut Vec<(String, LedgerRow)>, limit: usize) {
-    rows.sort_by(|(a_key, a), (b_key, b)| {
+fn newest_first<T>(rows: &mut Vec<(String, LedgerRow, T)>, limit: usize) {
+    rows.sort_by(|(a_key, a, _), (b_key, b, _)| {
         b.created_at_ms
             .cmp(&a.created_at_ms)
             .then_with(|| b_key.cmp(a_key))
@@ -1072,12 +1138,12 @@ mod tests {
 
     #[test]
     fn lists_are_newest_first_then_by_key_descending_and_limited() {
-        let mut rows: Vec<(String, LedgerRow)> = [("xa", 2), ("xc", 1), ("xb", 2), ("xd", 3)]
+        let mut rows: Vec<(String, LedgerRow, ())> = [("xa", 2), ("xc", 1), ("xb", 2), ("xd", 3)]
             .into_iter()
-            .map(|(key, at)| (key.to_owned(), row(at, "f", "s", b"")))
+            .map(|(key, at)| (key.to_owned(), row(at, "f", "s", b""), ()))
             .collect();
         newest_first(&mut rows, 3);
-        let keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
+        let keys: Vec<&str> = rows.iter().map(|(key, _, _)| key.as_str()).collect();
         assert_eq!(keys, ["xd", "xb", "xa"]);
     }
 

@@ -1746,15 +1746,19 @@ pub async fn appended_changes_join_the_record_and_a_cancel_excludes_a_begin<B: B
     drop(queue);
     let elsewhere = env.open(config()).await;
     let done = with_lines(&first, "succeeded", &[b"\nbegun", b"\nfinished"]);
-    assert_eq!(ledger_row(&*elsewhere, "call-1").await, Some(done));
+    assert_eq!(ledger_row(&*elsewhere, "call-1").await, Some(done.clone()));
     let by_state = |state: &str| LedgerQuery {
         function: None,
         state: Some(state.into()),
         limit: 10,
     };
     assert_eq!(
-        listed_times(&*elsewhere, &by_state("succeeded")).await,
-        [base]
+        elsewhere
+            .ledger_list(&by_state("succeeded"))
+            .await
+            .expect("ledger_list"),
+        [done],
+        "a listed row has its whole record"
     );
     assert_eq!(
         listed_times(&*elsewhere, &by_state("cancelled")).await,
