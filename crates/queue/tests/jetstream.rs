@@ -17,7 +17,7 @@ use courier_queue::{
     DeadLetter, Error, LedgerConfig, LedgerQuery, Message, Published, QueueConfig, WorkQueue,
 };
 
-use conformance::{Backend, message, row};
+use conformance::{Backend, append, ledger_row, message, row, with_lines};
 use courier_test_support::nats::NatsServer;
 
 /// An environment: one nats-server with its own store, and the stream, subject and consumer
@@ -651,4 +651,101 @@ async fn ledger_calls_fail_with_unavailable_instead_of_hanging_when_the_server_s
         watched.as_ref().err().is_some_and(unavailable),
         "ledger_watch did not fail"
     );
+}
+
+/// The key a call's ledger entries are under: `x` and the id's bytes in hex.
+fn ledger_key(id: &str) -> String {
+    id.bytes()
+        .fold(String::from("x"), |key, byte| key + &format!("{byte:02x}"))
+}
+
+#[tokio::test]
+async fn a_call_changed_past_its_rows_age_keeps_its_whole_record_in_the_journal() {
+    let Some(env) = environment().await else {
+        return;
+    };
+    let retention = Duration::from_secs(2);
+    let queue = env
+        .connect(QueueConfig {
+            ledger: LedgerConfig {
+                retention,
+                ..LedgerConfig::default()
+            },
+            ..config()
+        })
+        .await;
+    let created = row("call-1", 1_700_000_000_000);
+    let published = queue
+        .publish_recorded(message("call-1"), Some(created.clone()))
+        .await
+        .expect("publish_recorded");
+    assert_eq!(published.published, Published::Stored);
+
+    // The first attempt starts without reading: its journal holds a line.
+    let begin = append("queued", "running", b"\nbegun");
+    let begun = queue
+        .fetch_begun(
+            1,
+            Duration::from_secs(5),
+            Arc::new(move |_: &Message, current: Option<&courier_queue::LedgerRow>| begin(current)),
+        )
+        .await
+        .expect("fetch_begun");
+    assert_eq!(begun.len(), 1);
+    let js = jetstream::new(async_nats::connect(env.server.url()).await.unwrap());
+    let journals = js
+        .get_key_value(format!("{}_ledger_journal", env.stream))
+        .await
+        .expect("the journal bucket");
+    let journal = || async {
+        journals
+            .get(ledger_key("call-1"))
+            .await
+            .expect("read the journal")
+            .expect("a journal")
+    };
+    assert_eq!(journal().await[0], 2, "a journal of lines");
+
+    // A change within the retention keeps the call; once the row is older than the retention,
+    // the next change reads it and the journal takes the whole record: the row may go, the
+    // call stays.
+    tokio::time::sleep(retention / 2).await;
+    queue
+        .ledger_update(
+            "call-1",
+            append("running", "retrying", b"\nfailed once"),
+            false,
+        )
+        .await
+        .expect("ledger_update");
+    assert_eq!(journal().await[0], 2, "still lines");
+    tokio::time::sleep(retention / 2 + Duration::from_millis(300)).await;
+    queue
+        .ledger_update(
+            "call-1",
+            append("retrying", "running", b"\nbegun again"),
+            false,
+        )
+        .await
+        .expect("ledger_update");
+    assert_eq!(journal().await[0], 1, "the journal holds the whole row");
+    let expected = with_lines(
+        &created,
+        "running",
+        &[b"\nbegun", b"\nfailed once", b"\nbegun again"],
+    );
+    assert_eq!(ledger_row(&queue, "call-1").await, Some(expected.clone()));
+    let rows = js
+        .get_key_value(format!("{}_ledger", env.stream))
+        .await
+        .expect("the rows bucket");
+    rows.purge(ledger_key("call-1"))
+        .await
+        .expect("drop the row");
+    assert_eq!(
+        ledger_row(&queue, "call-1").await,
+        Some(expected),
+        "shown without its row"
+    );
+    drop(begun);
 }

@@ -14,9 +14,9 @@
 //!   call alone. `max_age` = the retention, and twice `max_records`, so that the rows bucket's
 //!   cap is the one that drops calls (a journal dropped before its row would show a call as
 //!   queued).
-//! - `<queue stream>_ledger_results`: the kept results, the same limits as the rows but an
-//!   hour more `max_age`, read only while their row is there (so a result never outlives its
-//!   row, and a row changed after its result was written still has it).
+//! - `<queue stream>_ledger_results`: the kept results, `max_records` of them, `max_age` = the
+//!   retention and an hour, read only while their call is shown (so a result never outlives
+//!   its record, and a record changed after its result was written still has it).
 //!
 //! A read reads the row and the journal and joins them. Values:
 //!
@@ -30,6 +30,17 @@
 //! `updated_at_ms` is the writer's clock: a read hides a call `retention` after its last
 //! change (the later of the row's and the journal's times) at once, before the server gets
 //! round to dropping it.
+//!
+//! A row that stays unchanged long enough to age (a call that waits or retries for over the
+//! retention) is copied into the journal, whole, by the next update that reads it; and when a
+//! publish's row cannot be created, the publish writes it as the call's journal instead
+//! ([`Ledger::stand_in`]). A call whose row was dropped by the cap before it ran (a backlog of
+//! over `max_records` newer calls) gets its record rebuilt only if its first attempt reads
+//! (a message older than the retention does); otherwise it is not shown.
+//!
+//! The layout changed in December 2026 (one bucket before): stop every gateway and worker of
+//! a JetStream before starting the new version, or their updates do not exclude each other.
+//! A row written before reads the same (a row without a journal).
 //!
 //! Why two keys: an attempt's start is then written without reading anything. A publish that
 //! wrote a row says so in a header of the queued message (`Courier-Ledger-State`, the state it
@@ -61,7 +72,7 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::dead_letters::key;
-use super::{REQUEST_TIMEOUT, ensure_connected, timed_out, within};
+use super::{REQUEST_TIMEOUT, Recorded, ensure_connected, timed_out, within};
 use crate::{
     Error, LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, QueueConfig, Result,
 };
@@ -218,8 +229,9 @@ enum Seen {
 /// What an update knows of the call's row besides its journal.
 #[derive(Debug, Clone)]
 enum RowKnown {
-    /// Not read (the journal was created without reading it).
-    Unread,
+    /// Not read (the journal was created without reading it); the row was written with the
+    /// call's message, at this time (Unix milliseconds).
+    Unread { written_at_ms: u64 },
     /// Read: the row, if there is one.
     Read(Option<Stored>),
 }
@@ -375,21 +387,59 @@ impl Ledger {
         }
     }
 
-    /// The first attempt's start of a call whose publish wrote its row in state `created`
-    /// (the message's `Courier-Ledger-State`): `update` is applied to that state and its line
-    /// creates the call's journal, without reading anything. Should the journal exist already
-    /// (a cancel came first, or the update does not append), it is [`Ledger::update`].
+    /// Keeps `row` as the journal of call `id`, whose message is queued but whose row could
+    /// not be created (`create_failed`): its message says it has a row, so its first attempt
+    /// will not look for one. Best effort.
+    pub(super) async fn stand_in(&self, id: &str, row: &LedgerRow, create_failed: &Error) {
+        let journal = Journal::Whole(Stored {
+            updated_at_ms: now_ms(),
+            row: row.clone(),
+        });
+        let written = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.journals.update(key(id), journal.encode(), 0),
+        )
+        .await;
+        match written {
+            Ok(Ok(_)) => warn!(
+                call_id = %id,
+                error = %create_failed,
+                "Ledger row not created; the call's journal holds it instead."
+            ),
+            Ok(Err(e)) => warn!(
+                call_id = %id,
+                error = %create_failed,
+                journal_error = %e,
+                "Call queued without its ledger row."
+            ),
+            Err(_) => warn!(
+                call_id = %id,
+                error = %create_failed,
+                "Call queued without its ledger row: the journal's write had no answer in time."
+            ),
+        }
+    }
+
+    /// The first attempt's start of a call whose publish wrote its row (`recorded`, from the
+    /// message's `Courier-Ledger-State`): `update` is applied to the state the row was created
+    /// in and its line creates the call's journal, without reading anything. It is
+    /// [`Ledger::update`] instead when the journal exists already (a cancel came first), when
+    /// the update does not append or keeps a result, and when the message is older than the
+    /// retention (its row may be gone: the update then rebuilds the record).
     pub(super) async fn begin_unread(
         &self,
         id: &str,
-        created: &str,
+        recorded: &Recorded,
         update: &LedgerUpdate,
     ) -> Result<Option<LedgerRow>> {
+        if self.expired(recorded.published_at_ms, now_ms()) {
+            return Box::pin(self.update(id, update)).await;
+        }
         let LedgerChange::Append {
             state,
             line,
             result: None,
-        } = update(Some(&unread(created)))
+        } = update(Some(&unread(&recorded.state)))
         else {
             return Box::pin(self.update(id, update)).await;
         };
@@ -410,7 +460,9 @@ impl Ledger {
                     Remembered {
                         revision,
                         journal,
-                        row: RowKnown::Unread,
+                        row: RowKnown::Unread {
+                            written_at_ms: recorded.published_at_ms,
+                        },
                     },
                 );
                 Ok(Some(answer))
@@ -441,9 +493,10 @@ impl Ledger {
     ) -> Result<Option<LedgerRow>> {
         let key = key(id);
         let mut read = false;
-        for attempt in 0..MAX_UPDATE_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
+        let mut conflicts = 0;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            if conflicts > 0 {
+                tokio::time::sleep(backoff(conflicts)).await;
             }
             ensure_connected(&self.client, "update a ledger row")?;
             // First the journal as this process wrote it, when it remembers it; read otherwise.
@@ -461,11 +514,22 @@ impl Ledger {
                 None => self.read(id, &key).await?,
             };
             let now = now_ms();
+            // A row the server drops sooner or later (twice the retention after it was
+            // written) is read and copied into the journal, which then stands alone.
+            if matches!(found.row, RowKnown::Unread { written_at_ms } if self.expired(written_at_ms, now))
+            {
+                read = true;
+                continue;
+            }
+            let row_ageing = matches!(
+                &found.row,
+                RowKnown::Read(Some(row)) if self.expired(row.updated_at_ms, now)
+            );
             let current = match &found.row {
                 RowKnown::Read(row) => joined(row.clone(), found.journal.as_ref())
                     .filter(|stored| !self.expired(stored.updated_at_ms, now))
                     .map(|stored| stored.row),
-                RowKnown::Unread => match &found.journal {
+                RowKnown::Unread { .. } => match &found.journal {
                     Some(Journal::Whole(stored)) => Some(stored.row.clone())
                         .filter(|_| !self.expired(stored.updated_at_ms, now)),
                     Some(Journal::Lines { state, .. }) => Some(unread(state)),
@@ -474,7 +538,7 @@ impl Ledger {
             };
             let unread_lines = matches!(
                 (&found.row, &found.journal),
-                (RowKnown::Unread, Some(Journal::Lines { .. }))
+                (RowKnown::Unread { .. }, Some(Journal::Lines { .. }))
             );
             let (journal, result, answer) = match update(current.as_ref()) {
                 // The answer to anything but an append is the whole row: read it.
@@ -500,18 +564,22 @@ impl Ledger {
                         // Nothing to append to: the update broke its contract.
                         return Ok(None);
                     };
+                    let answer = if unread_lines {
+                        unread(&state)
+                    } else {
+                        over.appended(&state, &line)
+                    };
                     let journal = match &found.journal {
+                        _ if row_ageing => Journal::Whole(Stored {
+                            updated_at_ms: now,
+                            row: answer.clone(),
+                        }),
                         Some(journal) => journal.appended(&state, &line, now),
                         None => Journal::Lines {
                             updated_at_ms: now,
                             state: state.clone(),
                             lines: line.clone(),
                         },
-                    };
-                    let answer = if unread_lines {
-                        unread(&state)
-                    } else {
-                        over.appended(&state, &line)
                     };
                     (journal, result, answer)
                 }
@@ -540,7 +608,8 @@ impl Ledger {
                     return Ok(Some(answer));
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    debug!(call_id = %id, attempt, "Ledger update conflicted; trying again.");
+                    conflicts += 1;
+                    debug!(call_id = %id, conflicts, "Ledger update conflicted; trying again.");
                     read = true;
                 }
                 Ok(Err(e)) => {
@@ -619,8 +688,9 @@ impl Ledger {
 
     /// Every call's row and journal through an ephemeral ordered consumer on each bucket,
     /// filtered, newest first, at most `query.limit`. The journals are read first, keeping of
-    /// each only its state and time (so each row is judged as it arrives, and at most about
-    /// twice `query.limit` rows are held); the lines of the calls listed are read again after.
+    /// each only its state and time (a whole row for the rare journal that is one), so each
+    /// row is judged as it arrives and about twice `query.limit` rows are held; the lines of
+    /// the calls listed are read again after, and a call that no longer matches is left out.
     pub(super) async fn list(&self, query: &LedgerQuery) -> Result<Vec<LedgerRow>> {
         if query.limit == 0 {
             return Ok(Vec::new());
@@ -689,7 +759,7 @@ impl Ledger {
         newest_first(&mut listed, query.limit);
         // In order, at most LIST_READS_AT_ONCE reads out at a time.
         let rows: Vec<Result<Option<LedgerRow>>> = futures_util::stream::iter(listed)
-            .map(|(key, row, lines_to_read)| self.with_lines(key, row, lines_to_read))
+            .map(|(key, row, lines_to_read)| self.with_lines(key, row, lines_to_read, query))
             .buffered(LIST_READS_AT_ONCE)
             .collect()
             .await;
@@ -698,23 +768,32 @@ impl Ledger {
             .collect::<Result<Vec<_>>>()
     }
 
-    /// A listed `row` with its journal's lines, read now when `lines_to_read` (`None`: the
-    /// journal is gone since, so the call expired).
+    /// A listed `row` with its journal's lines, read now when `lines_to_read`; `None` when
+    /// the call no longer matches `query` (it changed since, or expired: its journal is gone).
     async fn with_lines(
         &self,
         key: String,
         row: LedgerRow,
         lines_to_read: bool,
+        query: &LedgerQuery,
     ) -> Result<Option<LedgerRow>> {
         if !lines_to_read {
             return Ok(Some(row));
         }
         let entry = within("list ledger rows", self.journals.entry(key)).await?;
-        Ok(match entry.as_ref().and_then(stored_journal) {
-            Some(Journal::Lines { state, lines, .. }) => Some(row.appended(&state, &lines)),
-            Some(Journal::Whole(stored)) => Some(stored.row),
-            None => None,
-        })
+        let stored = match entry.as_ref().and_then(stored_journal) {
+            Some(Journal::Lines {
+                updated_at_ms,
+                state,
+                lines,
+            }) => Stored {
+                updated_at_ms,
+                row: row.appended(&state, &lines),
+            },
+            Some(Journal::Whole(stored)) => stored,
+            None => return Ok(None),
+        };
+        Ok(self.matches(&stored, query, now_ms()).then_some(stored.row))
     }
 
     fn matches(&self, stored: &Stored, query: &LedgerQuery, now: u64) -> bool {

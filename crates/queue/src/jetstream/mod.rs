@@ -57,6 +57,15 @@ use ledger::{Created, Ledger};
 /// (the `ledger` module's docs). OpenFaaS ignores it.
 pub const LEDGER_STATE_HEADER: &str = "Courier-Ledger-State";
 
+/// What a queued message says of the ledger row its publish wrote ([`LEDGER_STATE_HEADER`]).
+#[derive(Debug, Clone)]
+struct Recorded {
+    /// The state the row was created in.
+    state: String,
+    /// When the message was stored (the row was written with it), Unix milliseconds.
+    published_at_ms: u64,
+}
+
 /// A publish's acknowledgement as it arrives: in time or not, stored or refused.
 type AckResult = Result<
     Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
@@ -136,7 +145,8 @@ impl JetStreamQueue {
         ensure_connected(&self.client, "publish")?;
         let sent = Sent {
             size,
-            headers: message_id_header_bytes(&message.id),
+            headers: message_id_header_bytes(&message.id)
+                + ledger_state.map_or(0, |state| LEDGER_STATE_HEADER.len() + state.len() + 4),
         };
         let publish = PublishMessage::build()
             .payload(message.payload)
@@ -188,12 +198,9 @@ impl JetStreamQueue {
         match created {
             Ok(Created::Now(revision)) if refused => ledger.forget(id, revision).await,
             Ok(_) => {}
-            // The call is queued all the same; its first attempt writes a record.
-            Err(e) if receipt.is_ok() => warn!(
-                call_id = %id,
-                error = %e,
-                "Call queued without its ledger row."
-            ),
+            // The call is queued all the same, and its message says it has a row: the row goes
+            // to the journal instead, where its first attempt finds it.
+            Err(e) if receipt.is_ok() => ledger.stand_in(id, &row, &e).await,
             Err(_) => {}
         }
         receipt
@@ -368,15 +375,15 @@ impl WorkQueue for JetStreamQueue {
         // Each update boxed on its own: side by side in one allocation, a fetch's worth of
         // them made a block large enough for the allocator to take fresh pages from the
         // kernel for every fetch (zeroing them was 7 % of the worker's time on JetStream).
-        let rows = futures_util::future::join_all(fetched.iter().map(|(delivery, created)| {
+        let rows = futures_util::future::join_all(fetched.iter().map(|(delivery, recorded)| {
             let message = delivery.message.clone();
             let begin = Arc::clone(&begin);
             let update: LedgerUpdate = Arc::new(move |row| begin(&message, row));
             Box::pin(async move {
-                match created {
-                    Some(created) if delivery.attempt == 1 => {
+                match recorded {
+                    Some(recorded) if delivery.attempt == 1 => {
                         ledger
-                            .begin_unread(&delivery.message.id, created, &update)
+                            .begin_unread(&delivery.message.id, recorded, &update)
                             .await
                     }
                     _ => ledger.update(&delivery.message.id, &update).await,
@@ -472,13 +479,13 @@ impl JetStreamQueue {
             .map(|row| row.state.as_str())
     }
 
-    /// Up to `max` deliveries, each with the state its ledger row was created in when its
-    /// publish wrote one ([`LEDGER_STATE_HEADER`]).
+    /// Up to `max` deliveries, each with what its publish said of its ledger row when it wrote
+    /// one ([`LEDGER_STATE_HEADER`]).
     async fn fetch_marked(
         &self,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<(Delivery, Option<String>)>> {
+    ) -> Result<Vec<(Delivery, Option<Recorded>)>> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -534,14 +541,14 @@ impl JetStreamQueue {
         Ok(deliveries)
     }
 
-    /// A delivery of a message the consumer handed out, with the state its ledger row was
-    /// created in when it says so, or `None` (logged) for anything that is not a JetStream
-    /// message.
-    fn delivery(&self, message: jetstream::Message) -> Option<(Delivery, Option<String>)> {
-        let (attempt, sequence) = match message.info() {
+    /// A delivery of a message the consumer handed out, with what it says of its ledger row,
+    /// or `None` (logged) for anything that is not a JetStream message.
+    fn delivery(&self, message: jetstream::Message) -> Option<(Delivery, Option<Recorded>)> {
+        let (attempt, sequence, published_at_ms) = match message.info() {
             Ok(info) => (
                 u64::try_from(info.delivered).unwrap_or(1).max(1),
                 info.stream_sequence,
+                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
             ),
             Err(e) => {
                 warn!(
@@ -558,9 +565,12 @@ impl JetStreamQueue {
             .and_then(|headers| headers.get(header::NATS_MESSAGE_ID))
             .map(|id| id.as_str().to_owned())
             .unwrap_or_else(|| sequence.to_string());
-        let created = headers
+        let recorded = headers
             .and_then(|headers| headers.get(LEDGER_STATE_HEADER))
-            .map(|state| state.as_str().to_owned());
+            .map(|state| Recorded {
+                state: state.as_str().to_owned(),
+                published_at_ms,
+            });
         let (message, acker) = message.split();
         let settle = JetStreamSettle {
             acker,
@@ -575,7 +585,7 @@ impl JetStreamQueue {
             attempt,
             Box::new(settle),
         );
-        Some((delivery, created))
+        Some((delivery, recorded))
     }
 }
 

@@ -1646,7 +1646,7 @@ pub async fn a_begun_fetch_updates_each_delivered_row_before_answering<B: Backen
 }
 
 /// An update that appends `line` and moves a row in state `from` to `to`; keeps any other.
-fn append(from: &'static str, to: &'static str, line: &'static [u8]) -> LedgerUpdate {
+pub fn append(from: &'static str, to: &'static str, line: &'static [u8]) -> LedgerUpdate {
     Arc::new(move |current: Option<&LedgerRow>| match current {
         Some(row) if row.state == from => LedgerChange::Append {
             state: to.into(),
@@ -1658,7 +1658,7 @@ fn append(from: &'static str, to: &'static str, line: &'static [u8]) -> LedgerUp
 }
 
 /// A record as stored after `lines` were appended to `created`'s.
-fn with_lines(created: &LedgerRow, state: &str, lines: &[&[u8]]) -> LedgerRow {
+pub fn with_lines(created: &LedgerRow, state: &str, lines: &[&[u8]]) -> LedgerRow {
     let mut record = created.record.to_vec();
     for line in lines {
         record.extend_from_slice(line);
