@@ -23,10 +23,9 @@ use async_nats::jetstream::stream::{
     self, DeleteMessageErrorKind, DiscardPolicy, LastRawMessageErrorKind, StorageType,
 };
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
 use tracing::warn;
 
-use super::{REQUEST_TIMEOUT, ensure_connected, timed_out, within};
+use super::{REQUEST_TIMEOUT, ensure_connected, read_ordered, timed_out, within};
 use crate::{DeadLetter, Error, QueueConfig, Result};
 
 /// The first byte of every stored letter: the layout described in the module docs.
@@ -126,34 +125,18 @@ impl DeadLetters {
 
     /// What `consumer` (ordered, over every letter) delivers up to the last pending one.
     async fn read_all(&self, consumer: Consumer<OrderedConfig>) -> Result<Vec<DeadLetter>> {
-        let doing = "list dead letters";
         let mut letters = Vec::new();
-        if consumer.cached_info().num_pending > 0 {
-            let mut messages = within(doing, consumer.messages()).await?;
-            loop {
-                let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
-                    Ok(Some(Ok(message))) => message,
-                    Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
-                    Ok(None) => break,
-                    Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
-                };
-                let pending = message
-                    .info()
-                    .map_err(|e| Error::unavailable(doing, e.to_string()))?
-                    .pending;
-                match decode(&message.payload) {
-                    Some(letter) => letters.push(letter),
-                    None => warn!(
-                        stream = %self.stream.cached_info().config.name,
-                        subject = %message.subject,
-                        "Ignoring a dead letter in an unknown format."
-                    ),
-                }
-                if pending == 0 {
-                    break;
-                }
+        read_ordered(consumer, "list dead letters", |message| {
+            match decode(&message.payload) {
+                Some(letter) => letters.push(letter),
+                None => warn!(
+                    stream = %self.stream.cached_info().config.name,
+                    subject = %message.subject,
+                    "Ignoring a dead letter in an unknown format."
+                ),
             }
-        }
+        })
+        .await?;
         Ok(letters)
     }
 

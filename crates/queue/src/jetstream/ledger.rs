@@ -72,7 +72,7 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::dead_letters::key;
-use super::{REQUEST_TIMEOUT, Recorded, ensure_connected, timed_out, within};
+use super::{REQUEST_TIMEOUT, Recorded, ensure_connected, read_ordered, timed_out, within};
 use crate::{
     Error, LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, QueueConfig, Result,
 };
@@ -871,22 +871,7 @@ async fn read_consumer(
     consumer: Consumer<OrderedConfig>,
     mut each: impl FnMut(&str, &Bytes),
 ) -> Result<()> {
-    let doing = "list ledger rows";
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(());
-    }
-    let mut messages = within(doing, consumer.messages()).await?;
-    loop {
-        let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
-            Ok(None) => break,
-            Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
-        };
-        let pending = message
-            .info()
-            .map_err(|e| Error::unavailable(doing, e.to_string()))?
-            .pending;
+    read_ordered(consumer, "list ledger rows", |message| {
         let put = message
             .headers
             .as_ref()
@@ -899,11 +884,8 @@ async fn read_consumer(
                 .unwrap_or(&message.subject);
             each(key, &message.payload);
         }
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// The row `entry` holds, unless it was deleted or is in an unknown format.

@@ -66,6 +66,36 @@ struct Recorded {
     published_at_ms: u64,
 }
 
+/// Calls `each` with every message `consumer` (ordered) delivers, up to the last one pending
+/// when it was created: how the ledger and the dead letters read a whole stream.
+async fn read_ordered(
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+    doing: &str,
+    mut each: impl FnMut(jetstream::Message),
+) -> Result<()> {
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = within(doing, consumer.messages()).await?;
+    loop {
+        let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
+            Ok(None) => break,
+            Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
+        };
+        let pending = message
+            .info()
+            .map_err(|e| Error::unavailable(doing, e.to_string()))?
+            .pending;
+        each(message);
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A publish's acknowledgement as it arrives: in time or not, stored or refused.
 type AckResult = Result<
     Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
