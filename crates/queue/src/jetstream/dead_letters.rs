@@ -17,7 +17,7 @@
 
 use async_nats::Client;
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::consumer::{Consumer, DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::stream::{
     self, DeleteMessageErrorKind, DiscardPolicy, LastRawMessageErrorKind, StorageType,
@@ -25,7 +25,7 @@ use async_nats::jetstream::stream::{
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 
-use super::{REQUEST_TIMEOUT, ensure_connected, read_ordered, timed_out, within};
+use super::{REQUEST_TIMEOUT, ensure_connected, read_stream, timed_out, within};
 use crate::{DeadLetter, Error, QueueConfig, Result};
 
 /// The first byte of every stored letter: the layout described in the module docs.
@@ -99,44 +99,23 @@ impl DeadLetters {
     pub(super) async fn all(&self) -> Result<Vec<DeadLetter>> {
         let doing = "list dead letters";
         ensure_connected(&self.client, doing)?;
-        // An ephemeral ordered consumer over the stream: one message per letter, the server
-        // tells with each how many are still to come.
-        let consumer = within(
-            doing,
-            self.stream.create_consumer(OrderedConfig {
-                filter_subject: format!("{}.>", self.subject_prefix),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            }),
-        )
-        .await?;
-        let name = consumer.cached_info().name.clone();
-        let read = self.read_all(consumer).await;
-        // The server would drop the consumer after 30 s idle; frequent listings should not
-        // pile them up meanwhile. Best effort, off the caller's path.
-        let stream = self.stream.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.delete_consumer(&name)).await;
-        });
-        let mut letters = read?;
-        sort_newest_first(&mut letters);
-        Ok(letters)
-    }
-
-    /// What `consumer` (ordered, over every letter) delivers up to the last pending one.
-    async fn read_all(&self, consumer: Consumer<OrderedConfig>) -> Result<Vec<DeadLetter>> {
         let mut letters = Vec::new();
-        read_ordered(consumer, "list dead letters", |message| {
-            match decode(&message.payload) {
+        read_stream(
+            &self.stream,
+            format!("{}.>", self.subject_prefix),
+            DeliverPolicy::All,
+            doing,
+            |message| match decode(&message.payload) {
                 Some(letter) => letters.push(letter),
                 None => warn!(
                     stream = %self.stream.cached_info().config.name,
                     subject = %message.subject,
                     "Ignoring a dead letter in an unknown format."
                 ),
-            }
-        })
+            },
+        )
         .await?;
+        sort_newest_first(&mut letters);
         Ok(letters)
     }
 

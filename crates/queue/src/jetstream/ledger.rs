@@ -63,7 +63,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::Client;
-use async_nats::jetstream::consumer::{Consumer, DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
@@ -72,7 +72,7 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::dead_letters::key;
-use super::{REQUEST_TIMEOUT, Recorded, ensure_connected, read_ordered, timed_out, within};
+use super::{REQUEST_TIMEOUT, Recorded, ensure_connected, read_stream, timed_out, within};
 use crate::{
     Error, LedgerChange, LedgerQuery, LedgerRow, LedgerUpdate, LedgerWatch, QueueConfig, Result,
 };
@@ -144,13 +144,6 @@ impl Journal {
                 updated_at_ms: now,
                 row: stored.row.appended(state, line),
             }),
-        }
-    }
-
-    fn state(&self) -> &str {
-        match self {
-            Self::Lines { state, .. } => state,
-            Self::Whole(stored) => &stored.row.state,
         }
     }
 
@@ -229,37 +222,32 @@ enum Seen {
 /// What an update knows of the call's row besides its journal.
 #[derive(Debug, Clone)]
 enum RowKnown {
-    /// Not read (the journal was created without reading it); the row was written with the
-    /// call's message, at this time (Unix milliseconds).
-    Unread { written_at_ms: u64 },
+    /// Not read: the row was written with the call's message, at this time (Unix
+    /// milliseconds), in this state (and the journal, when there is none, is not there yet).
+    Unread {
+        written_at_ms: u64,
+        created_state: String,
+    },
     /// Read: the row, if there is one.
     Read(Option<Stored>),
 }
 
-/// A call's journal as this process wrote it last, with what it knew of the row.
-#[derive(Debug)]
-struct Remembered {
-    revision: u64,
-    journal: Journal,
-    row: RowKnown,
-}
-
 /// The journals this process wrote last, by journal key.
 #[derive(Debug, Default)]
-struct Written(Mutex<HashMap<String, Remembered>>);
+struct Written(Mutex<HashMap<String, Found>>);
 
 impl Written {
     /// Takes what is remembered of `key` (an update that fails its swap must not try it again).
-    fn take(&self, key: &str) -> Option<Remembered> {
+    fn take(&self, key: &str) -> Option<Found> {
         self.0.lock().ok()?.remove(key)
     }
 
-    fn remember(&self, key: String, remembered: Remembered) {
+    fn remember(&self, key: String, found: Found) {
         if let Ok(mut journals) = self.0.lock() {
             if journals.len() >= MAX_REMEMBERED_ROWS {
                 journals.clear();
             }
-            journals.insert(key, remembered);
+            journals.insert(key, found);
         }
     }
 }
@@ -273,7 +261,9 @@ pub(super) enum Created {
     AlreadyThere,
 }
 
-/// What an update found before it wrote.
+/// What an update found before it wrote (read, remembered from this process's last write, or
+/// assumed from the message).
+#[derive(Debug)]
 struct Found {
     /// The journal's revision (0: none).
     revision: u64,
@@ -424,63 +414,23 @@ impl Ledger {
     /// message's `Courier-Ledger-State`): `update` is applied to the state the row was created
     /// in and its line creates the call's journal, without reading anything. It is
     /// [`Ledger::update`] instead when the journal exists already (a cancel came first), when
-    /// the update does not append or keeps a result, and when the message is older than the
-    /// retention (its row may be gone: the update then rebuilds the record).
+    /// the update does not append, and when the message is older than the retention (its row
+    /// may be gone: the update then rebuilds the record).
     pub(super) async fn begin_unread(
         &self,
         id: &str,
         recorded: &Recorded,
         update: &LedgerUpdate,
     ) -> Result<Option<LedgerRow>> {
-        if self.expired(recorded.published_at_ms, now_ms()) {
-            return Box::pin(self.update(id, update)).await;
-        }
-        let LedgerChange::Append {
-            state,
-            line,
-            result: None,
-        } = update(Some(&unread(&recorded.state)))
-        else {
-            return Box::pin(self.update(id, update)).await;
+        let assumed = Found {
+            revision: 0,
+            journal: None,
+            row: RowKnown::Unread {
+                written_at_ms: recorded.published_at_ms,
+                created_state: recorded.state.clone(),
+            },
         };
-        ensure_connected(&self.client, "start an attempt in the ledger")?;
-        let key = key(id);
-        let journal = Journal::Lines {
-            updated_at_ms: now_ms(),
-            state,
-            lines: line,
-        };
-        let value = journal.encode();
-        self.check_size(value.len())?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.journals.update(&key, value, 0)).await {
-            Ok(Ok(revision)) => {
-                let answer = unread(journal.state());
-                self.written.remember(
-                    key,
-                    Remembered {
-                        revision,
-                        journal,
-                        row: RowKnown::Unread {
-                            written_at_ms: recorded.published_at_ms,
-                        },
-                    },
-                );
-                Ok(Some(answer))
-            }
-            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                debug!(call_id = %id, "The call's journal was written first; reading it.");
-                // Boxed: the rare path need not make every begin's future as large as its own.
-                Box::pin(self.update(id, update)).await
-            }
-            Ok(Err(e)) => Err(Error::unavailable(
-                format!("start an attempt of call {id:?} in the ledger"),
-                e,
-            )),
-            Err(_) => Err(Error::unavailable(
-                format!("start an attempt of call {id:?} in the ledger"),
-                timed_out(REQUEST_TIMEOUT),
-            )),
-        }
+        self.change(id, update, Some(assumed)).await
     }
 
     /// Compare-and-swap on the call's journal: reads the row and the journal (unless this
@@ -491,6 +441,17 @@ impl Ledger {
         id: &str,
         update: &LedgerUpdate,
     ) -> Result<Option<LedgerRow>> {
+        self.change(id, update, None).await
+    }
+
+    /// [`Ledger::update`], starting from `assumed` when given (nothing read, nothing
+    /// remembered: a failed swap then reads at once, without a pause).
+    async fn change(
+        &self,
+        id: &str,
+        update: &LedgerUpdate,
+        mut assumed: Option<Found>,
+    ) -> Result<Option<LedgerRow>> {
         let key = key(id);
         let mut read = false;
         let mut conflicts = 0;
@@ -499,24 +460,22 @@ impl Ledger {
                 tokio::time::sleep(backoff(conflicts)).await;
             }
             ensure_connected(&self.client, "update a ledger row")?;
-            // First the journal as this process wrote it, when it remembers it; read otherwise.
-            let remembered = if read { None } else { self.written.take(&key) };
-            let found = match remembered {
-                Some(Remembered {
-                    revision,
-                    journal,
-                    row,
-                }) => Found {
-                    revision,
-                    journal: Some(journal),
-                    row,
-                },
+            // First what the caller assumed, or the journal as this process wrote it when it
+            // remembers it; read otherwise.
+            let was_assumed = assumed.is_some();
+            let known = match assumed.take() {
+                Some(found) => Some(found),
+                None if read => None,
+                None => self.written.take(&key),
+            };
+            let found = match known {
+                Some(found) => found,
                 None => self.read(id, &key).await?,
             };
             let now = now_ms();
             // A row the server drops sooner or later (twice the retention after it was
             // written) is read and copied into the journal, which then stands alone.
-            if matches!(found.row, RowKnown::Unread { written_at_ms } if self.expired(written_at_ms, now))
+            if matches!(found.row, RowKnown::Unread { written_at_ms, .. } if self.expired(written_at_ms, now))
             {
                 read = true;
                 continue;
@@ -529,16 +488,17 @@ impl Ledger {
                 RowKnown::Read(row) => joined(row.clone(), found.journal.as_ref())
                     .filter(|stored| !self.expired(stored.updated_at_ms, now))
                     .map(|stored| stored.row),
-                RowKnown::Unread { .. } => match &found.journal {
+                RowKnown::Unread { created_state, .. } => match &found.journal {
                     Some(Journal::Whole(stored)) => Some(stored.row.clone())
                         .filter(|_| !self.expired(stored.updated_at_ms, now)),
                     Some(Journal::Lines { state, .. }) => Some(unread(state)),
-                    None => None,
+                    None => Some(unread(created_state)),
                 },
             };
+            // The row was not read, and the journal (if any) does not stand for it.
             let unread_lines = matches!(
                 (&found.row, &found.journal),
-                (RowKnown::Unread { .. }, Some(Journal::Lines { .. }))
+                (RowKnown::Unread { .. }, None | Some(Journal::Lines { .. }))
             );
             let (journal, result, answer) = match update(current.as_ref()) {
                 // The answer to anything but an append is the whole row: read it.
@@ -599,13 +559,17 @@ impl Ledger {
                 Ok(Ok(revision)) => {
                     self.written.remember(
                         key,
-                        Remembered {
+                        Found {
                             revision,
-                            journal,
+                            journal: Some(journal),
                             row: found.row,
                         },
                     );
                     return Ok(Some(answer));
+                }
+                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision && was_assumed => {
+                    debug!(call_id = %id, "The call's journal was written first; reading it.");
+                    read = true;
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     conflicts += 1;
@@ -842,49 +806,29 @@ impl Ledger {
     }
 }
 
-/// Calls `each` with the key and value of every entry of `bucket` that holds a value,
-/// through an ephemeral ordered consumer (last per subject).
-async fn read_all(bucket: &kv::Store, each: impl FnMut(&str, &Bytes)) -> Result<()> {
-    let doing = "list ledger rows";
-    let consumer = within(
-        doing,
-        bucket.stream.create_consumer(OrderedConfig {
-            filter_subject: format!("{}>", bucket.prefix),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        }),
+/// Calls `each` with the key and value of every entry of `bucket` that holds a value (the
+/// last put of each key).
+async fn read_all(bucket: &kv::Store, mut each: impl FnMut(&str, &Bytes)) -> Result<()> {
+    read_stream(
+        &bucket.stream,
+        format!("{}>", bucket.prefix),
+        DeliverPolicy::LastPerSubject,
+        "list ledger rows",
+        |message| {
+            let put = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("KV-Operation"))
+                .is_none_or(|operation| operation.as_str() == "PUT");
+            if put {
+                let key = message
+                    .subject
+                    .strip_prefix(bucket.prefix.as_str())
+                    .unwrap_or(&message.subject);
+                each(key, &message.payload);
+            }
+        },
     )
-    .await?;
-    let name = consumer.cached_info().name.clone();
-    let read = read_consumer(bucket, consumer, each).await;
-    // As with the dead letters: the server would drop the consumer after a while idle.
-    let stream = bucket.stream.clone();
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.delete_consumer(&name)).await;
-    });
-    read
-}
-
-/// Calls `each` with the key and value of every put `consumer` delivers.
-async fn read_consumer(
-    bucket: &kv::Store,
-    consumer: Consumer<OrderedConfig>,
-    mut each: impl FnMut(&str, &Bytes),
-) -> Result<()> {
-    read_ordered(consumer, "list ledger rows", |message| {
-        let put = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get("KV-Operation"))
-            .is_none_or(|operation| operation.as_str() == "PUT");
-        if put {
-            let key = message
-                .subject
-                .strip_prefix(bucket.prefix.as_str())
-                .unwrap_or(&message.subject);
-            each(key, &message.payload);
-        }
-    })
     .await
 }
 
@@ -1157,10 +1101,9 @@ mod tests {
 
         // Appending to either keeps its kind.
         let more = lines.appended("succeeded", b"\n{\"f\":2}", 40);
-        assert_eq!(more.state(), "succeeded");
         assert!(
-            matches!(&more, Journal::Lines { lines, updated_at_ms: 40, .. }
-            if &lines[..] == b"\n{\"b\":1}\n{\"f\":2}")
+            matches!(&more, Journal::Lines { lines, updated_at_ms: 40, state }
+            if state == "succeeded" && &lines[..] == b"\n{\"b\":1}\n{\"f\":2}")
         );
         let more = whole.appended("succeeded", b"\nx", 40);
         assert!(matches!(&more, Journal::Whole(stored)

@@ -66,34 +66,58 @@ struct Recorded {
     published_at_ms: u64,
 }
 
-/// Calls `each` with every message `consumer` (ordered) delivers, up to the last one pending
-/// when it was created: how the ledger and the dead letters read a whole stream.
-async fn read_ordered(
-    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+/// Calls `each` with every message of `stream` on `filter` that an ephemeral ordered consumer
+/// delivers from `deliver` on, up to the last one pending when it was created: how the ledger
+/// and the dead letters read a whole stream. The server tells with each message how many are
+/// still to come.
+async fn read_stream(
+    stream: &stream::Stream,
+    filter: String,
+    deliver: DeliverPolicy,
     doing: &str,
     mut each: impl FnMut(jetstream::Message),
 ) -> Result<()> {
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(());
-    }
-    let mut messages = within(doing, consumer.messages()).await?;
-    loop {
-        let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
-            Ok(None) => break,
-            Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
-        };
-        let pending = message
-            .info()
-            .map_err(|e| Error::unavailable(doing, e.to_string()))?
-            .pending;
-        each(message);
-        if pending == 0 {
-            break;
+    let consumer = within(
+        doing,
+        stream.create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: deliver,
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let name = consumer.cached_info().name.clone();
+    let read = async {
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
         }
+        let mut messages = within(doing, consumer.messages()).await?;
+        loop {
+            let message = match tokio::time::timeout(REQUEST_TIMEOUT, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(Error::unavailable(doing, e)),
+                Ok(None) => break,
+                Err(_) => return Err(Error::unavailable(doing, timed_out(REQUEST_TIMEOUT))),
+            };
+            let pending = message
+                .info()
+                .map_err(|e| Error::unavailable(doing, e.to_string()))?
+                .pending;
+            each(message);
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    // The server would drop the consumer after 30 s idle; frequent listings should not pile
+    // them up meanwhile. Best effort, off the caller's path.
+    let stream = stream.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.delete_consumer(&name)).await;
+    });
+    read
 }
 
 /// A publish's acknowledgement as it arrives: in time or not, stored or refused.
