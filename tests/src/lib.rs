@@ -442,6 +442,7 @@ pub struct CourierBuilder {
     password: Option<String>,
     config_via_env: bool,
     data_files: Vec<(PathBuf, Vec<u8>)>,
+    first_port: Option<u16>,
 }
 
 impl CourierBuilder {
@@ -484,6 +485,13 @@ impl CourierBuilder {
         self
     }
 
+    /// Tries `port` first instead of a free one (the harness's own test: a start on a port
+    /// taken meanwhile moves to another).
+    pub fn first_port(mut self, port: u16) -> Self {
+        self.first_port = Some(port);
+        self
+    }
+
     /// Starts `courier up` and waits until `GET /healthz` answers 200.
     pub async fn start(self) -> Courier {
         let bin = courier_bin();
@@ -501,20 +509,41 @@ impl CourierBuilder {
             fs::write(&path, contents).expect("write data file");
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod data file");
         }
-        let port = free_port();
         let mut courier = Courier {
             bin,
             dir,
             data_dir,
-            port,
+            port: self.first_port.unwrap_or_else(free_port),
             config: self,
             child: None,
             run: 0,
             client: http_client(),
         };
+        // The port was free when picked, but it is released before courier binds it: a test
+        // running beside this one may take it meanwhile. Then courier exits at once, saying
+        // so, and starts again on another port.
+        for _ in 1..PORT_ATTEMPTS {
+            match courier.spawn_once().await {
+                Started::Healthy => return courier,
+                Started::PortTaken => courier.port = free_port(),
+            }
+        }
         courier.spawn().await;
         courier
     }
+}
+
+/// How long one start-up probe of `GET /healthz` may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many ports a first start tries before it fails.
+const PORT_ATTEMPTS: usize = 5;
+
+/// What a first start came to.
+enum Started {
+    Healthy,
+    /// Courier exited because another process had taken its port since it was picked.
+    PortTaken,
 }
 
 /// A running `courier up` with its own data directory and port.
@@ -540,6 +569,7 @@ impl Courier {
             password: Some(format!("pw{}", random_token())),
             config_via_env: false,
             data_files: Vec::new(),
+            first_port: None,
         }
     }
 
@@ -548,7 +578,22 @@ impl Courier {
         Self::builder().start().await
     }
 
+    /// Starts courier on its port; panics on any failure but a port taken meanwhile.
+    async fn spawn_once(&mut self) -> Started {
+        self.start_child();
+        match self.wait_healthy(true).await {
+            Ok(()) => Started::Healthy,
+            Err(_) => Started::PortTaken,
+        }
+    }
+
+    /// Starts courier on its port and waits until it is healthy; panics if it is not.
     async fn spawn(&mut self) {
+        self.start_child();
+        let _ = self.wait_healthy(false).await;
+    }
+
+    fn start_child(&mut self) {
         self.run += 1;
         let stdout = fs::File::create(self.stdout_path()).expect("create stdout file");
         let stderr = fs::File::create(self.stderr_path()).expect("create stderr file");
@@ -584,10 +629,12 @@ impl Courier {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
         self.child = Some(child);
-        self.wait_healthy().await;
     }
 
-    async fn wait_healthy(&mut self) {
+    /// Waits until `GET /healthz` answers 200, panicking when courier exits or does not
+    /// answer in time; but when `port_may_be_taken` and courier exited because its port was
+    /// in use, returns `Err` instead.
+    async fn wait_healthy(&mut self, port_may_be_taken: bool) -> Result<(), PortInUse> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let url = self.url("/healthz");
         loop {
@@ -596,16 +643,27 @@ impl Courier {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                let output = self.output();
+                if port_may_be_taken && output.contains(ADDRESS_IN_USE) {
+                    self.child = None;
+                    eprintln!(
+                        "courier could not listen on port {} (taken since it was picked); \
+                         trying another",
+                        self.port
+                    );
+                    return Err(PortInUse);
+                }
                 panic!(
                     "courier {} exited during start-up with {status}\n{}",
-                    self.config.command,
-                    self.output()
+                    self.config.command, output
                 );
             }
-            if let Ok(resp) = self.client.get(&url).send().await
+            // A short deadline per probe: another process on the port may accept and never
+            // answer, and the loop must get back to seeing courier exit.
+            if let Ok(resp) = self.client.get(&url).timeout(PROBE_TIMEOUT).send().await
                 && resp.status() == StatusCode::OK
             {
-                return;
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 panic!(
@@ -1116,6 +1174,13 @@ pub fn replicas_field(status: &Value, key: &str) -> u64 {
             .unwrap_or_else(|| panic!("{key} is not a number in {status}")),
     }
 }
+
+/// What courier's start-up error says when its listen address is taken (the OS's text for
+/// `EADDRINUSE`).
+const ADDRESS_IN_USE: &str = "Address already in use";
+
+/// Courier's listen port was taken by another process.
+struct PortInUse;
 
 /// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
 pub(crate) fn free_port() -> u16 {

@@ -401,3 +401,23 @@ async fn up_reads_the_listen_address_and_data_dir_from_the_environment() {
     let body = courier.invoke_until_ok("echo", b"env config", READY).await;
     assert_eq!(body, b"env config");
 }
+
+/// The harness itself: a port taken between being picked and being bound (by a test running
+/// beside this one) makes `courier up` exit with "Address already in use"; the start moves to
+/// another port instead of failing the test.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_on_a_port_taken_meanwhile_moves_to_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("local addr").port();
+    let courier = Courier::builder().first_port(port).start().await;
+    assert_ne!(
+        courier.port(),
+        port,
+        "courier cannot listen on a taken port"
+    );
+    let resp = reqwest::get(courier.url("/healthz"))
+        .await
+        .expect("GET /healthz");
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(taken);
+}
