@@ -125,6 +125,13 @@ pub type LedgerUpdate = Arc<dyn Fn(Option<&LedgerRow>) -> LedgerChange + Send + 
 /// side effects.
 pub type LedgerBegin = Arc<dyn Fn(&Message, Option<&LedgerRow>) -> LedgerChange + Send + Sync>;
 
+/// `begin` for `message`, as the [`LedgerUpdate`] of its row (how a backend that writes the
+/// begins of a fetch one row at a time applies them).
+pub(crate) fn begin_for(begin: &LedgerBegin, message: &Message) -> LedgerUpdate {
+    let (begin, message) = (Arc::clone(begin), message.clone());
+    Arc::new(move |row| begin(&message, row))
+}
+
 /// Which rows a list returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerQuery {

@@ -425,9 +425,7 @@ pub trait WorkQueue: Send + Sync + 'static {
     ) -> Result<Vec<Begun>> {
         let deliveries = self.fetch(max, wait).await?;
         let rows = futures_util::future::join_all(deliveries.iter().map(|delivery| {
-            let message = delivery.message.clone();
-            let begin = Arc::clone(&begin);
-            let update: LedgerUpdate = Arc::new(move |row| begin(&message, row));
+            let update = ledger::begin_for(&begin, &delivery.message);
             self.ledger_update(&delivery.message.id, update, false)
         }))
         .await;

@@ -485,9 +485,7 @@ impl Ledger {
                 RowKnown::Read(Some(row)) if self.expired(row.updated_at_ms, now)
             );
             let current = match &found.row {
-                RowKnown::Read(row) => joined(row.clone(), found.journal.as_ref())
-                    .filter(|stored| !self.expired(stored.updated_at_ms, now))
-                    .map(|stored| stored.row),
+                RowKnown::Read(row) => self.visible(row.clone(), found.journal.as_ref(), now),
                 RowKnown::Unread { created_state, .. } => match &found.journal {
                     Some(Journal::Whole(stored)) => Some(stored.row.clone())
                         .filter(|_| !self.expired(stored.updated_at_ms, now)),
@@ -601,22 +599,44 @@ impl Ledger {
 
     /// The call's row and journal as the server has them.
     async fn read(&self, id: &str, key: &str) -> Result<Found> {
-        let doing = format!("read the ledger row of call {id:?}");
-        let (row, journal) = tokio::join!(
-            within(&doing, self.rows.entry(key.to_owned())),
-            within(&doing, self.journals.entry(key.to_owned())),
-        );
-        let row = row?.and_then(|entry| stored_row(&entry));
-        let (revision, journal) = match journal? {
-            // A deleted journal is none, but its revision is the one to replace.
-            Some(entry) => (entry.revision, stored_journal(&entry)),
-            None => (0, None),
-        };
+        let (row, revision, journal) = self.read_entries(id, key).await?;
         Ok(Found {
             revision,
             journal,
             row: RowKnown::Read(row),
         })
+    }
+
+    /// The call's row, its journal's revision (0: none) and its journal.
+    async fn read_entries(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> Result<(Option<Stored>, u64, Option<Journal>)> {
+        let doing = format!("read the ledger row of call {id:?}");
+        let (row, journal) = tokio::join!(
+            within(&doing, self.rows.entry(key.to_owned())),
+            within(&doing, self.journals.entry(key.to_owned())),
+        );
+        let row = row?.and_then(|entry| stored(&entry, decode, "row"));
+        let (revision, journal) = match journal? {
+            // A deleted journal is none, but its revision is the one to replace.
+            Some(entry) => (entry.revision, stored(&entry, Journal::decode, "journal")),
+            None => (0, None),
+        };
+        Ok((row, revision, journal))
+    }
+
+    /// The call `row` and `journal` stand for, unless there is none or it expired by `now`.
+    fn visible(
+        &self,
+        row: Option<Stored>,
+        journal: Option<&Journal>,
+        now: u64,
+    ) -> Option<LedgerRow> {
+        joined(row, journal)
+            .filter(|stored| !self.expired(stored.updated_at_ms, now))
+            .map(|stored| stored.row)
     }
 
     async fn put_result(&self, id: &str, key: &str, result: Bytes) -> Result<()> {
@@ -629,14 +649,8 @@ impl Ledger {
 
     pub(super) async fn get(&self, id: &str) -> Result<Option<LedgerRow>> {
         ensure_connected(&self.client, "read a ledger row")?;
-        let found = self.read(id, &key(id)).await?;
-        let RowKnown::Read(row) = found.row else {
-            return Ok(None);
-        };
-        let now = now_ms();
-        Ok(joined(row, found.journal.as_ref())
-            .filter(|stored| !self.expired(stored.updated_at_ms, now))
-            .map(|stored| stored.row))
+        let (row, _, journal) = self.read_entries(id, &key(id)).await?;
+        Ok(self.visible(row, journal.as_ref(), now_ms()))
     }
 
     /// The kept result of call `id`, while its row is there.
@@ -745,7 +759,10 @@ impl Ledger {
             return Ok(Some(row));
         }
         let entry = within("list ledger rows", self.journals.entry(key)).await?;
-        let stored = match entry.as_ref().and_then(stored_journal) {
+        let stored = match entry
+            .as_ref()
+            .and_then(|entry| stored(entry, Journal::decode, "journal"))
+        {
             Some(Journal::Lines {
                 updated_at_ms,
                 state,
@@ -832,28 +849,17 @@ async fn read_all(bucket: &kv::Store, mut each: impl FnMut(&str, &Bytes)) -> Res
     .await
 }
 
-/// The row `entry` holds, unless it was deleted or is in an unknown format.
-fn stored_row(entry: &kv::Entry) -> Option<Stored> {
+/// What `entry` holds, read with `decode`, unless it was deleted or is in an unknown format
+/// (logged as a ledger `what` that is ignored).
+fn stored<T>(entry: &kv::Entry, decode: fn(&Bytes) -> Option<T>, what: &str) -> Option<T> {
     if entry.operation != Operation::Put {
         return None;
     }
-    let stored = decode(&entry.value);
-    if stored.is_none() {
-        warn!(key = %entry.key, "Ignoring a ledger row in an unknown format.");
+    let value = decode(&entry.value);
+    if value.is_none() {
+        warn!(key = %entry.key, "Ignoring a ledger {what} in an unknown format.");
     }
-    stored
-}
-
-/// The journal `entry` holds, unless it was deleted or is in an unknown format.
-fn stored_journal(entry: &kv::Entry) -> Option<Journal> {
-    if entry.operation != Operation::Put {
-        return None;
-    }
-    let journal = Journal::decode(&entry.value);
-    if journal.is_none() {
-        warn!(key = %entry.key, "Ignoring a ledger journal in an unknown format.");
-    }
-    journal
+    value
 }
 
 /// Gets the bucket's stream, creating it if missing; gives an existing one `wanted`'s limits.

@@ -31,7 +31,6 @@ mod ledger;
 
 use std::fmt;
 use std::future::IntoFuture;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -200,7 +199,7 @@ impl JetStreamQueue {
         let sent = Sent {
             size,
             headers: message_id_header_bytes(&message.id)
-                + ledger_state.map_or(0, |state| LEDGER_STATE_HEADER.len() + state.len() + 4),
+                + ledger_state.map_or(0, |state| header_bytes(LEDGER_STATE_HEADER, state)),
         };
         let publish = PublishMessage::build()
             .payload(message.payload)
@@ -430,9 +429,7 @@ impl WorkQueue for JetStreamQueue {
         // them made a block large enough for the allocator to take fresh pages from the
         // kernel for every fetch (zeroing them was 7 % of the worker's time on JetStream).
         let rows = futures_util::future::join_all(fetched.iter().map(|(delivery, recorded)| {
-            let message = delivery.message.clone();
-            let begin = Arc::clone(&begin);
-            let update: LedgerUpdate = Arc::new(move |row| begin(&message, row));
+            let update = crate::ledger::begin_for(&begin, &delivery.message);
             Box::pin(async move {
                 match recorded {
                     Some(recorded) if delivery.attempt == 1 => {
@@ -781,8 +778,14 @@ struct Sent {
     headers: usize,
 }
 
+/// The bytes of a header block holding only `Nats-Msg-Id: id`.
 fn message_id_header_bytes(id: &str) -> usize {
-    "NATS/1.0\r\nNats-Msg-Id: \r\n\r\n".len() + id.len()
+    "NATS/1.0\r\n\r\n".len() + header_bytes(header::NATS_MESSAGE_ID.as_ref(), id)
+}
+
+/// The bytes one header line `name: value` adds to a header block.
+fn header_bytes(name: &str, value: &str) -> usize {
+    name.len() + ": \r\n".len() + value.len()
 }
 
 fn timed_out(after: Duration) -> std::io::Error {
